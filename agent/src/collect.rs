@@ -1,0 +1,63 @@
+//! One collection: run the probes and wrap what they found into a [`NodeReport`].
+
+use std::{sync::Arc, time::SystemTime};
+
+use nodemedic_proto::{time::timestamp, v1::NodeReport};
+
+use crate::{
+    config::{Config, Thresholds},
+    host::HostRoot,
+    probe::{ProbeContext, ProbeSet},
+    probes::default_probes,
+};
+
+/// The agent's version, sent in every Hello and report.
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Runs the probes of one node; holds their state (samples, counters) between runs.
+pub struct Collector {
+    node: String,
+    host: HostRoot,
+    thresholds: Arc<Thresholds>,
+    probes: ProbeSet,
+}
+
+impl Collector {
+    /// The default probes on `host`, reporting as `node`.
+    pub fn new(node: String, host: HostRoot, config: Config) -> Self {
+        let probes = ProbeSet::new(default_probes(), config.probe_timeout);
+        Collector { node, host, thresholds: Arc::new(config.thresholds), probes }
+    }
+
+    /// The node this collector reports as.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The probe ids, for the Hello.
+    pub fn capabilities(&self) -> Vec<String> {
+        self.probes.ids()
+    }
+
+    /// Collects a report stamped `now`; its `seq` is left for the sender to set.
+    pub async fn collect_at(&self, now: SystemTime) -> NodeReport {
+        let ctx = ProbeContext {
+            host: self.host.clone(),
+            now,
+            thresholds: Arc::clone(&self.thresholds),
+        };
+        let mut report = NodeReport {
+            node: self.node.clone(),
+            agent_version: AGENT_VERSION.to_owned(),
+            collected_at: Some(timestamp(now)),
+            ..Default::default()
+        };
+        self.probes.collect(&ctx, &mut report).await;
+        report
+    }
+
+    /// Collects a report now.
+    pub async fn collect(&self) -> NodeReport {
+        self.collect_at(SystemTime::now()).await
+    }
+}

@@ -1,0 +1,295 @@
+//! The agent's configuration file (YAML) and the thresholds findings are judged against.
+//!
+//! Every field has a default, so an empty file (or none) is valid; an unknown field or an
+//! out-of-range value fails at start-up with the field's name. The defaults follow the
+//! kubelet: warn before it acts, go critical at the line where it acts.
+
+use std::{path::Path, time::Duration};
+
+use serde::Deserialize;
+
+/// A bad configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML of this shape.
+    #[error("invalid config file {path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong, with the line where the parser knows it.
+        reason: String,
+    },
+}
+
+/// A percentage from 0 to 100.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Deserialize)]
+#[serde(try_from = "f64")]
+pub struct Percent(f64);
+
+impl Percent {
+    /// The value, 0 to 100.
+    pub const fn get(self) -> f64 {
+        self.0
+    }
+
+    const fn of(value: f64) -> Self {
+        Percent(value)
+    }
+}
+
+impl TryFrom<f64> for Percent {
+    type Error = String;
+    fn try_from(value: f64) -> Result<Self, String> {
+        if (0.0..=100.0).contains(&value) {
+            Ok(Percent(value))
+        } else {
+            Err(format!("{value} is not a percentage from 0 to 100"))
+        }
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Deadline of one probe run (default 5s).
+    #[serde(with = "humantime_serde")]
+    pub probe_timeout: Duration,
+    /// What counts as a problem.
+    pub thresholds: Thresholds,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { probe_timeout: Duration::from_secs(5), thresholds: Thresholds::default() }
+    }
+}
+
+/// The limits of every probe.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Thresholds {
+    /// Filesystems.
+    pub disk: DiskThresholds,
+    /// Memory.
+    pub memory: MemoryThresholds,
+    /// Kernel limits.
+    pub system: SystemThresholds,
+}
+
+/// Filesystem limits. "nodefs" is any filesystem holding `/`, `/var/lib/kubelet` or
+/// `/var/log`; "imagefs" one holding an image store.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiskThresholds {
+    /// Warn when nodefs available falls below this (default 20%).
+    pub nodefs_warn_available: Percent,
+    /// Critical below this: the kubelet's `nodefs.available<10%` eviction line.
+    pub nodefs_critical_available: Percent,
+    /// Warn when imagefs use passes this (default 80%): image GC starts at 85%.
+    pub imagefs_warn_used: Percent,
+    /// The kubelet's `imageGCHighThresholdPercent` (default 85%), named in messages.
+    pub imagefs_gc_used: Percent,
+    /// Critical below this: the kubelet's `imagefs.available<15%` eviction line.
+    pub imagefs_critical_available: Percent,
+    /// Warn when any other filesystem's use passes this (default 90%).
+    pub other_warn_used: Percent,
+    /// Critical when any other filesystem's use passes this (default 95%).
+    pub other_critical_used: Percent,
+    /// Warn when free inodes fall below this (default 10%).
+    pub inodes_warn_free: Percent,
+    /// Critical below this: the kubelet's `nodefs.inodesFree<5%` eviction line.
+    pub inodes_critical_free: Percent,
+    /// Warn when the fill rate says full within this (default 24h).
+    #[serde(with = "humantime_serde")]
+    pub fill_warn_within: Duration,
+    /// Critical when the fill rate says full within this (default 2h).
+    #[serde(with = "humantime_serde")]
+    pub fill_critical_within: Duration,
+    /// The samples the fill rate is fitted to (default the last 1h).
+    #[serde(with = "humantime_serde")]
+    pub fill_window: Duration,
+    /// The shortest span of samples that gives a rate (default 5m).
+    #[serde(with = "humantime_serde")]
+    pub fill_min_span: Duration,
+}
+
+impl Default for DiskThresholds {
+    fn default() -> Self {
+        DiskThresholds {
+            nodefs_warn_available: Percent::of(20.0),
+            nodefs_critical_available: Percent::of(10.0),
+            imagefs_warn_used: Percent::of(80.0),
+            imagefs_gc_used: Percent::of(85.0),
+            imagefs_critical_available: Percent::of(15.0),
+            other_warn_used: Percent::of(90.0),
+            other_critical_used: Percent::of(95.0),
+            inodes_warn_free: Percent::of(10.0),
+            inodes_critical_free: Percent::of(5.0),
+            fill_warn_within: Duration::from_secs(24 * 3600),
+            fill_critical_within: Duration::from_secs(2 * 3600),
+            fill_window: Duration::from_secs(3600),
+            fill_min_span: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Memory limits.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemoryThresholds {
+    /// Critical below this MemAvailable: the kubelet's `memory.available<100Mi` line.
+    pub eviction_available_bytes: u64,
+    /// Warn when MemAvailable falls below this share of MemTotal (default 10%).
+    pub warn_available: Percent,
+    /// Warn when some task stalled on memory this share of the last minute (default 10%).
+    pub pressure_warn_some_avg60: Percent,
+    /// Critical when all tasks stalled on memory this share of the last minute (default 5%).
+    pub pressure_critical_full_avg60: Percent,
+    /// Warn when this share of swap is in use (default 50%).
+    pub swap_warn_used: Percent,
+    /// How many of the largest processes to report (default 5).
+    pub top_processes: usize,
+}
+
+impl Default for MemoryThresholds {
+    fn default() -> Self {
+        MemoryThresholds {
+            eviction_available_bytes: 100 * 1024 * 1024,
+            warn_available: Percent::of(10.0),
+            pressure_warn_some_avg60: Percent::of(10.0),
+            pressure_critical_full_avg60: Percent::of(5.0),
+            swap_warn_used: Percent::of(50.0),
+            top_processes: 5,
+        }
+    }
+}
+
+/// Kernel table limits, as a share of the kernel's maximum.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SystemThresholds {
+    /// PIDs (threads) against `kernel.pid_max`: warn (default 80%).
+    pub pids_warn_used: Percent,
+    /// PIDs: critical (default 90%).
+    pub pids_critical_used: Percent,
+    /// File handles against `fs.file-max`: warn (default 80%).
+    pub files_warn_used: Percent,
+    /// File handles: critical (default 90%).
+    pub files_critical_used: Percent,
+    /// Conntrack entries against `nf_conntrack_max`: warn (default 75%).
+    pub conntrack_warn_used: Percent,
+    /// Conntrack: critical (default 90%); at 100% the kernel drops new connections.
+    pub conntrack_critical_used: Percent,
+    /// Warn when some task waited for a CPU this share of the last minute (default 50%).
+    pub cpu_pressure_warn_some_avg60: Percent,
+}
+
+impl Default for SystemThresholds {
+    fn default() -> Self {
+        SystemThresholds {
+            pids_warn_used: Percent::of(80.0),
+            pids_critical_used: Percent::of(90.0),
+            files_warn_used: Percent::of(80.0),
+            files_critical_used: Percent::of(90.0),
+            conntrack_warn_used: Percent::of(75.0),
+            conntrack_critical_used: Percent::of(90.0),
+            cpu_pressure_warn_some_avg60: Percent::of(50.0),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Self::parse(&text).map_err(|reason| ConfigError::Invalid {
+            path: path.display().to_string(),
+            reason,
+        })
+    }
+
+    /// Parses and validates YAML text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let config: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| e.to_string())?
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let d = &self.thresholds.disk;
+        let s = &self.thresholds.system;
+        let ordered = [
+            ("disk.nodefs_warn_available", "disk.nodefs_critical_available", d.nodefs_warn_available >= d.nodefs_critical_available),
+            ("disk.inodes_warn_free", "disk.inodes_critical_free", d.inodes_warn_free >= d.inodes_critical_free),
+            ("disk.other_critical_used", "disk.other_warn_used", d.other_critical_used >= d.other_warn_used),
+            ("disk.fill_warn_within", "disk.fill_critical_within", d.fill_warn_within >= d.fill_critical_within),
+            ("system.pids_critical_used", "system.pids_warn_used", s.pids_critical_used >= s.pids_warn_used),
+            ("system.files_critical_used", "system.files_warn_used", s.files_critical_used >= s.files_warn_used),
+            ("system.conntrack_critical_used", "system.conntrack_warn_used", s.conntrack_critical_used >= s.conntrack_warn_used),
+        ];
+        if let Some((a, b, _)) = ordered.iter().find(|(_, _, ok)| !ok) {
+            return Err(format!("thresholds.{a} must be at least thresholds.{b}"));
+        }
+        if self.probe_timeout.is_zero() {
+            return Err("probe_timeout must be more than 0".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn overrides_some_fields_and_keeps_the_rest() {
+        let c = Config::parse(
+            "probe_timeout: 2s\nthresholds:\n  disk:\n    nodefs_warn_available: 30\n    fill_window: 30m\n",
+        )
+        .unwrap();
+        assert_eq!(c.probe_timeout, Duration::from_secs(2));
+        assert_eq!(c.thresholds.disk.nodefs_warn_available.get(), 30.0);
+        assert_eq!(c.thresholds.disk.fill_window, Duration::from_secs(1800));
+        assert_eq!(c.thresholds.memory, MemoryThresholds::default());
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_by_name() {
+        let err = Config::parse("thresholds:\n  disk:\n    nodefs_warn: 30\n").unwrap_err();
+        assert!(err.contains("nodefs_warn"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_and_inverted_thresholds_are_refused() {
+        let err = Config::parse("thresholds:\n  memory:\n    warn_available: 140\n").unwrap_err();
+        assert!(err.contains("140"), "{err}");
+        let err = Config::parse("thresholds:\n  disk:\n    nodefs_warn_available: 5\n").unwrap_err();
+        assert!(err.contains("nodefs_warn_available must be at least"), "{err}");
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let err = Config::load(Path::new("/nonexistent/agent.yaml")).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/agent.yaml"));
+    }
+}

@@ -1,0 +1,75 @@
+//! The host root: every path a probe reads goes through it.
+//!
+//! In a DaemonSet the node's `/` is mounted at `/host` and the agent runs with
+//! `--host-root /host`, like node_exporter's `--path.rootfs`; tests point the same code at a
+//! temporary tree. Probes never name `/proc` directly.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use crate::probe::ProbeError;
+
+/// The directory that stands for the node's `/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRoot(PathBuf);
+
+impl HostRoot {
+    /// A host root at `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        HostRoot(dir.into())
+    }
+
+    /// The directory itself.
+    pub fn dir(&self) -> &Path {
+        &self.0
+    }
+
+    /// The real path of a host path: `/proc/meminfo` -> `<root>/proc/meminfo`.
+    pub fn path(&self, host_path: &str) -> PathBuf {
+        self.0.join(host_path.trim_start_matches('/'))
+    }
+
+    /// Reads a host file as text; the error names the file.
+    pub fn read(&self, host_path: &str) -> Result<String, ProbeError> {
+        let path = self.path(host_path);
+        fs::read_to_string(&path).map_err(|source| ProbeError::Io { path, source })
+    }
+
+    /// Reads a host file that holds one unsigned number (`/proc/sys/...`).
+    pub fn read_u64(&self, host_path: &str) -> Result<u64, ProbeError> {
+        let text = self.read(host_path)?;
+        text.trim().parse().map_err(|_| ProbeError::Parse {
+            path: self.path(host_path),
+            reason: format!("expected a number, found {:?}", text.trim()),
+        })
+    }
+
+    /// Like [`HostRoot::read_u64`], but `None` when the file does not exist (a kernel
+    /// module that is not loaded, a kernel without the feature).
+    pub fn read_u64_if_present(&self, host_path: &str) -> Result<Option<u64>, ProbeError> {
+        match self.read_u64(host_path) {
+            Err(ProbeError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Ok(None)
+            }
+            other => other.map(Some),
+        }
+    }
+
+    /// Like [`HostRoot::read`], but `None` when the file does not exist.
+    pub fn read_if_present(&self, host_path: &str) -> Result<Option<String>, ProbeError> {
+        match self.read(host_path) {
+            Err(ProbeError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Ok(None)
+            }
+            other => other.map(Some),
+        }
+    }
+}
+
+impl Default for HostRoot {
+    fn default() -> Self {
+        HostRoot::new("/")
+    }
+}

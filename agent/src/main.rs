@@ -1,0 +1,86 @@
+//! `nodemedic-agent`: measure this node and stream reports to the collector.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context;
+use clap::Parser;
+use nodemedic_agent::{
+    Collector,
+    config::Config,
+    host::HostRoot,
+    reporter::{self, ReporterOptions},
+};
+use tracing_subscriber::EnvFilter;
+
+/// Measures this node (disk, memory, kernel limits) and streams reports to a nodemedic
+/// collector. Runs as a DaemonSet with the host's / mounted at --host-root.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// gRPC address of the collector, e.g. http://nodemedic-collector.nodemedic:9440
+    #[arg(long, env = "NODEMEDIC_COLLECTOR")]
+    collector: String,
+    /// Name this node reports as [default: $NODE_NAME (downward API), else the hostname]
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
+    /// Where the node's / is mounted; every path the probes read is below it
+    #[arg(long, default_value = "/")]
+    host_root: PathBuf,
+    /// Time between reports, e.g. 10s, 1m
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    interval: Duration,
+    /// Send one report, wait until the collector has stored it, and exit
+    #[arg(long)]
+    once: bool,
+    /// YAML file of thresholds and probe settings (see README); defaults without it
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Unacknowledged reports kept for resending while the collector is away
+    #[arg(long, default_value_t = 360)]
+    max_pending: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    if args.interval < Duration::from_secs(1) {
+        anyhow::bail!("--interval must be at least 1s, got {:?}", args.interval);
+    }
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let node = match args.node_name {
+        Some(name) if !name.is_empty() => name,
+        _ => rustix::system::uname()
+            .nodename()
+            .to_str()
+            .context("the hostname is not UTF-8; pass --node-name")?
+            .to_owned(),
+    };
+    let collector = Collector::new(node, HostRoot::new(&args.host_root), config);
+    let opts = ReporterOptions {
+        collector_url: args.collector,
+        interval: args.interval,
+        once: args.once,
+        once_deadline: Duration::from_secs(30),
+        max_pending: args.max_pending,
+    };
+    tracing::info!(message = "Starting.", node = collector.node(), host_root = %args.host_root.display(), interval = ?args.interval);
+    reporter::run(&collector, &opts, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// SIGTERM (the kubelet stopping the pod) or Ctrl-C.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("install a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

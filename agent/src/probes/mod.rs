@@ -1,0 +1,25 @@
+//! The probes, one module each. To add one: implement [`crate::probe::Probe`] in a new
+//! module here, give it a section in `proto/nodemedic/v1/report.proto`, and list it in
+//! [`default_probes`].
+
+use std::sync::Arc;
+
+use crate::probe::Probe;
+
+pub mod disk;
+pub mod memory;
+pub mod system;
+
+/// The probes the agent and `nodemedic doctor` run.
+pub fn default_probes() -> Vec<Arc<dyn Probe>> {
+    vec![
+        Arc::new(disk::DiskProbe::default()),
+        Arc::new(memory::MemoryProbe::default()),
+        Arc::new(system::SystemProbe),
+    ]
+}
+
+/// `part` as a percentage of `whole`; 0 when `whole` is 0.
+pub(crate) fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 { 0.0 } else { part as f64 * 100.0 / whole as f64 }
+}

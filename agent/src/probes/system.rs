@@ -1,0 +1,185 @@
+//! The system probe: kernel tables that run out before memory or disk do — PIDs, file
+//! handles, conntrack entries — and CPU pressure.
+
+use nodemedic_proto::v1::{Evidence, Finding, Severity, SystemSection};
+
+use super::percent;
+use crate::{
+    config::{Percent, SystemThresholds},
+    parse::psi,
+    probe::{Probe, ProbeContext, ProbeError, ProbeOutput, Section},
+};
+
+/// Measures kernel limits; stateless.
+#[derive(Debug, Default)]
+pub struct SystemProbe;
+
+impl Probe for SystemProbe {
+    fn id(&self) -> &'static str {
+        "system"
+    }
+
+    fn run(&self, ctx: &ProbeContext) -> Result<ProbeOutput, ProbeError> {
+        let host = &ctx.host;
+        let parse_err = |path: &str, reason: String| ProbeError::Parse { path: host.path(path), reason };
+
+        // "0.53 0.81 0.43 1/78 5385": runnable/total scheduling entities.
+        let loadavg = host.read("/proc/loadavg")?;
+        let pids_in_use = loadavg
+            .split_whitespace()
+            .nth(3)
+            .and_then(|f| f.split_once('/'))
+            .and_then(|(_, total)| total.parse().ok())
+            .ok_or_else(|| parse_err("/proc/loadavg", format!("no running/total field in {:?}", loadavg.trim())))?;
+        // "304 0 2466177": allocated, unused (always 0 since 2.6), maximum.
+        let file_nr = host.read("/proc/sys/fs/file-nr")?;
+        let mut fields = file_nr.split_whitespace().map(str::parse::<u64>);
+        let (Some(Ok(open_files)), Some(Ok(_)), Some(Ok(file_max))) = (fields.next(), fields.next(), fields.next()) else {
+            return Err(parse_err("/proc/sys/fs/file-nr", format!("expected three numbers, found {:?}", file_nr.trim())));
+        };
+        let uptime = host.read("/proc/uptime")?;
+        let uptime_seconds = uptime
+            .split_whitespace()
+            .next()
+            .and_then(|s| s.parse::<f64>().ok())
+            .ok_or_else(|| parse_err("/proc/uptime", format!("no uptime in {:?}", uptime.trim())))?;
+        let cpu_pressure = host
+            .read_if_present("/proc/pressure/cpu")?
+            .map(|text| psi::parse(&text).map_err(|e| ProbeError::parse(host, "/proc/pressure/cpu", e)))
+            .transpose()?;
+
+        let section = SystemSection {
+            pids_in_use,
+            pid_max: host.read_u64("/proc/sys/kernel/pid_max")?,
+            open_files,
+            file_max,
+            conntrack_entries: host.read_u64_if_present("/proc/sys/net/netfilter/nf_conntrack_count")?,
+            conntrack_max: host.read_u64_if_present("/proc/sys/net/netfilter/nf_conntrack_max")?,
+            cpu_pressure,
+            uptime_seconds: uptime_seconds as u64,
+            kernel_release: host.read_if_present("/proc/sys/kernel/osrelease")?.unwrap_or_default().trim().to_owned(),
+        };
+        let findings = judge(&section, &ctx.thresholds.system);
+        Ok(ProbeOutput { section: Section::System(section), findings })
+    }
+}
+
+/// A kernel table's use against its limit.
+struct Table<'a> {
+    check: &'static str,
+    used: u64,
+    max: u64,
+    warn: Percent,
+    critical: Percent,
+    what: &'a str,
+    consequence: &'a str,
+}
+
+impl Table<'_> {
+    fn judge(&self) -> Option<Finding> {
+        if self.max == 0 {
+            return None;
+        }
+        let pct = percent(self.used, self.max);
+        let severity = if pct >= self.critical.get() {
+            Severity::Critical
+        } else if pct >= self.warn.get() {
+            Severity::Warning
+        } else {
+            return None;
+        };
+        Some(
+            Finding::fail(
+                self.check,
+                severity,
+                "",
+                format!("{} {} of {} in use ({pct:.1}%): {}.", self.what, self.used, self.max, self.consequence),
+            )
+            .with(Evidence::count("used", self.used))
+            .with(Evidence::count("max", self.max))
+            .with(Evidence::percent("used_percent", pct)),
+        )
+    }
+}
+
+/// The findings for a system section.
+pub fn judge(s: &SystemSection, t: &SystemThresholds) -> Vec<Finding> {
+    let tables = [
+        Table {
+            check: "system.pids",
+            used: s.pids_in_use,
+            max: s.pid_max,
+            warn: t.pids_warn_used,
+            critical: t.pids_critical_used,
+            what: "PIDs (threads)",
+            consequence: "at the limit fork() fails and containers cannot start; look for a process leaking threads",
+        },
+        Table {
+            check: "system.file_descriptors",
+            used: s.open_files,
+            max: s.file_max,
+            warn: t.files_warn_used,
+            critical: t.files_critical_used,
+            what: "File handles",
+            consequence: "at the limit open() fails with ENFILE on the whole node",
+        },
+        Table {
+            check: "system.conntrack",
+            used: s.conntrack_entries.unwrap_or(0),
+            max: s.conntrack_max.unwrap_or(0),
+            warn: t.conntrack_warn_used,
+            critical: t.conntrack_critical_used,
+            what: "Conntrack entries",
+            consequence: "when the table is full the kernel drops new connections (\"nf_conntrack: table full\"); raise net.netfilter.nf_conntrack_max",
+        },
+    ];
+    let mut out: Vec<Finding> = tables.iter().filter_map(Table::judge).collect();
+    if let Some(p) = s.cpu_pressure.as_ref().filter(|p| p.some_avg60 >= t.cpu_pressure_warn_some_avg60.get()) {
+        out.push(
+            Finding::fail(
+                "system.cpu_pressure",
+                Severity::Warning,
+                "",
+                format!("Tasks waited for a CPU {:.1}% of the last minute: the node is CPU-starved; check pods without CPU limits.", p.some_avg60),
+            )
+            .with(Evidence::percent("some_avg60", p.some_avg60))
+            .with(Evidence::percent("some_avg10", p.some_avg10)),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_against_their_limits() {
+        let s = SystemSection {
+            pids_in_use: 100,
+            pid_max: 4_194_304,
+            open_files: 850,
+            file_max: 1000,
+            conntrack_entries: Some(95),
+            conntrack_max: Some(100),
+            ..Default::default()
+        };
+        let found: Vec<_> = judge(&s, &SystemThresholds::default())
+            .into_iter()
+            .map(|f| (f.check.clone(), f.severity()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("system.file_descriptors".to_owned(), Severity::Warning),
+                ("system.conntrack".to_owned(), Severity::Critical),
+            ]
+        );
+    }
+
+    #[test]
+    fn no_conntrack_module_is_no_finding() {
+        let s = SystemSection { pid_max: 10, pids_in_use: 1, ..Default::default() };
+        assert!(judge(&s, &SystemThresholds::default()).is_empty());
+    }
+}

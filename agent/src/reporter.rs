@@ -1,0 +1,355 @@
+//! The reporting loop: collect every interval and stream the reports to the collector.
+//!
+//! The agent opens `AgentGateway.Connect`, sends `Hello`, and learns from `Welcome` the
+//! highest `seq` the collector stored for this node; its reports continue above it. A report
+//! stays in memory until its `Ack` arrives (the collector acks only after a durable commit);
+//! after a reconnect every unacknowledged report is sent again, and the collector drops the
+//! ones it already has. Reports collected while the collector is unreachable wait in the
+//! same queue, up to `max_pending`; the oldest go first when it overflows.
+
+use std::{collections::VecDeque, time::Duration};
+
+use nodemedic_proto::{
+    time::duration,
+    v1::{
+        AgentMessage, CollectorMessage, Hello, NodeReport, agent_gateway_client::AgentGatewayClient,
+        agent_message, collector_message, command,
+    },
+};
+use tokio::{
+    sync::mpsc,
+    time::{Instant, MissedTickBehavior, sleep_until, timeout},
+};
+use tokio_stream::{StreamExt, wrappers::ReceiverStream};
+use tonic::{Code, Streaming, transport::Endpoint};
+use tracing::{debug, info, warn};
+
+use crate::collect::{AGENT_VERSION, Collector};
+
+/// Why the reporting loop stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// The collector address is not a URL.
+    #[error("invalid collector URL {url:?}: {source}")]
+    BadUrl {
+        /// The address given.
+        url: String,
+        /// Why it is invalid.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// `--once` could not deliver its report in time.
+    #[error("could not deliver the report to {url} within {within:?}: {last_error}")]
+    NotDelivered {
+        /// The collector.
+        url: String,
+        /// The deadline.
+        within: Duration,
+        /// The last thing that went wrong.
+        last_error: String,
+    },
+    /// The collector refused the agent for a reason retrying cannot fix.
+    #[error("the collector refused this agent: {0}")]
+    Refused(String),
+}
+
+/// How the loop reports.
+#[derive(Debug, Clone)]
+pub struct ReporterOptions {
+    /// `http://host:port` of the collector's gRPC listener.
+    pub collector_url: String,
+    /// Time between collections.
+    pub interval: Duration,
+    /// Send one report, wait for its ack, and stop.
+    pub once: bool,
+    /// How long `once` keeps trying.
+    pub once_deadline: Duration,
+    /// Unacknowledged reports kept for resending.
+    pub max_pending: usize,
+}
+
+/// One open stream to the collector.
+struct Connection {
+    outbound: mpsc::Sender<AgentMessage>,
+    inbound: Streaming<CollectorMessage>,
+}
+
+/// Reports and their seq numbering across connections.
+struct Queue {
+    /// Oldest first; `seq` 0 until the first Welcome says where to start.
+    pending: VecDeque<NodeReport>,
+    next_seq: Option<u64>,
+    max: usize,
+}
+
+impl Queue {
+    fn push(&mut self, mut report: NodeReport) -> Option<NodeReport> {
+        if let Some(seq) = self.next_seq.as_mut() {
+            report.seq = *seq;
+            *seq += 1;
+        }
+        self.pending.push_back(report.clone());
+        if self.pending.len() > self.max {
+            let dropped = self.pending.pop_front();
+            warn!(message = "Dropping the oldest unacknowledged report: the queue is full.", max = self.max, seq = dropped.map(|r| r.seq));
+        }
+        self.next_seq.is_some().then_some(report)
+    }
+
+    /// After a Welcome: forget what the collector has, number what was waiting.
+    fn welcome(&mut self, last_seq: u64) {
+        self.pending.retain(|r| r.seq == 0 || r.seq > last_seq);
+        let mut next = self.next_seq.unwrap_or(0).max(last_seq + 1);
+        for report in self.pending.iter_mut().filter(|r| r.seq == 0) {
+            report.seq = next;
+            next += 1;
+        }
+        self.next_seq = Some(next);
+    }
+
+    fn ack(&mut self, seq: u64) {
+        self.pending.retain(|r| r.seq > seq);
+    }
+}
+
+/// Collects every `interval` and streams the reports until `shutdown` resolves (or, with
+/// `once`, until the first report is acknowledged).
+pub async fn run(
+    collector: &Collector,
+    opts: &ReporterOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ReportError> {
+    let endpoint = Endpoint::from_shared(opts.collector_url.clone())
+        .map_err(|source| ReportError::BadUrl { url: opts.collector_url.clone(), source })?
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .tcp_keepalive(Some(Duration::from_secs(60)));
+    let started = Instant::now();
+    let mut queue = Queue { pending: VecDeque::new(), next_seq: None, max: opts.max_pending.max(1) };
+    let mut conn: Option<Connection> = None;
+    let mut backoff = Backoff::new(collector.node());
+    let mut reconnect_at = Instant::now();
+    let mut last_error = String::from("not connected yet");
+    let mut ticker = tokio::time::interval(opts.interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut collected_once = false;
+    tokio::pin!(shutdown);
+
+    loop {
+        tokio::select! {
+            () = sleep_until(started + opts.once_deadline), if opts.once => {
+                return Err(ReportError::NotDelivered {
+                    url: opts.collector_url.clone(),
+                    within: opts.once_deadline,
+                    last_error,
+                });
+            }
+            () = &mut shutdown => {
+                info!(message = "Shutting down.", unacknowledged = queue.pending.len());
+                return Ok(());
+            }
+            _ = ticker.tick(), if !(opts.once && collected_once) => {
+                collected_once = true;
+                let report = collector.collect().await;
+                debug!(message = "Collected.", findings = report.findings.len());
+                if let Some(report) = queue.push(report) {
+                    send(&mut conn, report);
+                }
+            }
+            message = next_message(&mut conn) => match message {
+                Ok(CollectorMessage { kind: Some(collector_message::Kind::Ack(ack)) }) => {
+                    debug!(message = "Acknowledged.", seq = ack.seq, duplicate = ack.duplicate);
+                    queue.ack(ack.seq);
+                    if opts.once && queue.pending.is_empty() {
+                        return Ok(());
+                    }
+                }
+                Ok(CollectorMessage { kind: Some(collector_message::Kind::Command(cmd)) }) => {
+                    if let Some(command::Kind::CollectNow(now)) = cmd.kind {
+                        info!(message = "Collecting now on the collector's request.", reason = %now.reason);
+                        if let Some(report) = queue.push(collector.collect().await) {
+                            send(&mut conn, report);
+                        }
+                    }
+                }
+                Ok(other) => warn!(message = "Ignoring an unexpected message.", ?other),
+                Err(status) => {
+                    warn!(message = "Lost the collector stream.", code = ?status.code(), error = %status.message());
+                    last_error = status.message().to_owned();
+                    conn = None;
+                    reconnect_at = Instant::now() + backoff.next();
+                }
+            },
+            () = sleep_until(reconnect_at), if conn.is_none() => {
+                match connect(&endpoint, collector, opts.interval).await {
+                    Ok((c, last_seq)) => {
+                        info!(message = "Connected to the collector.", url = %opts.collector_url, last_seq, resending = queue.pending.len());
+                        backoff.reset();
+                        queue.welcome(last_seq);
+                        for report in &queue.pending {
+                            if c.outbound.try_send(report_message(report.clone())).is_err() {
+                                warn!(message = "Could not queue a report on the new stream.");
+                            }
+                        }
+                        conn = Some(c);
+                        // An empty queue in once mode means the collector already had it.
+                        if opts.once && collected_once && queue.pending.is_empty() {
+                            return Ok(());
+                        }
+                    }
+                    Err(status) if status.code() == Code::InvalidArgument => {
+                        return Err(ReportError::Refused(status.message().to_owned()));
+                    }
+                    Err(status) => {
+                        let wait = backoff.next();
+                        warn!(message = "Cannot reach the collector.", url = %opts.collector_url, error = %status, retry_in = ?wait);
+                        last_error = status.to_string();
+                        reconnect_at = Instant::now() + wait;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn report_message(report: NodeReport) -> AgentMessage {
+    AgentMessage { kind: Some(agent_message::Kind::Report(report)) }
+}
+
+fn send(conn: &mut Option<Connection>, report: NodeReport) {
+    if let Some(c) = conn {
+        if c.outbound.try_send(report_message(report)).is_err() {
+            warn!(message = "The collector stream is not draining; reconnecting.");
+            *conn = None;
+        }
+    }
+}
+
+/// The next message of the open stream; pending forever while there is none.
+async fn next_message(conn: &mut Option<Connection>) -> Result<CollectorMessage, tonic::Status> {
+    match conn {
+        Some(c) => match c.inbound.next().await {
+            Some(result) => result,
+            None => Err(tonic::Status::unavailable("the collector closed the stream")),
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Opens the stream, sends Hello and waits for Welcome.
+async fn connect(
+    endpoint: &Endpoint,
+    collector: &Collector,
+    interval: Duration,
+) -> Result<(Connection, u64), tonic::Status> {
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("connect: {e}")))?;
+    // Room for a full resend queue plus what comes while it drains.
+    let (outbound, rx) = mpsc::channel(4096);
+    let hello = Hello {
+        node: collector.node().to_owned(),
+        agent_version: AGENT_VERSION.to_owned(),
+        capabilities: collector.capabilities(),
+        interval: Some(duration(interval)),
+    };
+    outbound
+        .try_send(AgentMessage { kind: Some(agent_message::Kind::Hello(hello)) })
+        .map_err(|_| tonic::Status::internal("new stream refused the hello"))?;
+    let mut inbound = AgentGatewayClient::new(channel)
+        .connect(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let first = timeout(Duration::from_secs(10), inbound.next())
+        .await
+        .map_err(|_| tonic::Status::deadline_exceeded("no Welcome within 10s"))?;
+    match first {
+        Some(Ok(CollectorMessage { kind: Some(collector_message::Kind::Welcome(w)) })) => {
+            Ok((Connection { outbound, inbound }, w.last_seq))
+        }
+        Some(Ok(other)) => Err(tonic::Status::internal(format!("expected Welcome, got {other:?}"))),
+        Some(Err(status)) => Err(status),
+        None => Err(tonic::Status::unavailable("the collector closed the stream before Welcome")),
+    }
+}
+
+/// Exponential backoff from 1 s to 60 s with up to 50% jitter, so that agents restarted
+/// together do not reconnect together.
+struct Backoff {
+    attempt: u32,
+    state: u64,
+}
+
+impl Backoff {
+    fn new(seed: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos();
+        let state = seed.bytes().fold(u64::from(nanos) | 1, |h, b| h.rotate_left(5) ^ u64::from(b));
+        Backoff { attempt: 0, state: state | 1 }
+    }
+
+    fn next(&mut self) -> Duration {
+        let base = Duration::from_secs(1 << self.attempt.min(6)).min(Duration::from_secs(60));
+        self.attempt += 1;
+        // xorshift64
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        let jitter = (self.state % 1000) as f64 / 2000.0;
+        base.mul_f64(1.0 - jitter)
+    }
+
+    fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> NodeReport {
+        NodeReport { node: "n".into(), ..Default::default() }
+    }
+
+    #[test]
+    fn reports_before_the_first_welcome_are_numbered_above_the_stored_ones() {
+        let mut q = Queue { pending: VecDeque::new(), next_seq: None, max: 10 };
+        assert!(q.push(report()).is_none(), "not sendable before a Welcome");
+        q.push(report());
+        q.welcome(41);
+        let seqs: Vec<u64> = q.pending.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [42, 43]);
+        assert_eq!(q.push(report()).unwrap().seq, 44);
+        q.ack(43);
+        assert_eq!(q.pending.len(), 1);
+        // Reconnect: the collector had stored 44 already (crash before the ack).
+        q.welcome(44);
+        assert!(q.pending.is_empty());
+        assert_eq!(q.push(report()).unwrap().seq, 45);
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_oldest() {
+        let mut q = Queue { pending: VecDeque::new(), next_seq: Some(1), max: 2 };
+        for _ in 0..3 {
+            q.push(report());
+        }
+        let seqs: Vec<u64> = q.pending.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [2, 3]);
+    }
+
+    #[test]
+    fn backoff_grows_to_a_minute_with_jitter() {
+        let mut b = Backoff::new("node-a");
+        let waits: Vec<Duration> = (0..10).map(|_| b.next()).collect();
+        assert!(waits[0] <= Duration::from_secs(1) && waits[0] >= Duration::from_millis(500));
+        assert!(waits[9] <= Duration::from_secs(60) && waits[9] >= Duration::from_secs(30));
+        b.reset();
+        assert!(b.next() <= Duration::from_secs(1));
+    }
+}
