@@ -1,1 +1,28 @@
-//! placeholder
+//! # nodemedic-collector
+//!
+//! The central service: agents stream reports in, the collector stores them durably,
+//! tracks each finding from open to resolved, notices silent nodes, and answers queries.
+//!
+//! ## Layout (the data path, in order)
+//! - [`gateway`]: `AgentGateway`, the agents' streams (Hello → Welcome, Report → Ack).
+//! - [`validate`]: what is accepted (node names, report rules, limits).
+//! - [`store`]: SQLite. [`store::writer`] is the single writer thread that batches
+//!   commits and owns the finding lifecycle; [`store::Reader`] answers queries.
+//! - [`diagnostics`]: the `Diagnostics` query service.
+//! - [`registry`]: which nodes are connected; commands down their streams.
+//! - [`analysis`] and [`advice`]: findings ordered with what to run (used by
+//!   `nodemedic doctor` in-process).
+//! - [`http`] and [`metrics`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`server`]: binds and wires it all; `main.rs` only parses flags.
+
+pub mod advice;
+pub mod analysis;
+pub mod diagnostics;
+pub mod error;
+pub mod gateway;
+pub mod http;
+pub mod metrics;
+pub mod registry;
+pub mod server;
+pub mod store;
+pub mod validate;

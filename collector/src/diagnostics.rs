@@ -1,0 +1,163 @@
+//! `Diagnostics`: the query API for tooling and the CLI.
+
+use std::{pin::Pin, sync::Arc};
+
+use nodemedic_proto::{
+    time::{timestamp_from_millis, timestamp_millis},
+    v1::{
+        Command, CollectNow, FindingEvent, FindingState, GetNodeRequest, GetNodeResponse, ListFindingsRequest,
+        ListFindingsResponse, ListNodesRequest, ListNodesResponse, NodeSummary, Severity, TriggerCollectionRequest,
+        TriggerCollectionResponse, WatchFindingsRequest, command, diagnostics_server::Diagnostics,
+    },
+};
+use tokio::sync::broadcast;
+use tokio_stream::{Stream, StreamExt, wrappers::BroadcastStream};
+use tonic::{Request, Response, Status};
+use tracing::info;
+
+use crate::{
+    error::Error,
+    registry::Registry,
+    store::{FindingFilter, NodeRow, Reader},
+    validate,
+};
+
+/// Findings returned when a request sets no limit.
+const DEFAULT_LIMIT: usize = 1000;
+/// The most findings one request may ask for.
+const MAX_LIMIT: usize = 100_000;
+
+/// The query service.
+#[derive(Clone)]
+pub struct DiagnosticsService {
+    pub(crate) reader: Arc<Reader>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) events: broadcast::Sender<FindingEvent>,
+}
+
+impl DiagnosticsService {
+    /// Runs a read on a blocking thread.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Reader) -> Result<T, crate::store::StoreError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let reader = Arc::clone(&self.reader);
+        tokio::task::spawn_blocking(move || f(&reader))
+            .await
+            .map_err(|e| Status::internal(format!("query task failed: {e}")))?
+            .map_err(|e| Error::from(e).into())
+    }
+
+    fn summary(&self, row: NodeRow) -> NodeSummary {
+        let [critical, warning, info] = row.open;
+        let worst = if critical > 0 {
+            Severity::Critical
+        } else if warning > 0 {
+            Severity::Warning
+        } else if info > 0 {
+            Severity::Info
+        } else {
+            Severity::Unspecified
+        };
+        NodeSummary {
+            connected: self.registry.is_connected(&row.name),
+            name: row.name,
+            agent_version: row.agent_version,
+            first_seen: Some(timestamp_from_millis(row.first_seen)),
+            last_report: row.last_report.map(timestamp_from_millis),
+            last_seq: row.last_seq,
+            open_critical: critical,
+            open_warning: warning,
+            open_info: info,
+            worst: worst as i32,
+        }
+    }
+}
+
+fn min_severity(value: i32) -> Result<Option<Severity>, Status> {
+    match Severity::try_from(value) {
+        Ok(Severity::Unspecified) => Ok(None),
+        Ok(s) => Ok(Some(s)),
+        Err(_) => Err(Status::invalid_argument(format!("unknown severity {value}"))),
+    }
+}
+
+#[tonic::async_trait]
+impl Diagnostics for DiagnosticsService {
+    async fn list_nodes(&self, _: Request<ListNodesRequest>) -> Result<Response<ListNodesResponse>, Status> {
+        let rows = self.read(Reader::nodes).await?;
+        let nodes = rows.into_iter().map(|r| self.summary(r)).collect();
+        Ok(Response::new(ListNodesResponse { nodes }))
+    }
+
+    async fn get_node(&self, request: Request<GetNodeRequest>) -> Result<Response<GetNodeResponse>, Status> {
+        let name = request.into_inner().name;
+        validate::node_name(&name)?;
+        let lookup = name.clone();
+        let (row, latest) = self
+            .read(move |r| r.node(&lookup))
+            .await?
+            .ok_or_else(|| Status::from(Error::UnknownNode(name.clone())))?;
+        let filter = FindingFilter { nodes: vec![name], state: FindingState::Open, limit: MAX_LIMIT, ..Default::default() };
+        let (open_findings, _) = self.read(move |r| r.findings(&filter)).await?;
+        Ok(Response::new(GetNodeResponse { node: Some(self.summary(row)), latest, open_findings }))
+    }
+
+    async fn list_findings(&self, request: Request<ListFindingsRequest>) -> Result<Response<ListFindingsResponse>, Status> {
+        let req = request.into_inner();
+        for node in &req.nodes {
+            validate::node_name(node)?;
+        }
+        let limit = match req.limit as usize {
+            0 => DEFAULT_LIMIT,
+            n => n.min(MAX_LIMIT),
+        };
+        let filter = FindingFilter {
+            nodes: req.nodes,
+            checks: req.checks,
+            min_severity: min_severity(req.min_severity)?,
+            state: FindingState::try_from(req.state).map_err(|_| Status::invalid_argument(format!("unknown state {}", req.state)))?,
+            since: req.since.as_ref().map(timestamp_millis),
+            until: req.until.as_ref().map(timestamp_millis),
+            limit,
+        };
+        let (findings, truncated) = self.read(move |r| r.findings(&filter)).await?;
+        Ok(Response::new(ListFindingsResponse { findings, truncated }))
+    }
+
+    type WatchFindingsStream = Pin<Box<dyn Stream<Item = Result<FindingEvent, Status>> + Send>>;
+
+    async fn watch_findings(&self, request: Request<WatchFindingsRequest>) -> Result<Response<Self::WatchFindingsStream>, Status> {
+        let req = request.into_inner();
+        let min = min_severity(req.min_severity)?.map_or(0, |s| s as i32);
+        let nodes = req.nodes;
+        let stream = BroadcastStream::new(self.events.subscribe()).filter_map(move |event| match event {
+            Ok(e) => {
+                let f = e.finding.as_ref()?;
+                (f.severity >= min && (nodes.is_empty() || nodes.contains(&f.node))).then_some(Ok(e))
+            }
+            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => Some(Err(Status::resource_exhausted(
+                format!("this watcher fell {n} events behind and missed them; list the findings again and start a new watch"),
+            ))),
+        });
+        // A lagging watcher is told once and then ended.
+        let mut ended = false;
+        let stream = stream.take_while(move |item| {
+            let keep = !ended;
+            ended = item.is_err();
+            keep
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn trigger_collection(&self, request: Request<TriggerCollectionRequest>) -> Result<Response<TriggerCollectionResponse>, Status> {
+        let node = request.into_inner().node;
+        if !node.is_empty() {
+            validate::node_name(&node)?;
+        }
+        let command = Command { kind: Some(command::Kind::CollectNow(CollectNow { reason: "requested through the Diagnostics API".into() })) };
+        let nodes = self.registry.send((!node.is_empty()).then_some(node.as_str()), &command)?;
+        info!(message = "Asked agents to collect now.", count = nodes.len());
+        Ok(Response::new(TriggerCollectionResponse { nodes }))
+    }
+}

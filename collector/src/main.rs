@@ -1,0 +1,71 @@
+//! `nodemedic-collector`: the central service.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::Parser;
+use nodemedic_collector::{
+    server::{Bound, Config},
+    validate::ReportLimits,
+};
+use tracing_subscriber::EnvFilter;
+
+/// Receives reports from nodemedic agents, stores them in SQLite under --data-dir, tracks
+/// findings, and answers the Diagnostics gRPC API. /healthz, /readyz and /metrics are served
+/// on --http-listen.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// gRPC address for agents and tooling
+    #[arg(long, default_value = "0.0.0.0:9440")]
+    grpc_listen: SocketAddr,
+    /// HTTP address for /healthz, /readyz and /metrics
+    #[arg(long, default_value = "0.0.0.0:9441")]
+    http_listen: SocketAddr,
+    /// Directory of the SQLite store (created if missing)
+    #[arg(long, default_value = "/var/lib/nodemedic")]
+    data_dir: PathBuf,
+    /// How long reports and resolved findings are kept, e.g. 24h, 7d
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    retention: Duration,
+    /// Missed report intervals before a node is called silent
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    silent_after: u32,
+    /// Largest accepted gRPC message (a report), bytes
+    #[arg(long, default_value_t = 4 << 20)]
+    max_message_bytes: usize,
+    /// Most findings accepted in one report
+    #[arg(long, default_value_t = 1000)]
+    max_findings: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let bound = Bound::bind(Config {
+        grpc_listen: args.grpc_listen,
+        http_listen: args.http_listen,
+        data_dir: args.data_dir,
+        retention: args.retention,
+        silent_after: args.silent_after,
+        max_message_bytes: args.max_message_bytes,
+        limits: ReportLimits { max_findings: args.max_findings },
+    })
+    .await?;
+    // One line on stdout that scripts and tests read for the bound ports.
+    println!("nodemedic-collector listening grpc={} http={}", bound.grpc_addr(), bound.http_addr());
+    bound.serve(shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("install a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

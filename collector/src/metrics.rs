@@ -1,0 +1,89 @@
+//! Prometheus metrics of the collector, served at `/metrics`.
+//!
+//! | metric | kind | meaning |
+//! |---|---|---|
+//! | `nodemedic_reports_ingested_total` | counter | reports committed to the store |
+//! | `nodemedic_reports_duplicate_total` | counter | replayed reports acknowledged without storing |
+//! | `nodemedic_ingest_latency_seconds` | histogram | report received to committed |
+//! | `nodemedic_store_batch_size` | histogram | writes per store transaction |
+//! | `nodemedic_connected_agents` | gauge | open agent streams |
+//! | `nodemedic_open_findings{severity}` | gauge | open findings by severity |
+//! | `nodemedic_refused_total{reason}` | counter | streams or reports refused, by reason |
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+/// Label of `nodemedic_open_findings`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SeverityLabel {
+    /// `info`, `warning` or `critical`.
+    pub severity: String,
+}
+
+/// Label of `nodemedic_refused_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Why: `invalid_node_name`, `node_mismatch`, `seq`, `too_large`, `duplicate_stream`, ...
+    pub reason: String,
+}
+
+/// Every metric the collector exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Reports committed.
+    pub reports_ingested: Counter,
+    /// Replays acknowledged without storing.
+    pub reports_duplicate: Counter,
+    /// Seconds from receipt to commit.
+    pub ingest_latency: Histogram,
+    /// Writes per transaction.
+    pub batch_size: Histogram,
+    /// Open agent streams.
+    pub connected_agents: Gauge,
+    /// Open findings by severity.
+    pub open_findings: Family<SeverityLabel, Gauge>,
+    /// Refusals by reason.
+    pub refused: Family<ReasonLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("nodemedic");
+        let m = Metrics {
+            reports_ingested: Counter::default(),
+            reports_duplicate: Counter::default(),
+            ingest_latency: Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
+            batch_size: Histogram::new([1.0, 4.0, 16.0, 64.0, 256.0, 1024.0]),
+            connected_agents: Gauge::default(),
+            open_findings: Family::default(),
+            refused: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("reports_ingested", "Reports committed to the store", m.reports_ingested.clone());
+        registry.register("reports_duplicate", "Replayed reports acknowledged without storing", m.reports_duplicate.clone());
+        registry.register("ingest_latency_seconds", "Time from receiving a report to committing it", m.ingest_latency.clone());
+        registry.register("store_batch_size", "Writes per store transaction", m.batch_size.clone());
+        registry.register("connected_agents", "Open agent streams", m.connected_agents.clone());
+        registry.register("open_findings", "Open findings by severity", m.open_findings.clone());
+        registry.register("refused", "Streams or reports refused, by reason", m.refused.clone());
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// Counts a refusal.
+    pub fn refuse(&self, reason: &str) {
+        self.refused.get_or_create(&ReasonLabel { reason: reason.to_owned() }).inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

@@ -1,0 +1,173 @@
+//! Wiring: bind the listeners, open the store, start the writer and the services, and shut
+//! down cleanly (stop accepting, let the writer commit what it holds).
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use nodemedic_proto::v1::{agent_gateway_server::AgentGatewayServer, diagnostics_server::DiagnosticsServer};
+use tokio::{net::TcpListener, sync::broadcast};
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::info;
+
+use crate::{
+    diagnostics::DiagnosticsService,
+    gateway::Gateway,
+    http,
+    metrics::Metrics,
+    registry::Registry,
+    store::{self, Reader, StoreError, writer},
+    validate::ReportLimits,
+};
+
+/// Why the collector could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    /// The HTTP server failed.
+    #[error("HTTP server: {0}")]
+    Http(std::io::Error),
+    /// Reflection could not be built from the descriptors.
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// What the collector needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// gRPC listen address (agents and tooling).
+    pub grpc_listen: SocketAddr,
+    /// HTTP listen address (health and metrics).
+    pub http_listen: SocketAddr,
+    /// Where the SQLite database lives.
+    pub data_dir: PathBuf,
+    /// How long reports and resolved findings are kept.
+    pub retention: Duration,
+    /// Intervals without a report before a node is silent.
+    pub silent_after: u32,
+    /// Largest accepted message, bytes.
+    pub max_message_bytes: usize,
+    /// Limits on a report's contents.
+    pub limits: ReportLimits,
+}
+
+/// A collector with its listeners bound, not yet serving.
+pub struct Bound {
+    config: Config,
+    grpc: TcpListener,
+    http: TcpListener,
+}
+
+impl Bound {
+    /// Binds both listeners (port 0 picks a free port).
+    pub async fn bind(config: Config) -> Result<Self, ServerError> {
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })
+        };
+        let grpc = bind(config.grpc_listen).await?;
+        let http = bind(config.http_listen).await?;
+        Ok(Bound { config, grpc, http })
+    }
+
+    /// The bound gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` resolves, then lets the store writer commit what it holds.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+        let Bound { config, grpc, http } = self;
+        let metrics = Arc::new(Metrics::default());
+        let (events, _) = broadcast::channel(4096);
+        let conn = store::open_for_writing(&config.data_dir)?;
+        let (writer, writer_thread) = writer::spawn(
+            conn,
+            writer::WriterConfig { retention: config.retention, silent_after: config.silent_after },
+            events.clone(),
+            Arc::clone(&metrics),
+        )?;
+        let reader = Arc::new(Reader::open(&config.data_dir)?);
+        let registry = Registry::new(Arc::clone(&metrics));
+
+        let ticker = {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    every.tick().await;
+                    let now = nodemedic_proto::time::unix_millis(std::time::SystemTime::now());
+                    if writer.tick(now).await.is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+
+        let gateway = Gateway {
+            writer: writer.clone(),
+            registry: Arc::clone(&registry),
+            metrics: Arc::clone(&metrics),
+            limits: config.limits,
+        };
+        let diagnostics = DiagnosticsService { reader, registry, events };
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<AgentGatewayServer<Gateway>>().await;
+        health.set_serving::<DiagnosticsServer<DiagnosticsService>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(nodemedic_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
+        let stopped = |mut rx: tokio::sync::watch::Receiver<()>| async move {
+            let _ = rx.changed().await;
+        };
+        let grpc_server = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(
+                AgentGatewayServer::new(gateway)
+                    .max_decoding_message_size(config.max_message_bytes)
+                    .max_encoding_message_size(config.max_message_bytes),
+            )
+            .add_service(DiagnosticsServer::new(diagnostics).max_encoding_message_size(64 << 20))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped(stop_rx.clone()));
+        let http_server = axum::serve(http, http::router(Arc::clone(&metrics), writer.clone()))
+            .with_graceful_shutdown(stopped(stop_rx));
+        drop(writer);
+
+        tokio::spawn(async move {
+            shutdown.await;
+            info!(message = "Shutting down: no new streams; committing what was received.");
+            let _ = stop_tx.send(());
+        });
+        let (grpc_result, http_result) = tokio::join!(grpc_server, http_server);
+        ticker.abort();
+        let _ = ticker.await;
+        // Every handle is gone now: the writer drains its queue, commits and stops.
+        tokio::task::spawn_blocking(move || writer_thread.join()).await.ok();
+        grpc_result?;
+        http_result.map_err(ServerError::Http)?;
+        info!(message = "Stopped.");
+        Ok(())
+    }
+}

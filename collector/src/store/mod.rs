@@ -1,0 +1,250 @@
+//! The store: nodes, reports and findings in an embedded SQLite database (WAL) under the
+//! data directory.
+//!
+//! All writes go through one [`writer`] thread that batches them into transactions, so
+//! ingest pays one fsync per batch, not per report; a report is acknowledged only after
+//! the commit that holds it. Reads use their own connection ([`Reader`]) and never wait
+//! for the writer (WAL readers see the last commit).
+
+pub mod writer;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Mutex,
+};
+
+use nodemedic_proto::{
+    time::timestamp_from_millis,
+    v1::{Finding, FindingState, NodeReport, Severity},
+};
+use prost::Message;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params_from_iter, types::Value};
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The data directory is unusable.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A stored protobuf does not decode: the database was changed outside nodemedic.
+    #[error("corrupt stored {what}: {source}")]
+    Corrupt {
+        /// What was being decoded.
+        what: &'static str,
+        /// The decode error.
+        #[source]
+        source: prost::DecodeError,
+    },
+    /// The database was written by a newer nodemedic.
+    #[error("the database schema version {0} is newer than this collector understands (1)")]
+    SchemaTooNew(i64),
+    /// The transaction holding this write failed to commit.
+    #[error("the batch holding this write failed: {0}")]
+    Batch(String),
+    /// The writer thread has stopped.
+    #[error("the store writer has stopped")]
+    WriterGone,
+}
+
+/// The database file in a data directory.
+pub fn database_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("nodemedic.db")
+}
+
+/// Opens (creating if needed) the database for writing, with the schema in place.
+pub fn open_for_writing(data_dir: &Path) -> Result<Connection, StoreError> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|source| StoreError::DataDir { path: data_dir.to_owned(), source })?;
+    let conn = Connection::open(database_path(data_dir))?;
+    // FULL: a committed (and so acknowledged) report survives power loss, not just a crash.
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;",
+    )?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > 1 {
+        return Err(StoreError::SchemaTooNew(version));
+    }
+    conn.execute_batch(include_str!("schema.sql"))?;
+    Ok(conn)
+}
+
+/// One node as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeRow {
+    /// Node name.
+    pub name: String,
+    /// First Hello, unix ms.
+    pub first_seen: i64,
+    /// Latest report received, unix ms.
+    pub last_report: Option<i64>,
+    /// Highest stored seq.
+    pub last_seq: u64,
+    /// Version the agent announced.
+    pub agent_version: String,
+    /// Open findings by severity: critical, warning, info.
+    pub open: [u32; 3],
+}
+
+/// Which findings to list.
+#[derive(Debug, Clone, Default)]
+pub struct FindingFilter {
+    /// Only these nodes (all when empty).
+    pub nodes: Vec<String>,
+    /// Only these checks (all when empty).
+    pub checks: Vec<String>,
+    /// At least this severity.
+    pub min_severity: Option<Severity>,
+    /// Open, resolved, or both.
+    pub state: FindingState,
+    /// Open at some moment at or after this (unix ms).
+    pub since: Option<i64>,
+    /// First seen at or before this (unix ms).
+    pub until: Option<i64>,
+    /// At most this many, newest first.
+    pub limit: usize,
+}
+
+/// Read-only queries, on their own connection.
+pub struct Reader {
+    conn: Mutex<Connection>,
+}
+
+const FINDING_COLUMNS: &str = "id, first_seen, last_seen, resolved_at, body";
+
+impl Reader {
+    /// Opens a read-only connection to the database in `data_dir` (which must exist).
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open_with_flags(
+            database_path(data_dir),
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(Reader { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every node, by name, with its open findings counted.
+    pub fn nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT n.name, n.first_seen, n.last_report, n.last_seq, n.agent_version,
+                    COUNT(f.id) FILTER (WHERE f.severity = 3),
+                    COUNT(f.id) FILTER (WHERE f.severity = 2),
+                    COUNT(f.id) FILTER (WHERE f.severity = 1)
+             FROM nodes n LEFT JOIN findings f ON f.node = n.name AND f.resolved_at IS NULL
+             GROUP BY n.name ORDER BY n.name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(NodeRow {
+                name: r.get(0)?,
+                first_seen: r.get(1)?,
+                last_report: r.get(2)?,
+                last_seq: r.get::<_, i64>(3)? as u64,
+                agent_version: r.get(4)?,
+                open: [r.get(5)?, r.get(6)?, r.get(7)?],
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// One node's row and latest report.
+    pub fn node(&self, name: &str) -> Result<Option<(NodeRow, Option<NodeReport>)>, StoreError> {
+        let Some(row) = self.nodes()?.into_iter().find(|n| n.name == name) else {
+            return Ok(None);
+        };
+        let body: Option<Vec<u8>> = self
+            .conn()
+            .query_row(
+                "SELECT r.body FROM nodes n JOIN reports r ON r.id = n.latest_report_id WHERE n.name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let latest = body
+            .map(|b| NodeReport::decode(b.as_slice()))
+            .transpose()
+            .map_err(|source| StoreError::Corrupt { what: "report", source })?;
+        Ok(Some((row, latest)))
+    }
+
+    /// Findings matching `filter`, newest first, and whether more matched than the limit.
+    pub fn findings(&self, filter: &FindingFilter) -> Result<(Vec<Finding>, bool), StoreError> {
+        let mut sql = format!("SELECT {FINDING_COLUMNS} FROM findings WHERE 1=1");
+        let mut args: Vec<Value> = Vec::new();
+        let mut any_of = |sql: &mut String, column: &str, values: &[String]| {
+            if !values.is_empty() {
+                sql.push_str(&format!(" AND {column} IN ({})", vec!["?"; values.len()].join(",")));
+                args.extend(values.iter().cloned().map(Value::Text));
+            }
+        };
+        any_of(&mut sql, "node", &filter.nodes);
+        any_of(&mut sql, "check_id", &filter.checks);
+        if let Some(s) = filter.min_severity {
+            sql.push_str(&format!(" AND severity >= {}", s as i32));
+        }
+        match filter.state {
+            FindingState::Open => sql.push_str(" AND resolved_at IS NULL"),
+            FindingState::Resolved => sql.push_str(" AND resolved_at IS NOT NULL"),
+            FindingState::Unspecified => {}
+        }
+        if let Some(since) = filter.since {
+            sql.push_str(&format!(" AND (resolved_at IS NULL OR resolved_at >= {since})"));
+        }
+        if let Some(until) = filter.until {
+            sql.push_str(&format!(" AND first_seen <= {until}"));
+        }
+        sql.push_str(&format!(" ORDER BY last_seen DESC, id DESC LIMIT {}", filter.limit + 1));
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&sql)?;
+        let mut findings = stmt
+            .query_map(params_from_iter(args), finding_from_row)?
+            .collect::<Result<Result<Vec<_>, _>, _>>()??;
+        let truncated = findings.len() > filter.limit;
+        findings.truncate(filter.limit);
+        Ok((findings, truncated))
+    }
+
+    /// A node's stored reports received at or after `since` (unix ms), oldest first.
+    pub fn history(&self, node: &str, since: i64) -> Result<Vec<NodeReport>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT body FROM reports WHERE node = ?1 AND received_at >= ?2 ORDER BY seq",
+        )?;
+        let bodies = stmt.query_map(rusqlite::params![node, since], |r| r.get::<_, Vec<u8>>(0))?;
+        bodies
+            .map(|b| {
+                NodeReport::decode(b?.as_slice()).map_err(|source| StoreError::Corrupt { what: "report", source })
+            })
+            .collect()
+    }
+}
+
+/// A finding row: the stored body with the collector's fields set.
+fn finding_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Finding, StoreError>> {
+    let body: Vec<u8> = r.get(4)?;
+    let id: i64 = r.get(0)?;
+    let first_seen: i64 = r.get(1)?;
+    let last_seen: i64 = r.get(2)?;
+    let resolved_at: Option<i64> = r.get(3)?;
+    Ok(Finding::decode(body.as_slice())
+        .map_err(|source| StoreError::Corrupt { what: "finding", source })
+        .map(|mut f| {
+            f.id = id as u64;
+            f.first_seen = Some(timestamp_from_millis(first_seen));
+            f.last_seen = Some(timestamp_from_millis(last_seen));
+            f.resolved_at = resolved_at.map(timestamp_from_millis);
+            f
+        }))
+}

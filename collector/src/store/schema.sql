@@ -1,0 +1,38 @@
+-- nodemedic collector store, schema version 1.
+CREATE TABLE IF NOT EXISTS nodes (
+    name             TEXT PRIMARY KEY,
+    first_seen       INTEGER NOT NULL,          -- unix ms
+    last_report      INTEGER,                   -- unix ms the latest report was received
+    last_seq         INTEGER NOT NULL DEFAULT 0,
+    agent_version    TEXT NOT NULL DEFAULT '',
+    interval_ms      INTEGER NOT NULL DEFAULT 10000,
+    latest_report_id INTEGER
+) STRICT;
+
+CREATE TABLE IF NOT EXISTS reports (
+    id           INTEGER PRIMARY KEY,
+    node         TEXT NOT NULL,
+    seq          INTEGER NOT NULL,
+    collected_at INTEGER NOT NULL,
+    received_at  INTEGER NOT NULL,
+    body         BLOB NOT NULL,                 -- protobuf NodeReport
+    UNIQUE (node, seq)
+) STRICT;
+CREATE INDEX IF NOT EXISTS reports_received ON reports (received_at);
+
+CREATE TABLE IF NOT EXISTS findings (
+    id          INTEGER PRIMARY KEY,
+    node        TEXT NOT NULL,
+    check_id    TEXT NOT NULL,
+    subject     TEXT NOT NULL,
+    severity    INTEGER NOT NULL,
+    first_seen  INTEGER NOT NULL,
+    last_seen   INTEGER NOT NULL,
+    resolved_at INTEGER,                        -- NULL while open
+    body        BLOB NOT NULL                   -- protobuf Finding as last reported
+) STRICT;
+CREATE UNIQUE INDEX IF NOT EXISTS findings_open ON findings (node, check_id, subject) WHERE resolved_at IS NULL;
+CREATE INDEX IF NOT EXISTS findings_last_seen ON findings (last_seen);
+CREATE INDEX IF NOT EXISTS findings_node ON findings (node, last_seen);
+
+PRAGMA user_version = 1;

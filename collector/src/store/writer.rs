@@ -1,0 +1,505 @@
+//! The single writer: one thread owns the write connection and the in-memory view of what
+//! is open (last seq per node, open findings), applies writes in batches, and answers each
+//! write only after the transaction holding it has committed.
+//!
+//! Finding lifecycle, per report of a node:
+//! - a finding in the report that is not open is **opened** (first_seen = now);
+//! - one that is open is refreshed (last_seen, evidence), **changed** if its severity or
+//!   message differ;
+//! - an open finding absent from the report is **resolved**, unless the probe that owns its
+//!   check failed in this report (then nothing is known, and it stays open).
+//!
+//! Maintenance runs on [`WriterHandle::tick`]: `node.silent` for nodes that missed
+//! `silent_after` intervals, and deletion of reports and resolved findings past retention
+//! (the latest report of each node is always kept).
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use nodemedic_proto::{
+    time::{timestamp_from_millis, timestamp_millis},
+    v1::{Evidence, Finding, FindingEvent, NodeReport, Severity, finding_event::Kind},
+};
+use prost::Message;
+use rusqlite::{Connection, params};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::{error, info, warn};
+
+use super::StoreError;
+use crate::metrics::{Metrics, SeverityLabel};
+
+/// Most writes in one transaction.
+const MAX_BATCH: usize = 1024;
+/// How often retention runs.
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
+
+/// What the writer needs to know besides its connection.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// Reports and resolved findings older than this are deleted.
+    pub retention: Duration,
+    /// A node is silent after this many of its intervals without a report.
+    pub silent_after: u32,
+}
+
+/// The result of ingesting one report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ingested {
+    /// The report's seq.
+    pub seq: u64,
+    /// It was stored before; nothing was written.
+    pub duplicate: bool,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+enum Op {
+    Hello { node: String, agent_version: String, interval_ms: i64, now: i64, reply: Reply<u64> },
+    Report { report: Box<NodeReport>, received_at: i64, received: Instant, reply: Reply<Ingested> },
+    Tick { now: i64 },
+}
+
+/// The async side of the writer. Cloning is cheap; the thread stops when every handle is
+/// dropped, after committing what it was given.
+#[derive(Clone)]
+pub struct WriterHandle {
+    tx: mpsc::Sender<Op>,
+    alive: Arc<AtomicBool>,
+}
+
+impl WriterHandle {
+    /// Records an agent's Hello; answers the highest stored seq of the node.
+    pub async fn hello(&self, node: &str, agent_version: &str, interval: Duration, now: i64) -> Result<u64, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        let interval_ms = i64::try_from(interval.as_millis()).unwrap_or(i64::MAX).max(1000);
+        self.send(Op::Hello { node: node.to_owned(), agent_version: agent_version.to_owned(), interval_ms, now, reply }).await?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Queues a report; the returned future resolves once it is committed (or known to be
+    /// a replay). Queuing waits while the writer is behind: that is the back-pressure.
+    pub async fn ingest(
+        &self,
+        report: NodeReport,
+        received_at: i64,
+    ) -> Result<impl Future<Output = Result<Ingested, StoreError>> + use<>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Report { report: Box::new(report), received_at, received: Instant::now(), reply }).await?;
+        Ok(async move { rx.await.map_err(|_| StoreError::WriterGone)? })
+    }
+
+    /// Runs maintenance (silence, retention) as of `now`.
+    pub async fn tick(&self, now: i64) -> Result<(), StoreError> {
+        self.send(Op::Tick { now }).await
+    }
+
+    /// The writer thread is running.
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+
+    async fn send(&self, op: Op) -> Result<(), StoreError> {
+        self.tx.send(op).await.map_err(|_| StoreError::WriterGone)
+    }
+}
+
+/// Starts the writer thread on `conn`, loading what is open from the database.
+pub fn spawn(
+    conn: Connection,
+    config: WriterConfig,
+    events: broadcast::Sender<FindingEvent>,
+    metrics: Arc<Metrics>,
+) -> Result<(WriterHandle, std::thread::JoinHandle<()>), StoreError> {
+    let mut writer = Writer {
+        conn,
+        config,
+        events,
+        metrics,
+        nodes: HashMap::new(),
+        open_counts: [0; 4],
+        last_retention: None,
+    };
+    writer.load()?;
+    let (tx, rx) = mpsc::channel(8 * MAX_BATCH);
+    let alive = Arc::new(AtomicBool::new(true));
+    let thread_alive = Arc::clone(&alive);
+    let thread = std::thread::Builder::new()
+        .name("store-writer".into())
+        .spawn(move || {
+            writer.run(rx);
+            thread_alive.store(false, Ordering::Release);
+        })
+        .map_err(|source| StoreError::DataDir { path: "store-writer thread".into(), source })?;
+    Ok((WriterHandle { tx, alive }, thread))
+}
+
+#[derive(Debug, Clone)]
+struct OpenFinding {
+    id: i64,
+    first_seen: i64,
+    finding: Finding,
+}
+
+#[derive(Debug, Default)]
+struct NodeState {
+    last_seq: u64,
+    last_report: Option<i64>,
+    interval_ms: i64,
+    open: HashMap<(String, String), OpenFinding>,
+}
+
+struct Writer {
+    conn: Connection,
+    config: WriterConfig,
+    events: broadcast::Sender<FindingEvent>,
+    metrics: Arc<Metrics>,
+    nodes: HashMap<String, NodeState>,
+    /// Open findings by severity value (0..=3).
+    open_counts: [i64; 4],
+    last_retention: Option<i64>,
+}
+
+/// What to do once the batch holding an op has committed (or failed to).
+type Completion = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
+
+impl Writer {
+    fn run(&mut self, mut rx: mpsc::Receiver<Op>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            self.process(batch);
+        }
+        info!(message = "Store writer stopped: all writes committed.");
+    }
+
+    fn process(&mut self, batch: Vec<Op>) {
+        self.metrics.batch_size.observe(batch.len() as f64);
+        let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
+        let mut events: Vec<FindingEvent> = Vec::new();
+        let retention_now = self.retention_due();
+        let result = (|| -> Result<(), StoreError> {
+            let mut tx = self.conn.transaction()?;
+            for op in batch {
+                let savepoint = tx.savepoint()?;
+                match apply(&savepoint, &mut self.nodes, &mut self.open_counts, &self.config, op, &mut events, &self.metrics) {
+                    Ok(done) => {
+                        savepoint.commit()?;
+                        completions.push(done);
+                    }
+                    Err((e, fail)) => {
+                        // Dropping the savepoint rolls the op back.
+                        drop(savepoint);
+                        warn!(message = "A write failed; the rest of its batch goes on.", error = %e);
+                        fail(Err(&e));
+                    }
+                }
+            }
+            if let Some(now) = retention_now {
+                retention(&tx, now, self.config.retention)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                for done in completions {
+                    done(Ok(()));
+                }
+                for event in events {
+                    // No watcher is not an error.
+                    let _ = self.events.send(event);
+                }
+            }
+            Err(e) => {
+                error!(message = "A store transaction failed; its writes are not acknowledged.", error = %e);
+                for done in completions {
+                    done(Err(&e));
+                }
+                if let Err(e) = self.load() {
+                    error!(message = "Could not reload the store's state.", error = %e);
+                }
+            }
+        }
+        for (severity, label) in [(Severity::Info, "info"), (Severity::Warning, "warning"), (Severity::Critical, "critical")] {
+            self.metrics
+                .open_findings
+                .get_or_create(&SeverityLabel { severity: label.to_owned() })
+                .set(self.open_counts[severity as usize]);
+        }
+    }
+
+    /// `Some(now)` when retention should run in this batch.
+    fn retention_due(&mut self) -> Option<i64> {
+        let now = nodemedic_proto::time::unix_millis(std::time::SystemTime::now());
+        let due = self.last_retention.is_none_or(|last| now - last >= RETENTION_EVERY.as_millis() as i64);
+        due.then(|| {
+            self.last_retention = Some(now);
+            now
+        })
+    }
+
+    /// Loads last seqs and open findings from the database.
+    fn load(&mut self) -> Result<(), StoreError> {
+        self.nodes.clear();
+        self.open_counts = [0; 4];
+        let mut stmt = self.conn.prepare("SELECT name, last_seq, last_report, interval_ms FROM nodes")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, Option<i64>>(2)?, r.get::<_, i64>(3)?))
+        })?;
+        for row in rows {
+            let (name, last_seq, last_report, interval_ms) = row?;
+            self.nodes.insert(name, NodeState { last_seq: last_seq as u64, last_report, interval_ms, open: HashMap::new() });
+        }
+        let mut stmt = self.conn.prepare("SELECT id, node, first_seen, body FROM findings WHERE resolved_at IS NULL")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, Vec<u8>>(3)?))
+        })?;
+        for row in rows {
+            let (id, node, first_seen, body) = row?;
+            let finding = Finding::decode(body.as_slice()).map_err(|source| StoreError::Corrupt { what: "finding", source })?;
+            self.open_counts[severity_index(&finding)] += 1;
+            let key = (finding.check.clone(), finding.subject.clone());
+            self.nodes.entry(node).or_default().open.insert(key, OpenFinding { id, first_seen, finding });
+        }
+        Ok(())
+    }
+}
+
+fn severity_index(f: &Finding) -> usize {
+    f.severity.clamp(0, 3) as usize
+}
+
+type Failure = (StoreError, Box<dyn FnOnce(Result<(), &StoreError>) + Send>);
+
+/// Applies one op inside its savepoint. In-memory state changes only after every statement
+/// of the op has succeeded, so a failed op leaves nothing behind.
+fn apply(
+    db: &Connection,
+    nodes: &mut HashMap<String, NodeState>,
+    open_counts: &mut [i64; 4],
+    config: &WriterConfig,
+    op: Op,
+    events: &mut Vec<FindingEvent>,
+    metrics: &Arc<Metrics>,
+) -> Result<Completion, Failure> {
+    match op {
+        Op::Hello { node, agent_version, interval_ms, now, reply } => {
+            let result = db.execute(
+                "INSERT INTO nodes (name, first_seen, agent_version, interval_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (name) DO UPDATE SET agent_version = excluded.agent_version, interval_ms = excluded.interval_ms",
+                params![node, now, agent_version, interval_ms],
+            );
+            if let Err(e) = result {
+                return Err((e.into(), Box::new(move |r| { let _ = reply.send(Err(to_error(r))); })));
+            }
+            let state = nodes.entry(node).or_default();
+            state.interval_ms = interval_ms;
+            let last_seq = state.last_seq;
+            Ok(Box::new(move |r| {
+                let _ = reply.send(r.map(|()| last_seq).map_err(|e| StoreError::Batch(e.to_string())));
+            }))
+        }
+        Op::Report { report, received_at, received, reply } => {
+            let seq = report.seq;
+            let state = nodes.entry(report.node.clone()).or_default();
+            if seq <= state.last_seq {
+                metrics.reports_duplicate.inc();
+                return Ok(Box::new(move |r| {
+                    let _ = reply.send(r.map(|()| Ingested { seq, duplicate: true }).map_err(|e| StoreError::Batch(e.to_string())));
+                }));
+            }
+            match store_report(db, state, open_counts, &report, received_at, events) {
+                Ok(()) => {
+                    let metrics = Arc::clone(metrics);
+                    Ok(Box::new(move |r| {
+                        if r.is_ok() {
+                            metrics.reports_ingested.inc();
+                            metrics.ingest_latency.observe(received.elapsed().as_secs_f64());
+                        }
+                        let _ = reply.send(r.map(|()| Ingested { seq, duplicate: false }).map_err(|e| StoreError::Batch(e.to_string())));
+                    }))
+                }
+                Err(e) => Err((e, Box::new(move |r| { let _ = reply.send(Err(to_error(r))); }))),
+            }
+        }
+        Op::Tick { now } => match mark_silent(db, nodes, open_counts, config, now, events) {
+            Ok(()) => Ok(Box::new(|_| {})),
+            Err(e) => Err((e, Box::new(|_| {}))),
+        },
+    }
+}
+
+fn to_error(r: Result<(), &StoreError>) -> StoreError {
+    StoreError::Batch(r.err().map_or_else(|| "write failed".to_owned(), ToString::to_string))
+}
+
+/// The probe that owns `check` failed in this report: its findings are unknown, not gone.
+fn probe_failed(check: &str, report: &NodeReport) -> bool {
+    let probe = check.split('.').next().unwrap_or_default();
+    report.probes.iter().any(|p| p.probe == probe && !p.ok)
+}
+
+fn event(kind: Kind, o: &OpenFinding, last_seen: i64, resolved_at: Option<i64>) -> FindingEvent {
+    let mut f = o.finding.clone();
+    f.id = o.id as u64;
+    f.first_seen = Some(timestamp_from_millis(o.first_seen));
+    f.last_seen = Some(timestamp_from_millis(last_seen));
+    f.resolved_at = resolved_at.map(timestamp_from_millis);
+    FindingEvent { kind: kind as i32, finding: Some(f) }
+}
+
+fn store_report(
+    db: &Connection,
+    state: &mut NodeState,
+    open_counts: &mut [i64; 4],
+    report: &NodeReport,
+    received_at: i64,
+    events: &mut Vec<FindingEvent>,
+) -> Result<(), StoreError> {
+    let collected_at = report.collected_at.as_ref().map_or(received_at, timestamp_millis);
+    db.prepare_cached("INSERT INTO reports (node, seq, collected_at, received_at, body) VALUES (?1, ?2, ?3, ?4, ?5)")?
+        .execute(params![report.node, report.seq as i64, collected_at, received_at, report.encode_to_vec()])?;
+    let report_id = db.last_insert_rowid();
+    db.prepare_cached(
+        "INSERT INTO nodes (name, first_seen, last_report, last_seq, agent_version, latest_report_id)
+         VALUES (?1, ?2, ?2, ?3, ?4, ?5)
+         ON CONFLICT (name) DO UPDATE SET last_report = excluded.last_report, last_seq = excluded.last_seq,
+             agent_version = excluded.agent_version, latest_report_id = excluded.latest_report_id",
+    )?
+    .execute(params![report.node, received_at, report.seq as i64, report.agent_version, report_id])?;
+
+    let mut open: HashMap<(String, String), OpenFinding> = HashMap::with_capacity(report.findings.len());
+    let mut new_events = Vec::new();
+    for f in &report.findings {
+        let key = (f.check.clone(), f.subject.clone());
+        if open.contains_key(&key) {
+            continue; // the same finding twice in one report: the first counts
+        }
+        let mut finding = f.clone();
+        finding.id = 0;
+        finding.first_seen = None;
+        finding.last_seen = None;
+        finding.resolved_at = None;
+        let body = finding.encode_to_vec();
+        let entry = match state.open.get(&key) {
+            Some(prev) => {
+                db.prepare_cached("UPDATE findings SET severity = ?1, last_seen = ?2, body = ?3 WHERE id = ?4")?
+                    .execute(params![finding.severity, received_at, body, prev.id])?;
+                let changed = prev.finding.severity != finding.severity || prev.finding.message != finding.message;
+                let entry = OpenFinding { id: prev.id, first_seen: prev.first_seen, finding };
+                if changed {
+                    new_events.push(event(Kind::Changed, &entry, received_at, None));
+                }
+                entry
+            }
+            None => {
+                db.prepare_cached(
+                    "INSERT INTO findings (node, check_id, subject, severity, first_seen, last_seen, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
+                )?
+                .execute(params![report.node, finding.check, finding.subject, finding.severity, received_at, body])?;
+                let entry = OpenFinding { id: db.last_insert_rowid(), first_seen: received_at, finding };
+                new_events.push(event(Kind::Opened, &entry, received_at, None));
+                entry
+            }
+        };
+        open.insert(key, entry);
+    }
+    let mut resolved = Vec::new();
+    for (key, prev) in &state.open {
+        if open.contains_key(key) {
+            continue;
+        }
+        if probe_failed(&key.0, report) {
+            open.insert(key.clone(), prev.clone());
+        } else {
+            db.prepare_cached("UPDATE findings SET resolved_at = ?1 WHERE id = ?2")?
+                .execute(params![received_at, prev.id])?;
+            new_events.push(event(Kind::Resolved, prev, received_at, Some(received_at)));
+            resolved.push(key.clone());
+        }
+    }
+    // Every statement succeeded: now the in-memory view may change.
+    for prev in state.open.values() {
+        open_counts[severity_index(&prev.finding)] -= 1;
+    }
+    for now_open in open.values() {
+        open_counts[severity_index(&now_open.finding)] += 1;
+    }
+    state.open = open;
+    state.last_seq = report.seq;
+    state.last_report = Some(received_at);
+    events.extend(new_events);
+    Ok(())
+}
+
+fn mark_silent(
+    db: &Connection,
+    nodes: &mut HashMap<String, NodeState>,
+    open_counts: &mut [i64; 4],
+    config: &WriterConfig,
+    now: i64,
+    events: &mut Vec<FindingEvent>,
+) -> Result<(), StoreError> {
+    let key = ("node.silent".to_owned(), String::new());
+    for (name, state) in nodes.iter_mut() {
+        let Some(last) = state.last_report else { continue };
+        let limit = state.interval_ms.saturating_mul(i64::from(config.silent_after));
+        if now - last <= limit || state.open.contains_key(&key) {
+            continue;
+        }
+        let silent_for = Duration::from_millis((now - last) as u64);
+        let finding = Finding {
+            node: name.clone(),
+            ..Finding::unknown(
+                "node.silent",
+                Severity::Warning,
+                "",
+                format!(
+                    "No report from {name} for {} ({} intervals of {}): the agent, the node or the network between them is down; its findings are unknown.",
+                    humantime::format_duration(Duration::from_secs(silent_for.as_secs())),
+                    config.silent_after,
+                    humantime::format_duration(Duration::from_millis(state.interval_ms as u64)),
+                ),
+            )
+        }
+        .with(Evidence::number("silent_for", silent_for.as_secs_f64(), "seconds"))
+        .with(Evidence::number("interval", state.interval_ms as f64 / 1000.0, "seconds"));
+        db.prepare_cached(
+            "INSERT INTO findings (node, check_id, subject, severity, first_seen, last_seen, body)
+             VALUES (?1, 'node.silent', '', ?2, ?3, ?3, ?4)",
+        )?
+        .execute(params![name, finding.severity, now, finding.encode_to_vec()])?;
+        let entry = OpenFinding { id: db.last_insert_rowid(), first_seen: now, finding };
+        warn!(message = "Node is silent.", node = %name, last_report_ms_ago = now - last);
+        events.push(event(Kind::Opened, &entry, now, None));
+        open_counts[severity_index(&entry.finding)] += 1;
+        state.open.insert(key.clone(), entry);
+    }
+    Ok(())
+}
+
+fn retention(db: &Connection, now: i64, retention: Duration) -> Result<(), StoreError> {
+    let cutoff = now - retention.as_millis() as i64;
+    let reports = db.execute(
+        "DELETE FROM reports WHERE received_at < ?1
+         AND id NOT IN (SELECT latest_report_id FROM nodes WHERE latest_report_id IS NOT NULL)",
+        [cutoff],
+    )?;
+    let findings = db.execute("DELETE FROM findings WHERE resolved_at < ?1", [cutoff])?;
+    if reports + findings > 0 {
+        info!(message = "Retention deleted old data.", reports, findings);
+    }
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! What the collector accepts: node names that are safe as keys, paths and labels, and
+//! reports that are what they claim to be.
+
+use nodemedic_proto::v1::NodeReport;
+
+use crate::error::Error;
+
+/// Limits on one report's contents (the byte size is enforced by the gRPC decoder).
+#[derive(Debug, Clone, Copy)]
+pub struct ReportLimits {
+    /// Findings in one report.
+    pub max_findings: usize,
+}
+
+impl Default for ReportLimits {
+    fn default() -> Self {
+        ReportLimits { max_findings: 1000 }
+    }
+}
+
+/// A Kubernetes node name: a DNS-1123 subdomain (at most 253 characters of lower-case
+/// letters, digits, `-` and `.`, each label starting and ending with a letter or digit).
+pub fn node_name(name: &str) -> Result<(), Error> {
+    let bad = |why: &str| Err(Error::Invalid(format!("invalid node name {:?}: {why}", truncate(name))));
+    if name.is_empty() {
+        return bad("empty");
+    }
+    if name.len() > 253 {
+        return bad("longer than 253 characters");
+    }
+    for label in name.split('.') {
+        let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+        if label.is_empty() || label.len() > 63 {
+            return bad("each dot-separated label must be 1 to 63 characters");
+        }
+        if !label.chars().all(|c| ok_char(c) || c == '-') {
+            return bad("only lower-case letters, digits, '-' and '.' are allowed (DNS-1123)");
+        }
+        if !label.starts_with(ok_char) || !label.ends_with(ok_char) {
+            return bad("labels must start and end with a letter or digit");
+        }
+    }
+    Ok(())
+}
+
+/// A check id: `probe.condition`, lower-case letters, digits and `_`.
+fn check_id(check: &str) -> bool {
+    check.len() <= 128
+        && check.contains('.')
+        && check.split('.').all(|part| {
+            !part.is_empty() && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        })
+}
+
+/// Checks a report that arrived on `stream_node`'s stream after `previous_seq`.
+pub fn report(
+    report: &NodeReport,
+    stream_node: &str,
+    previous_seq: u64,
+    limits: ReportLimits,
+) -> Result<(), Error> {
+    if report.node != stream_node {
+        return Err(Error::Invalid(format!(
+            "report for node {:?} on the stream of node {stream_node:?}",
+            truncate(&report.node)
+        )));
+    }
+    if report.seq == 0 {
+        return Err(Error::Invalid("report seq must be at least 1".into()));
+    }
+    if report.seq <= previous_seq {
+        return Err(Error::Invalid(format!(
+            "report seq {} is not above {previous_seq}, the previous one on this stream: seq must increase",
+            report.seq
+        )));
+    }
+    if report.collected_at.is_none() {
+        return Err(Error::Invalid(format!("report seq {} has no collected_at", report.seq)));
+    }
+    if report.findings.len() > limits.max_findings {
+        return Err(Error::Invalid(format!(
+            "report seq {} has {} findings, more than the limit of {}",
+            report.seq,
+            report.findings.len(),
+            limits.max_findings
+        )));
+    }
+    if let Some(f) = report.findings.iter().find(|f| !check_id(&f.check)) {
+        return Err(Error::Invalid(format!("finding check {:?} is not a check id like \"disk.space\"", truncate(&f.check))));
+    }
+    if let Some(f) = report.findings.iter().find(|f| f.node != stream_node) {
+        return Err(Error::Invalid(format!("finding for node {:?} in a report of {stream_node:?}", truncate(&f.node))));
+    }
+    Ok(())
+}
+
+/// At most 64 characters of a hostile string, for error messages and logs.
+pub fn truncate(s: &str) -> String {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nodemedic_proto::v1::{Finding, Severity};
+
+    #[test]
+    fn node_names_are_dns_1123_subdomains() {
+        for ok in ["node-1", "ip-10-0-0-1.ec2.internal", "a", "0n"] {
+            node_name(ok).unwrap();
+        }
+        for bad in ["", "Node1", "node_1", "-node", "node-", "a..b", "../etc/passwd", "node 1", "nöde", &"a".repeat(254)] {
+            assert!(node_name(bad).is_err(), "{bad:?} accepted");
+        }
+        let err = node_name(&"x".repeat(300)).unwrap_err().to_string();
+        assert!(err.len() < 200, "hostile names are truncated in errors: {err}");
+    }
+
+    fn report_of(node: &str, seq: u64) -> NodeReport {
+        NodeReport {
+            node: node.into(),
+            seq,
+            collected_at: Some(nodemedic_proto::time::timestamp(std::time::SystemTime::now())),
+            findings: vec![Finding { node: node.into(), ..Finding::fail("disk.space", Severity::Warning, "/", "x".into()) }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn reports_must_match_their_stream() {
+        let limits = ReportLimits::default();
+        report(&report_of("n1", 5), "n1", 4, limits).unwrap();
+        assert!(report(&report_of("n2", 5), "n1", 4, limits).unwrap_err().to_string().contains("stream of node"));
+        assert!(report(&report_of("n1", 4), "n1", 4, limits).unwrap_err().to_string().contains("must increase"));
+        let mut r = report_of("n1", 5);
+        r.findings[0].check = "DROP TABLE".into();
+        assert!(report(&r, "n1", 0, limits).is_err());
+        let mut r = report_of("n1", 5);
+        r.findings = vec![r.findings[0].clone(); 2];
+        assert!(report(&r, "n1", 0, ReportLimits { max_findings: 1 }).unwrap_err().to_string().contains("limit"));
+    }
+}
