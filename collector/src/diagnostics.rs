@@ -33,6 +33,8 @@ pub struct DiagnosticsService {
     pub(crate) reader: Arc<Reader>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) events: broadcast::Sender<FindingEvent>,
+    /// Changes when the collector shuts down: every watch ends.
+    pub(crate) shutdown: tokio::sync::watch::Receiver<()>,
 }
 
 impl DiagnosticsService {
@@ -146,6 +148,10 @@ impl Diagnostics for DiagnosticsService {
             let keep = !ended;
             ended = item.is_err();
             keep
+        });
+        let mut shutdown = self.shutdown.clone();
+        let stream = futures::StreamExt::take_until(stream, async move {
+            let _ = shutdown.changed().await;
         });
         Ok(Response::new(Box::pin(stream)))
     }

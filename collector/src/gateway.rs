@@ -41,6 +41,8 @@ pub struct Gateway {
     pub(crate) registry: Arc<Registry>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) limits: ReportLimits,
+    /// Changes when the collector shuts down: every session ends.
+    pub(crate) shutdown: tokio::sync::watch::Receiver<()>,
 }
 
 type Outbound = mpsc::Sender<Result<CollectorMessage, Status>>;
@@ -116,8 +118,12 @@ impl Gateway {
         let mut previous_seq = 0;
         let mut acks = FuturesOrdered::new();
         let mut inbound_open = true;
+        let mut shutdown = self.shutdown.clone();
         let end: Option<Status> = loop {
             tokio::select! {
+                _ = shutdown.changed() => {
+                    break Some(Status::unavailable("the collector is shutting down; reconnect and resend what was not acknowledged"));
+                }
                 message = inbound.next(), if inbound_open => match message {
                     Some(Ok(AgentMessage { kind: Some(agent_message::Kind::Report(report)) })) => {
                         if let Err(e) = validate::report(&report, &node, previous_seq, self.limits) {

@@ -18,6 +18,9 @@ use crate::{
     validate::ReportLimits,
 };
 
+/// How long clients get to close their connections after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// Why the collector could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -120,13 +123,15 @@ impl Bound {
             })
         };
 
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
         let gateway = Gateway {
             writer: writer.clone(),
             registry: Arc::clone(&registry),
             metrics: Arc::clone(&metrics),
             limits: config.limits,
+            shutdown: stop_rx.clone(),
         };
-        let diagnostics = DiagnosticsService { reader, registry, events };
+        let diagnostics = DiagnosticsService { reader, registry, events, shutdown: stop_rx.clone() };
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<AgentGatewayServer<Gateway>>().await;
         health.set_serving::<DiagnosticsServer<DiagnosticsService>>().await;
@@ -135,7 +140,6 @@ impl Bound {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
 
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
         let stopped = |mut rx: tokio::sync::watch::Receiver<()>| async move {
             let _ = rx.changed().await;
         };
@@ -152,7 +156,7 @@ impl Bound {
             .add_service(DiagnosticsServer::new(diagnostics).max_encoding_message_size(64 << 20))
             .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped(stop_rx.clone()));
         let http_server = axum::serve(http, http::router(Arc::clone(&metrics), writer.clone()))
-            .with_graceful_shutdown(stopped(stop_rx));
+            .with_graceful_shutdown(stopped(stop_rx.clone()));
         drop(writer);
 
         tokio::spawn(async move {
@@ -160,7 +164,21 @@ impl Bound {
             info!(message = "Shutting down: no new streams; committing what was received.");
             let _ = stop_tx.send(());
         });
-        let (grpc_result, http_result) = tokio::join!(grpc_server, http_server);
+        // Streams end on the signal; a client that keeps its connection open anyway gets
+        // SHUTDOWN_GRACE before the listeners are dropped.
+        let mut signalled = stop_rx.clone();
+        let grace = async move {
+            let _ = signalled.changed().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        let servers = async { tokio::join!(grpc_server, http_server) };
+        let (grpc_result, http_result) = tokio::select! {
+            results = servers => results,
+            () = grace => {
+                tracing::warn!(message = "Clients did not close in time; closing their connections.", grace = ?SHUTDOWN_GRACE);
+                (Ok(()), Ok(()))
+            }
+        };
         ticker.abort();
         let _ = ticker.await;
         // Every handle is gone now: the writer drains its queue, commits and stops.
