@@ -142,9 +142,22 @@ impl Gateway {
                         break Some(self.refuse("unexpected_message", Status::invalid_argument(format!("expected a Report after Hello, got {other:?}"))));
                     }
                     Some(Err(status)) => {
-                        warn!(message = "Agent stream failed.", %node, code = ?status.code(), error = %status.message());
-                        let reason = if status.code() == tonic::Code::OutOfRange || status.message().contains("too large") { "too_large" } else { "bad_message" };
-                        break Some(self.refuse(reason, status));
+                        let refusal = match status.code() {
+                            tonic::Code::OutOfRange | tonic::Code::ResourceExhausted => Some("too_large"),
+                            _ if status.message().contains("too large") => Some("too_large"),
+                            tonic::Code::Internal => Some("bad_message"),
+                            _ => None,
+                        };
+                        match refusal {
+                            Some(reason) => {
+                                warn!(message = "Refused a malformed message.", %node, code = ?status.code(), error = %status.message());
+                                break Some(self.refuse(reason, status));
+                            }
+                            None => {
+                                info!(message = "Agent stream broke.", %node, error = %status.message());
+                                break None;
+                            }
+                        }
                     }
                     None => inbound_open = false,
                 },

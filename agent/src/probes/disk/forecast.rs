@@ -6,6 +6,10 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+/// A drop in use larger than this share of the filesystem is a cleanup, which starts a new
+/// trend.
+const CLEANUP_SHARE: f64 = 0.01;
+
 /// Recent `(time, used bytes)` samples per mount point.
 #[derive(Debug, Default)]
 pub struct History {
@@ -35,8 +39,12 @@ impl History {
     ) -> Option<Forecast> {
         let t = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
         let samples = self.samples.entry(mount_point.to_owned()).or_default();
+        let size = (used + available) as f64;
         if samples.back().is_some_and(|&(last, _)| last >= t) {
             // The clock went back: the old samples no longer line up.
+            samples.clear();
+        } else if samples.back().is_some_and(|&(_, last_used)| last_used - used as f64 > size * CLEANUP_SHARE) {
+            // Something was cleaned up: the trend before it says nothing about what comes.
             samples.clear();
         }
         samples.push_back((t, used as f64));
@@ -101,6 +109,16 @@ mod tests {
         let f = h.record("/", at(15), 70, 1000, HOUR, 5 * MIN).unwrap();
         assert!(f.bytes_per_hour < 0.0);
         assert_eq!(f.full_in_hours, None);
+    }
+
+    #[test]
+    fn a_cleanup_starts_a_new_trend() {
+        let mut h = History::default();
+        for (m, used) in [(0, 100), (5, 500), (10, 900)] {
+            h.record("/", at(m), used, 1000 - used, HOUR, 5 * MIN);
+        }
+        assert_eq!(h.record("/", at(15), 100, 900, HOUR, 5 * MIN), None);
+        assert_eq!(h.samples["/"].len(), 1);
     }
 
     #[test]

@@ -1,0 +1,87 @@
+//! `nodemedic doctor`: the agent's probes and the collector's analysis, in-process, on this
+//! machine now. No collector, no network.
+
+use std::{path::PathBuf, time::SystemTime};
+
+use anyhow::Context;
+use nodemedic_agent::{Collector, config::Config, host::HostRoot};
+use nodemedic_collector::analysis::{Diagnosis, diagnose};
+use nodemedic_proto::v1::{Finding, NodeReport, Severity};
+use serde::Serialize;
+
+use crate::{output::{Format, structured}, render};
+
+/// Exit code when the worst finding is critical (troubleshoot's support-bundle convention).
+pub const EXIT_CRITICAL: u8 = 3;
+/// Exit code when the worst finding is a warning.
+pub const EXIT_WARNING: u8 = 4;
+
+/// `doctor`'s options.
+#[derive(Debug, clap::Args)]
+pub struct DoctorArgs {
+    /// Where this machine's / is (a mounted node root, a test tree)
+    #[arg(long, default_value = "/")]
+    pub host_root: PathBuf,
+    /// YAML file of thresholds (the agent's config format)
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Name to report as [default: the hostname]
+    #[arg(long)]
+    pub node_name: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Entry<'a> {
+    finding: &'a Finding,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    advice: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Output<'a> {
+    node: &'a str,
+    worst: &'static str,
+    findings: Vec<Entry<'a>>,
+    report: &'a NodeReport,
+}
+
+/// Diagnoses this machine, prints the result, and answers the exit code.
+pub async fn run(args: DoctorArgs, format: Format) -> anyhow::Result<u8> {
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let node = match args.node_name {
+        Some(n) => n,
+        None => rustix::system::uname().nodename().to_str().context("the hostname is not UTF-8; pass --node-name")?.to_owned(),
+    };
+    let collector = Collector::new(node, HostRoot::new(&args.host_root), config);
+    let mut report = collector.collect().await;
+    report.seq = 1;
+    let diagnosis = diagnose(report)?;
+    print(&diagnosis, format)?;
+    Ok(match diagnosis.worst() {
+        Severity::Critical => EXIT_CRITICAL,
+        Severity::Warning => EXIT_WARNING,
+        Severity::Info | Severity::Unspecified => 0,
+    })
+}
+
+fn print(d: &Diagnosis, format: Format) -> anyhow::Result<()> {
+    let out = Output {
+        node: &d.report.node,
+        worst: match d.worst() {
+            Severity::Unspecified => "healthy",
+            s => s.label(),
+        },
+        findings: d.findings.iter().map(|(finding, advice)| Entry { finding, advice: advice.as_deref() }).collect(),
+        report: &d.report,
+    };
+    if structured(format, &out)? {
+        return Ok(());
+    }
+    println!("Node {}: {}", d.report.node, out.worst);
+    print!("{}", render::report(&d.report));
+    print!("{}", render::findings(&d.findings, SystemTime::now()));
+    Ok(())
+}

@@ -1,0 +1,81 @@
+//! `nodemedic`: diagnose this node, or ask a collector about the cluster.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use nodemedic_cli::{
+    doctor::{self, DoctorArgs},
+    output::Format,
+    query::{self, FindingsArgs, WatchArgs},
+};
+use tracing_subscriber::EnvFilter;
+
+/// Node and pod diagnostics for Kubernetes.
+///
+/// `nodemedic doctor` checks this machine now, with no server. The other commands ask a
+/// nodemedic collector (--collector) about every node that runs the agent.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// Output format
+    #[arg(short, long, global = true, value_enum, default_value = "table")]
+    output: Format,
+    /// gRPC address of the collector
+    #[arg(long, global = true, env = "NODEMEDIC_COLLECTOR", default_value = "http://127.0.0.1:9440")]
+    collector: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Diagnose this machine now: disk, memory and kernel limits, with what to do.
+    /// Exits 0 when healthy, 4 when the worst finding is a warning, 3 when critical.
+    Doctor(DoctorArgs),
+    /// List the nodes that report to the collector
+    Nodes,
+    /// Show one node: its latest measurements and open findings with what to do
+    Node {
+        /// Node name
+        name: String,
+    },
+    /// List findings across nodes (open ones by default)
+    Findings(FindingsArgs),
+    /// Print findings as they open, change and resolve, until interrupted
+    Watch(WatchArgs),
+    /// Ask agents to report now: one node, or all connected ones
+    Collect {
+        /// Node name; all connected nodes when omitted
+        node: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("error")))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let format = cli.output;
+    let client = || query::client(&cli.collector);
+    match cli.command {
+        Command::Doctor(args) => return doctor::run(args, format).await,
+        Command::Nodes => query::nodes(client().await?, format).await?,
+        Command::Node { name } => query::node(client().await?, name, format).await?,
+        Command::Findings(args) => query::findings(client().await?, args, format).await?,
+        Command::Watch(args) => query::watch(client().await?, args, format).await?,
+        Command::Collect { node } => query::collect(client().await?, node, format).await?,
+    }
+    Ok(0)
+}

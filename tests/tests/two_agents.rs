@@ -1,0 +1,107 @@
+//! A collector and two agents as real processes on loopback; their findings seen through
+//! the `nodemedic` CLI.
+
+use std::{process::Command, time::Duration};
+
+use nodemedic_agent::testing::FakeHost;
+use nodemedic_tests::{CollectorProcess, Process, binary, cli, eventually};
+use serde_json::Value;
+
+const GIB_KB: u64 = 1024 * 1024;
+
+fn agent(collector: &CollectorProcess, node: &str, host: &FakeHost) -> Process {
+    Process(
+        Command::new(binary("nodemedic-agent"))
+            .args(["--collector", &collector.grpc_url, "--node-name", node, "--interval", "1s", "--host-root"])
+            .arg(host.root().dir())
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("start nodemedic-agent"),
+    )
+}
+
+fn open_findings(url: &str) -> Vec<(String, String, String)> {
+    let (code, out) = cli(&["--collector", url, "findings", "-o", "json"]);
+    assert_eq!(code, 0, "{out}");
+    let v: Value = serde_json::from_str(&out).expect("JSON");
+    let mut found: Vec<_> = v["findings"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|f| (f["node"].as_str().unwrap().to_owned(), f["check"].as_str().unwrap().to_owned(), f["severity"].as_str().unwrap().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+#[test]
+fn two_agents_report_and_the_cli_sees_their_findings() {
+    // node-a is out of memory (critical), node-b swaps (warning).
+    let a = FakeHost::new();
+    a.set_memory(8 * GIB_KB, 50 * 1024, 0, 0);
+    let b = FakeHost::new();
+    b.set_memory(8 * GIB_KB, 4 * GIB_KB, 2 * GIB_KB, GIB_KB / 2);
+
+    let data = tempfile::tempdir().unwrap();
+    let collector = CollectorProcess::start(data.path(), &[]);
+    let _agent_a = agent(&collector, "node-a", &a);
+    let _agent_b = agent(&collector, "node-b", &b);
+
+    let expected = vec![
+        ("node-a".to_owned(), "memory.available".to_owned(), "SEVERITY_CRITICAL".to_owned()),
+        ("node-b".to_owned(), "memory.swap".to_owned(), "SEVERITY_WARNING".to_owned()),
+    ];
+    eventually(Duration::from_secs(30), "both agents' findings", || {
+        (open_findings(&collector.grpc_url) == expected).then_some(())
+    });
+
+    let (code, table) = cli(&["--collector", &collector.grpc_url, "nodes"]);
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("NAME") && lines[0].contains("CRITICAL"), "{table}");
+    assert!(lines[1].starts_with("node-a") && lines[1].contains("critical"), "{table}");
+    assert!(lines[2].starts_with("node-b") && lines[2].contains("warning"), "{table}");
+
+    let (code, node) = cli(&["--collector", &collector.grpc_url, "node", "node-a"]);
+    assert_eq!(code, 0);
+    assert!(node.contains("memory.available") && node.contains("what to do:"), "{node}");
+
+    // The problem goes away on node-b: the next report resolves its finding.
+    b.set_memory(8 * GIB_KB, 4 * GIB_KB, 0, 0);
+    eventually(Duration::from_secs(30), "node-b's finding resolved", || {
+        (open_findings(&collector.grpc_url) == expected[..1]).then_some(())
+    });
+    let (_, resolved) = cli(&["--collector", &collector.grpc_url, "findings", "--state", "resolved", "--node", "node-b"]);
+    assert!(resolved.contains("memory.swap") && resolved.contains("resolved"), "{resolved}");
+
+    let (code, out) = cli(&["--collector", &collector.grpc_url, "collect", "-o", "json"]);
+    assert_eq!(code, 0);
+    let asked: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(asked["nodes"], serde_json::json!(["node-a", "node-b"]));
+}
+
+#[test]
+fn doctor_exit_codes_follow_the_worst_finding() {
+    let healthy = FakeHost::new();
+    let warning = FakeHost::new();
+    warning.set_memory(8 * GIB_KB, 4 * GIB_KB, 2 * GIB_KB, 0);
+    let critical = FakeHost::new();
+    critical.set_memory(8 * GIB_KB, 10 * 1024, 0, 0);
+    for (host, code) in [(&healthy, 0), (&warning, 4), (&critical, 3)] {
+        let root = host.root().dir().display().to_string();
+        let (got, out) = cli(&["doctor", "--host-root", &root, "--node-name", "n1"]);
+        assert_eq!(got, code, "{out}");
+        let (got, json) = cli(&["doctor", "--host-root", &root, "--node-name", "n1", "-o", "json"]);
+        assert_eq!(got, code);
+        let v: Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["node"], "n1");
+        assert_eq!(v["report"]["memory"]["totalBytes"], (8 * GIB_KB * 1024).to_string());
+    }
+    let root = critical.root().dir().display().to_string();
+    let (_, out) = cli(&["doctor", "--host-root", &root, "-o", "yaml"]);
+    assert!(out.contains("check: memory.available") && out.contains("advice:"), "{out}");
+    let (code, _) = cli(&["--collector", "http://127.0.0.1:1", "nodes"]);
+    assert_eq!(code, 1, "an unreachable collector is an error");
+}
