@@ -15,28 +15,76 @@ fn cpu_time() -> std::time::Duration {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let collector = Collector::new("bench".into(), HostRoot::default(), Config::default());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let steady = Config::default();
+    let mut ranking = Config::default();
+    ranking.thresholds.memory.top_processes_every = std::time::Duration::ZERO;
+    for (name, config) in [
+        ("steady cycle (processes ranked once a minute)", steady),
+        ("cycle that ranks processes", ranking),
+    ] {
+        runtime.block_on(measure(
+            name,
+            Collector::new("bench".into(), HostRoot::default(), config),
+        ));
+    }
+}
+
+async fn measure(name: &str, collector: Collector) {
     let cycles = 2000;
-    runtime.block_on(async {
-        for _ in 0..50 {
-            collector.collect().await;
+    for _ in 0..50 {
+        collector.collect().await;
+    }
+    let region = Region::new(GLOBAL);
+    let (cpu0, wall0) = (cpu_time(), Instant::now());
+    let mut findings = 0;
+    let mut mounts = 0;
+    let mut probe_micros: Vec<(String, u64)> = Vec::new();
+    for _ in 0..cycles {
+        let r = collector.collect().await;
+        findings += r.findings.len();
+        mounts = r.disk.as_ref().map_or(0, |d| d.mounts.len());
+        for run in &r.probes {
+            match probe_micros.iter_mut().find(|(p, _)| *p == run.probe) {
+                Some((_, total)) => *total += run.duration_micros,
+                None => probe_micros.push((run.probe.clone(), run.duration_micros)),
+            }
         }
-        let region = Region::new(GLOBAL);
-        let (cpu0, wall0) = (cpu_time(), Instant::now());
-        let mut findings = 0;
-        let mut mounts = 0;
-        for _ in 0..cycles {
-            let r = collector.collect().await;
-            findings += r.findings.len();
-            mounts = r.disk.map_or(0, |d| d.mounts.len());
-        }
-        let (cpu, wall) = (cpu_time() - cpu0, wall0.elapsed());
-        let stats = region.change();
-        println!("agent collection cycle ({cycles} cycles, {mounts} filesystems, {} findings/cycle)", findings / cycles);
-        println!("  cpu time per cycle:    {:>9.1} us", cpu.as_secs_f64() * 1e6 / cycles as f64);
-        println!("  wall time per cycle:   {:>9.1} us", wall.as_secs_f64() * 1e6 / cycles as f64);
-        println!("  allocations per cycle: {:>9}", stats.allocations / cycles);
-        println!("  bytes allocated/cycle: {:>9}", stats.bytes_allocated / cycles);
+    }
+    let (cpu, wall) = (cpu_time() - cpu0, wall0.elapsed());
+    let stats = region.change();
+    let processes = std::fs::read_dir("/proc").map_or(0, |d| {
+        d.filter_map(Result::ok)
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.parse::<u32>().is_ok())
+            })
+            .count()
     });
+    println!(
+        "agent {name}: {cycles} cycles, {mounts} filesystems, {processes} processes, {} findings/cycle",
+        findings / cycles
+    );
+    println!(
+        "  cpu time per cycle:    {:>9.1} us",
+        cpu.as_secs_f64() * 1e6 / cycles as f64
+    );
+    println!(
+        "  wall time per cycle:   {:>9.1} us",
+        wall.as_secs_f64() * 1e6 / cycles as f64
+    );
+    println!("  allocations per cycle: {:>9}", stats.allocations / cycles);
+    println!(
+        "  bytes allocated/cycle: {:>9}",
+        stats.bytes_allocated / cycles
+    );
+    println!("  wall time per probe (they run concurrently):");
+    for (probe, total) in probe_micros {
+        println!("    {probe:<8} {:>9.1} us", total as f64 / cycles as f64);
+    }
 }

@@ -26,7 +26,12 @@ impl Collector {
     /// The default probes on `host`, reporting as `node`.
     pub fn new(node: String, host: HostRoot, config: Config) -> Self {
         let probes = ProbeSet::new(default_probes(), config.probe_timeout);
-        Collector { node, host, thresholds: Arc::new(config.thresholds), probes }
+        Collector {
+            node,
+            host,
+            thresholds: Arc::new(config.thresholds),
+            probes,
+        }
     }
 
     /// The node this collector reports as.

@@ -70,7 +70,10 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { probe_timeout: Duration::from_secs(5), thresholds: Thresholds::default() }
+        Config {
+            probe_timeout: Duration::from_secs(5),
+            thresholds: Thresholds::default(),
+        }
     }
 }
 
@@ -159,6 +162,11 @@ pub struct MemoryThresholds {
     pub swap_warn_used: Percent,
     /// How many of the largest processes to report (default 5).
     pub top_processes: usize,
+    /// How often the largest processes are ranked again (default 1m; at once when a memory
+    /// finding fires). Ranking reads every `/proc/<pid>/stat`, the costliest part of a
+    /// collection on a node with many processes.
+    #[serde(with = "humantime_serde")]
+    pub top_processes_every: Duration,
 }
 
 impl Default for MemoryThresholds {
@@ -170,6 +178,7 @@ impl Default for MemoryThresholds {
             pressure_critical_full_avg60: Percent::of(5.0),
             swap_warn_used: Percent::of(50.0),
             top_processes: 5,
+            top_processes_every: Duration::from_secs(60),
         }
     }
 }
@@ -211,8 +220,10 @@ impl Default for SystemThresholds {
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::parse(&text).map_err(|reason| ConfigError::Invalid {
             path: path.display().to_string(),
             reason,
@@ -234,13 +245,41 @@ impl Config {
         let d = &self.thresholds.disk;
         let s = &self.thresholds.system;
         let ordered = [
-            ("disk.nodefs_warn_available", "disk.nodefs_critical_available", d.nodefs_warn_available >= d.nodefs_critical_available),
-            ("disk.inodes_warn_free", "disk.inodes_critical_free", d.inodes_warn_free >= d.inodes_critical_free),
-            ("disk.other_critical_used", "disk.other_warn_used", d.other_critical_used >= d.other_warn_used),
-            ("disk.fill_warn_within", "disk.fill_critical_within", d.fill_warn_within >= d.fill_critical_within),
-            ("system.pids_critical_used", "system.pids_warn_used", s.pids_critical_used >= s.pids_warn_used),
-            ("system.files_critical_used", "system.files_warn_used", s.files_critical_used >= s.files_warn_used),
-            ("system.conntrack_critical_used", "system.conntrack_warn_used", s.conntrack_critical_used >= s.conntrack_warn_used),
+            (
+                "disk.nodefs_warn_available",
+                "disk.nodefs_critical_available",
+                d.nodefs_warn_available >= d.nodefs_critical_available,
+            ),
+            (
+                "disk.inodes_warn_free",
+                "disk.inodes_critical_free",
+                d.inodes_warn_free >= d.inodes_critical_free,
+            ),
+            (
+                "disk.other_critical_used",
+                "disk.other_warn_used",
+                d.other_critical_used >= d.other_warn_used,
+            ),
+            (
+                "disk.fill_warn_within",
+                "disk.fill_critical_within",
+                d.fill_warn_within >= d.fill_critical_within,
+            ),
+            (
+                "system.pids_critical_used",
+                "system.pids_warn_used",
+                s.pids_critical_used >= s.pids_warn_used,
+            ),
+            (
+                "system.files_critical_used",
+                "system.files_warn_used",
+                s.files_critical_used >= s.files_warn_used,
+            ),
+            (
+                "system.conntrack_critical_used",
+                "system.conntrack_warn_used",
+                s.conntrack_critical_used >= s.conntrack_warn_used,
+            ),
         ];
         if let Some((a, b, _)) = ordered.iter().find(|(_, _, ok)| !ok) {
             return Err(format!("thresholds.{a} must be at least thresholds.{b}"));
@@ -283,8 +322,12 @@ mod tests {
     fn out_of_range_and_inverted_thresholds_are_refused() {
         let err = Config::parse("thresholds:\n  memory:\n    warn_available: 140\n").unwrap_err();
         assert!(err.contains("140"), "{err}");
-        let err = Config::parse("thresholds:\n  disk:\n    nodefs_warn_available: 5\n").unwrap_err();
-        assert!(err.contains("nodefs_warn_available must be at least"), "{err}");
+        let err =
+            Config::parse("thresholds:\n  disk:\n    nodefs_warn_available: 5\n").unwrap_err();
+        assert!(
+            err.contains("nodefs_warn_available must be at least"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -56,7 +56,10 @@ pub enum ProbeError {
 impl ProbeError {
     /// A parse error of a file under the host root.
     pub fn parse(host: &HostRoot, host_path: &str, err: ParseError) -> Self {
-        ProbeError::Parse { path: host.path(host_path), reason: err.to_string() }
+        ProbeError::Parse {
+            path: host.path(host_path),
+            reason: err.to_string(),
+        }
     }
 }
 
@@ -126,8 +129,13 @@ pub struct ProbeSet {
 impl ProbeSet {
     /// Probes that each get `timeout` per run.
     pub fn new(probes: Vec<Arc<dyn Probe>>, timeout: Duration) -> Self {
-        let slots =
-            probes.into_iter().map(|probe| Slot { probe, busy: Arc::default() }).collect();
+        let slots = probes
+            .into_iter()
+            .map(|probe| Slot {
+                probe,
+                busy: Arc::default(),
+            })
+            .collect();
         ProbeSet { slots, timeout }
     }
 
@@ -139,8 +147,12 @@ impl ProbeSet {
     /// Runs every probe concurrently and fills `report`'s sections, findings and probe runs.
     /// Never fails: a probe that cannot measure adds a `probe.failed` finding instead.
     pub async fn collect(&self, ctx: &ProbeContext, report: &mut NodeReport) {
-        let runs = self.slots.iter().map(|slot| self.run_one(slot, ctx.clone()));
-        for (slot, (result, elapsed)) in self.slots.iter().zip(futures::future::join_all(runs).await)
+        let runs = self
+            .slots
+            .iter()
+            .map(|slot| self.run_one(slot, ctx.clone()));
+        for (slot, (result, elapsed)) in
+            self.slots.iter().zip(futures::future::join_all(runs).await)
         {
             let id = slot.probe.id();
             let mut run = ProbeRun {
@@ -217,7 +229,10 @@ mod tests {
         }
         fn run(&self, _: &ProbeContext) -> Result<ProbeOutput, ProbeError> {
             std::thread::sleep(Duration::from_millis(400));
-            Ok(ProbeOutput { section: Section::Disk(DiskSection::default()), findings: vec![] })
+            Ok(ProbeOutput {
+                section: Section::Disk(DiskSection::default()),
+                findings: vec![],
+            })
         }
     }
 
@@ -227,7 +242,9 @@ mod tests {
             "broken"
         }
         fn run(&self, ctx: &ProbeContext) -> Result<ProbeOutput, ProbeError> {
-            ctx.host.read("/proc/does-not-exist").map(|_| unreachable!())
+            ctx.host
+                .read("/proc/does-not-exist")
+                .map(|_| unreachable!())
         }
     }
 
@@ -238,7 +255,10 @@ mod tests {
         }
         fn run(&self, _: &ProbeContext) -> Result<ProbeOutput, ProbeError> {
             Ok(ProbeOutput {
-                section: Section::System(SystemSection { pid_max: 7, ..Default::default() }),
+                section: Section::System(SystemSection {
+                    pid_max: 7,
+                    ..Default::default()
+                }),
                 findings: vec![Finding::fail("fine.thing", Severity::Info, "", "x".into())],
             })
         }
@@ -258,23 +278,49 @@ mod tests {
             vec![Arc::new(Slow), Arc::new(Broken), Arc::new(Fine)],
             Duration::from_millis(100),
         );
-        let mut report = NodeReport { node: "n1".into(), ..Default::default() };
+        let mut report = NodeReport {
+            node: "n1".into(),
+            ..Default::default()
+        };
         set.collect(&ctx(), &mut report).await;
 
         assert_eq!(report.system.as_ref().unwrap().pid_max, 7);
-        let failed: Vec<_> =
-            report.findings.iter().filter(|f| f.check == "probe.failed").collect();
+        let failed: Vec<_> = report
+            .findings
+            .iter()
+            .filter(|f| f.check == "probe.failed")
+            .collect();
         assert_eq!(failed.len(), 2);
-        assert!(failed.iter().all(|f| f.status == nodemedic_proto::v1::FindingStatus::Unknown as i32));
-        assert!(failed.iter().any(|f| f.subject == "slow" && f.message.contains("timed out")));
-        assert!(failed.iter().any(|f| f.subject == "broken" && f.message.contains("does-not-exist")));
+        assert!(
+            failed
+                .iter()
+                .all(|f| f.status == nodemedic_proto::v1::FindingStatus::Unknown as i32)
+        );
+        assert!(
+            failed
+                .iter()
+                .any(|f| f.subject == "slow" && f.message.contains("timed out"))
+        );
+        assert!(
+            failed
+                .iter()
+                .any(|f| f.subject == "broken" && f.message.contains("does-not-exist"))
+        );
         assert!(report.findings.iter().all(|f| f.node == "n1"));
-        let runs: Vec<_> = report.probes.iter().map(|r| (r.probe.as_str(), r.ok)).collect();
+        let runs: Vec<_> = report
+            .probes
+            .iter()
+            .map(|r| (r.probe.as_str(), r.ok))
+            .collect();
         assert_eq!(runs, [("slow", false), ("broken", false), ("fine", true)]);
 
         // The slow probe is still stuck: the next cycle does not pile up another thread.
         let mut second = NodeReport::default();
         set.collect(&ctx(), &mut second).await;
-        assert!(second.probes[0].error.contains("previous run"), "{:?}", second.probes[0]);
+        assert!(
+            second.probes[0].error.contains("previous run"),
+            "{:?}",
+            second.probes[0]
+        );
     }
 }

@@ -12,8 +12,8 @@ use std::{collections::VecDeque, time::Duration};
 use nodemedic_proto::{
     time::duration,
     v1::{
-        AgentMessage, CollectorMessage, Hello, NodeReport, agent_gateway_client::AgentGatewayClient,
-        agent_message, collector_message, command,
+        AgentMessage, CollectorMessage, Hello, NodeReport,
+        agent_gateway_client::AgentGatewayClient, agent_message, collector_message, command,
     },
 };
 use tokio::{
@@ -91,7 +91,11 @@ impl Queue {
         self.pending.push_back(report.clone());
         if self.pending.len() > self.max {
             let dropped = self.pending.pop_front();
-            warn!(message = "Dropping the oldest unacknowledged report: the queue is full.", max = self.max, seq = dropped.map(|r| r.seq));
+            warn!(
+                message = "Dropping the oldest unacknowledged report: the queue is full.",
+                max = self.max,
+                seq = dropped.map(|r| r.seq)
+            );
         }
         self.next_seq.is_some().then_some(report)
     }
@@ -120,13 +124,20 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ReportError> {
     let endpoint = Endpoint::from_shared(opts.collector_url.clone())
-        .map_err(|source| ReportError::BadUrl { url: opts.collector_url.clone(), source })?
+        .map_err(|source| ReportError::BadUrl {
+            url: opts.collector_url.clone(),
+            source,
+        })?
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10))
         .tcp_keepalive(Some(Duration::from_secs(60)));
     let started = Instant::now();
-    let mut queue = Queue { pending: VecDeque::new(), next_seq: None, max: opts.max_pending.max(1) };
+    let mut queue = Queue {
+        pending: VecDeque::new(),
+        next_seq: None,
+        max: opts.max_pending.max(1),
+    };
     let mut conn: Option<Connection> = None;
     let mut backoff = Backoff::new(collector.node());
     let mut reconnect_at = Instant::now();
@@ -214,15 +225,17 @@ pub async fn run(
 }
 
 fn report_message(report: NodeReport) -> AgentMessage {
-    AgentMessage { kind: Some(agent_message::Kind::Report(report)) }
+    AgentMessage {
+        kind: Some(agent_message::Kind::Report(report)),
+    }
 }
 
 fn send(conn: &mut Option<Connection>, report: NodeReport) {
-    if let Some(c) = conn {
-        if c.outbound.try_send(report_message(report)).is_err() {
-            warn!(message = "The collector stream is not draining; reconnecting.");
-            *conn = None;
-        }
+    if let Some(c) = conn
+        && c.outbound.try_send(report_message(report)).is_err()
+    {
+        warn!(message = "The collector stream is not draining; reconnecting.");
+        *conn = None;
     }
 }
 
@@ -231,7 +244,9 @@ async fn next_message(conn: &mut Option<Connection>) -> Result<CollectorMessage,
     match conn {
         Some(c) => match c.inbound.next().await {
             Some(result) => result,
-            None => Err(tonic::Status::unavailable("the collector closed the stream")),
+            None => Err(tonic::Status::unavailable(
+                "the collector closed the stream",
+            )),
         },
         None => std::future::pending().await,
     }
@@ -256,7 +271,9 @@ async fn connect(
         interval: Some(duration(interval)),
     };
     outbound
-        .try_send(AgentMessage { kind: Some(agent_message::Kind::Hello(hello)) })
+        .try_send(AgentMessage {
+            kind: Some(agent_message::Kind::Hello(hello)),
+        })
         .map_err(|_| tonic::Status::internal("new stream refused the hello"))?;
     let mut inbound = AgentGatewayClient::new(channel)
         .connect(ReceiverStream::new(rx))
@@ -266,12 +283,16 @@ async fn connect(
         .await
         .map_err(|_| tonic::Status::deadline_exceeded("no Welcome within 10s"))?;
     match first {
-        Some(Ok(CollectorMessage { kind: Some(collector_message::Kind::Welcome(w)) })) => {
-            Ok((Connection { outbound, inbound }, w.last_seq))
-        }
-        Some(Ok(other)) => Err(tonic::Status::internal(format!("expected Welcome, got {other:?}"))),
+        Some(Ok(CollectorMessage {
+            kind: Some(collector_message::Kind::Welcome(w)),
+        })) => Ok((Connection { outbound, inbound }, w.last_seq)),
+        Some(Ok(other)) => Err(tonic::Status::internal(format!(
+            "expected Welcome, got {other:?}"
+        ))),
         Some(Err(status)) => Err(status),
-        None => Err(tonic::Status::unavailable("the collector closed the stream before Welcome")),
+        None => Err(tonic::Status::unavailable(
+            "the collector closed the stream before Welcome",
+        )),
     }
 }
 
@@ -288,8 +309,13 @@ impl Backoff {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .subsec_nanos();
-        let state = seed.bytes().fold(u64::from(nanos) | 1, |h, b| h.rotate_left(5) ^ u64::from(b));
-        Backoff { attempt: 0, state: state | 1 }
+        let state = seed
+            .bytes()
+            .fold(u64::from(nanos) | 1, |h, b| h.rotate_left(5) ^ u64::from(b));
+        Backoff {
+            attempt: 0,
+            state: state | 1,
+        }
     }
 
     fn next(&mut self) -> Duration {
@@ -313,12 +339,19 @@ mod tests {
     use super::*;
 
     fn report() -> NodeReport {
-        NodeReport { node: "n".into(), ..Default::default() }
+        NodeReport {
+            node: "n".into(),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn reports_before_the_first_welcome_are_numbered_above_the_stored_ones() {
-        let mut q = Queue { pending: VecDeque::new(), next_seq: None, max: 10 };
+        let mut q = Queue {
+            pending: VecDeque::new(),
+            next_seq: None,
+            max: 10,
+        };
         assert!(q.push(report()).is_none(), "not sendable before a Welcome");
         q.push(report());
         q.welcome(41);
@@ -335,7 +368,11 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_the_oldest() {
-        let mut q = Queue { pending: VecDeque::new(), next_seq: Some(1), max: 2 };
+        let mut q = Queue {
+            pending: VecDeque::new(),
+            next_seq: Some(1),
+            max: 2,
+        };
         for _ in 0..3 {
             q.push(report());
         }

@@ -8,9 +8,11 @@ use crate::host::HostRoot;
 /// The captured real files under `shared/fixtures/real` beside the repository
 /// (`NODEMEDIC_FIXTURES` overrides). Panics, never skips, when they are missing.
 pub fn fixtures_dir() -> PathBuf {
-    let dir = std::env::var_os("NODEMEDIC_FIXTURES").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/real")
-    });
+    let dir = std::env::var_os("NODEMEDIC_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/real")
+        });
     assert!(
         dir.is_dir(),
         "real fixtures not found at {}: clone the repository beside shared/ or set NODEMEDIC_FIXTURES",
@@ -37,7 +39,9 @@ const GIB_KB: u64 = 1024 * 1024;
 impl FakeHost {
     /// A healthy node.
     pub fn new() -> Self {
-        let host = FakeHost { dir: tempfile::tempdir().expect("temporary directory") };
+        let host = FakeHost {
+            dir: tempfile::tempdir().expect("temporary directory"),
+        };
         host.set_memory(8 * GIB_KB, 4 * GIB_KB, 0, 0);
         host.write("/proc/vmstat", "nr_free_pages 1000\noom_kill 0\n");
         host.write("/proc/pressure/memory", "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n");
@@ -64,7 +68,13 @@ impl FakeHost {
     }
 
     /// Sets /proc/meminfo, in KiB as the kernel writes it.
-    pub fn set_memory(&self, total_kb: u64, available_kb: u64, swap_total_kb: u64, swap_free_kb: u64) {
+    pub fn set_memory(
+        &self,
+        total_kb: u64,
+        available_kb: u64,
+        swap_total_kb: u64,
+        swap_free_kb: u64,
+    ) {
         self.write(
             "/proc/meminfo",
             &format!(
@@ -78,7 +88,9 @@ impl FakeHost {
     /// lines (whose mount points must exist under the tree to be measured).
     pub fn set_mounts(&self, extra: &[&str]) {
         let mut text = String::from("21 0 254:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n");
-        text.push_str("22 21 0:5 / /proc rw,nosuid,nodev,noexec,relatime shared:2 - proc proc rw\n");
+        text.push_str(
+            "22 21 0:5 / /proc rw,nosuid,nodev,noexec,relatime shared:2 - proc proc rw\n",
+        );
         for line in extra {
             text.push_str(line);
             text.push('\n');

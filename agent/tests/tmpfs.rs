@@ -28,8 +28,15 @@ impl Tmpfs {
     fn mount(host: &FakeHost, options: &str) -> Self {
         let path = host.root().path("/var/lib/kubelet");
         fs::create_dir_all(&path).unwrap();
-        let status = Command::new("mount").args(["-t", "tmpfs", "-o", options, "tmpfs"]).arg(&path).status().expect("run mount");
-        assert!(status.success(), "mount -t tmpfs failed: this test needs root (CI runs as root)");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(&path)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "mount -t tmpfs failed: this test needs root (CI runs as root)"
+        );
         let tmpfs = Tmpfs { path };
         tmpfs.publish(host);
         tmpfs
@@ -42,8 +49,7 @@ impl Tmpfs {
         let target = self.path.to_str().unwrap();
         let line = real
             .lines()
-            .filter(|l| l.split_whitespace().nth(4) == Some(target))
-            .last()
+            .rfind(|l| l.split_whitespace().nth(4) == Some(target))
             .unwrap_or_else(|| panic!("{target} not in /proc/self/mountinfo"));
         let mut fields: Vec<&str> = line.split(' ').collect();
         fields[4] = "/var/lib/kubelet";
@@ -62,16 +68,32 @@ impl Drop for Tmpfs {
 }
 
 fn run(probe: &DiskProbe, host: &FakeHost, now: SystemTime) -> (Mount, Vec<Finding>) {
-    let ctx = ProbeContext { host: host.root(), now, thresholds: Arc::new(Thresholds::default()) };
+    let ctx = ProbeContext {
+        host: host.root(),
+        now,
+        thresholds: Arc::new(Thresholds::default()),
+    };
     let out = probe.run(&ctx).unwrap();
-    let Section::Disk(DiskSection { mounts }) = out.section else { panic!("not a disk section") };
-    let kubelet = mounts.into_iter().find(|m| m.mount_point == "/var/lib/kubelet").expect("the tmpfs is measured");
-    let findings = out.findings.into_iter().filter(|f| f.subject == "/var/lib/kubelet").collect();
+    let Section::Disk(DiskSection { mounts }) = out.section else {
+        panic!("not a disk section")
+    };
+    let kubelet = mounts
+        .into_iter()
+        .find(|m| m.mount_point == "/var/lib/kubelet")
+        .expect("the tmpfs is measured");
+    let findings = out
+        .findings
+        .into_iter()
+        .filter(|f| f.subject == "/var/lib/kubelet")
+        .collect();
     (kubelet, findings)
 }
 
 fn checks(findings: &[Finding]) -> Vec<(&str, Severity)> {
-    findings.iter().map(|f| (f.check.as_str(), f.severity())).collect()
+    findings
+        .iter()
+        .map(|f| (f.check.as_str(), f.severity()))
+        .collect()
 }
 
 #[test]
@@ -90,20 +112,42 @@ fn space_thresholds_and_fill_forecast_on_a_real_tmpfs() {
     tmpfs.fill("a", 54 * MIB);
     let (m, findings) = run(&probe, &host, t0 + Duration::from_secs(600));
     assert_eq!(checks(&findings), [("disk.space", Severity::Warning)]);
-    assert!(findings[0].message.contains("nodefs.available<10%"), "{}", findings[0].message);
-    assert_eq!(findings[0].number("available_bytes"), Some(m.bytes_available as f64));
+    assert!(
+        findings[0].message.contains("nodefs.available<10%"),
+        "{}",
+        findings[0].message
+    );
+    assert_eq!(
+        findings[0].number("available_bytes"),
+        Some(m.bytes_available as f64)
+    );
 
     // 94% used: past the eviction line. Three samples 10 minutes apart give a real fill
     // rate and a forecast from it.
     tmpfs.fill("b", 6 * MIB);
     let (m, findings) = run(&probe, &host, t0 + Duration::from_secs(1200));
-    let rate = m.fill_rate_bytes_per_hour.expect("a rate from three samples over 20 minutes");
+    let rate = m
+        .fill_rate_bytes_per_hour
+        .expect("a rate from three samples over 20 minutes");
     // Least squares through (0, u0), (10m, u0+54Mi), (20m, u0+60Mi): 30 MiB per 10 minutes.
-    assert!((rate - 180.0 * MIB as f64).abs() < 2.0 * MIB as f64, "rate {rate}");
+    assert!(
+        (rate - 180.0 * MIB as f64).abs() < 2.0 * MIB as f64,
+        "rate {rate}"
+    );
     let hours = m.full_in_hours.unwrap();
     assert!((hours - m.bytes_available as f64 / rate).abs() < 1e-9);
-    assert_eq!(checks(&findings), [("disk.space", Severity::Critical), ("disk.fill_rate", Severity::Critical)]);
-    assert!(findings[1].message.contains("full in"), "{}", findings[1].message);
+    assert_eq!(
+        checks(&findings),
+        [
+            ("disk.space", Severity::Critical),
+            ("disk.fill_rate", Severity::Critical)
+        ]
+    );
+    assert!(
+        findings[1].message.contains("full in"),
+        "{}",
+        findings[1].message
+    );
 
     // Deleting the files: back to healthy, the rate turns negative, no forecast.
     fs::remove_file(tmpfs.path.join("a")).unwrap();
@@ -125,12 +169,26 @@ fn inode_exhaustion_and_read_only_remount_on_a_real_tmpfs() {
     assert_eq!(m.inodes_total, 1000);
     assert!(m.inodes_available < 50, "{m:?}");
     assert_eq!(checks(&findings), [("disk.inodes", Severity::Critical)]);
-    assert!(findings[0].message.contains("nodefs.inodesFree<5%"), "{}", findings[0].message);
+    assert!(
+        findings[0].message.contains("nodefs.inodesFree<5%"),
+        "{}",
+        findings[0].message
+    );
 
-    let status = Command::new("mount").args(["-o", "remount,ro"]).arg(&tmpfs.path).status().unwrap();
+    let status = Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&tmpfs.path)
+        .status()
+        .unwrap();
     assert!(status.success());
     tmpfs.publish(&host);
     let (m, findings) = run(&probe, &host, SystemTime::now());
     assert!(m.read_only);
-    assert_eq!(checks(&findings), [("disk.inodes", Severity::Critical), ("disk.readonly", Severity::Critical)]);
+    assert_eq!(
+        checks(&findings),
+        [
+            ("disk.inodes", Severity::Critical),
+            ("disk.readonly", Severity::Critical)
+        ]
+    );
 }

@@ -9,7 +9,10 @@ use nodemedic_collector::analysis::{Diagnosis, diagnose};
 use nodemedic_proto::v1::{Finding, NodeReport, Severity};
 use serde::Serialize;
 
-use crate::{output::{Format, structured}, render};
+use crate::{
+    output::{Format, structured},
+    render,
+};
 
 /// Exit code when the worst finding is critical (troubleshoot's support-bundle convention).
 pub const EXIT_CRITICAL: u8 = 3;
@@ -53,7 +56,11 @@ pub async fn run(args: DoctorArgs, format: Format) -> anyhow::Result<u8> {
     };
     let node = match args.node_name {
         Some(n) => n,
-        None => rustix::system::uname().nodename().to_str().context("the hostname is not UTF-8; pass --node-name")?.to_owned(),
+        None => rustix::system::uname()
+            .nodename()
+            .to_str()
+            .context("the hostname is not UTF-8; pass --node-name")?
+            .to_owned(),
     };
     let collector = Collector::new(node, HostRoot::new(&args.host_root), config);
     let mut report = collector.collect().await;
@@ -74,7 +81,14 @@ fn print(d: &Diagnosis, format: Format) -> anyhow::Result<()> {
             Severity::Unspecified => "healthy",
             s => s.label(),
         },
-        findings: d.findings.iter().map(|(finding, advice)| Entry { finding, advice: advice.as_deref() }).collect(),
+        findings: d
+            .findings
+            .iter()
+            .map(|(finding, advice)| Entry {
+                finding,
+                advice: advice.as_deref(),
+            })
+            .collect(),
         report: &d.report,
     };
     if structured(format, &out)? {

@@ -21,7 +21,12 @@ struct Cli {
     #[arg(short, long, global = true, value_enum, default_value = "table")]
     output: Format,
     /// gRPC address of the collector
-    #[arg(long, global = true, env = "NODEMEDIC_COLLECTOR", default_value = "http://127.0.0.1:9440")]
+    #[arg(
+        long,
+        global = true,
+        env = "NODEMEDIC_COLLECTOR",
+        default_value = "http://127.0.0.1:9440"
+    )]
     collector: String,
     #[command(subcommand)]
     command: Command,
@@ -53,7 +58,9 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("error")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("error")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();

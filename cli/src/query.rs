@@ -7,8 +7,9 @@ use nodemedic_collector::advice::advice;
 use nodemedic_proto::{
     time::{system_time, timestamp},
     v1::{
-        Finding, FindingState, GetNodeRequest, ListFindingsRequest, ListNodesRequest, Severity, TriggerCollectionRequest,
-        WatchFindingsRequest, diagnostics_client::DiagnosticsClient, finding_event,
+        Finding, FindingState, GetNodeRequest, ListFindingsRequest, ListNodesRequest, Severity,
+        TriggerCollectionRequest, WatchFindingsRequest, diagnostics_client::DiagnosticsClient,
+        finding_event,
     },
 };
 use tokio_stream::StreamExt;
@@ -27,7 +28,9 @@ pub async fn client(url: &str) -> anyhow::Result<DiagnosticsClient<Channel>> {
         .connect_timeout(Duration::from_secs(5))
         .connect()
         .await
-        .with_context(|| format!("cannot reach the collector at {url} (set --collector or NODEMEDIC_COLLECTOR)"))?;
+        .with_context(|| {
+            format!("cannot reach the collector at {url} (set --collector or NODEMEDIC_COLLECTOR)")
+        })?;
     Ok(DiagnosticsClient::new(channel))
 }
 
@@ -75,12 +78,25 @@ fn status_text(e: tonic::Status) -> anyhow::Error {
 
 /// `nodes`.
 pub async fn nodes(mut c: DiagnosticsClient<Channel>, format: Format) -> anyhow::Result<()> {
-    let resp = c.list_nodes(ListNodesRequest {}).await.map_err(status_text)?.into_inner();
+    let resp = c
+        .list_nodes(ListNodesRequest {})
+        .await
+        .map_err(status_text)?
+        .into_inner();
     if structured(format, &resp)? {
         return Ok(());
     }
     let now = SystemTime::now();
-    let mut t = Table::new(&["NAME", "CONNECTED", "WORST", "CRITICAL", "WARNING", "INFO", "LAST REPORT", "AGENT"]);
+    let mut t = Table::new(&[
+        "NAME",
+        "CONNECTED",
+        "WORST",
+        "CRITICAL",
+        "WARNING",
+        "INFO",
+        "LAST REPORT",
+        "AGENT",
+    ]);
     for n in &resp.nodes {
         t.row(vec![
             n.name.clone(),
@@ -92,7 +108,10 @@ pub async fn nodes(mut c: DiagnosticsClient<Channel>, format: Format) -> anyhow:
             n.open_critical.to_string(),
             n.open_warning.to_string(),
             n.open_info.to_string(),
-            n.last_report.as_ref().map(|t| format!("{} ago", age(system_time(t), now))).unwrap_or_default(),
+            n.last_report
+                .as_ref()
+                .map(|t| format!("{} ago", age(system_time(t), now)))
+                .unwrap_or_default(),
             n.agent_version.clone(),
         ]);
     }
@@ -105,14 +124,24 @@ pub async fn nodes(mut c: DiagnosticsClient<Channel>, format: Format) -> anyhow:
 }
 
 /// `node NAME`.
-pub async fn node(mut c: DiagnosticsClient<Channel>, name: String, format: Format) -> anyhow::Result<()> {
-    let resp = c.get_node(GetNodeRequest { name }).await.map_err(status_text)?.into_inner();
+pub async fn node(
+    mut c: DiagnosticsClient<Channel>,
+    name: String,
+    format: Format,
+) -> anyhow::Result<()> {
+    let resp = c
+        .get_node(GetNodeRequest { name })
+        .await
+        .map_err(status_text)?
+        .into_inner();
     if structured(format, &resp)? {
         return Ok(());
     }
     let now = SystemTime::now();
     if let Some(n) = &resp.node {
-        let last = n.last_report.as_ref().map_or("never".into(), |t| format!("{} ago", age(system_time(t), now)));
+        let last = n.last_report.as_ref().map_or("never".into(), |t| {
+            format!("{} ago", age(system_time(t), now))
+        });
         println!(
             "Node {}: {} (agent {}, {}, last report {last}, seq {})",
             n.name,
@@ -121,7 +150,11 @@ pub async fn node(mut c: DiagnosticsClient<Channel>, name: String, format: Forma
                 s => s.label(),
             },
             n.agent_version,
-            if n.connected { "connected" } else { "not connected" },
+            if n.connected {
+                "connected"
+            } else {
+                "not connected"
+            },
             n.last_seq
         );
     }
@@ -141,7 +174,11 @@ pub async fn node(mut c: DiagnosticsClient<Channel>, name: String, format: Forma
 }
 
 /// `findings`.
-pub async fn findings(mut c: DiagnosticsClient<Channel>, args: FindingsArgs, format: Format) -> anyhow::Result<()> {
+pub async fn findings(
+    mut c: DiagnosticsClient<Channel>,
+    args: FindingsArgs,
+    format: Format,
+) -> anyhow::Result<()> {
     let state = match args.state.as_str() {
         "open" => FindingState::Open,
         "resolved" => FindingState::Resolved,
@@ -157,19 +194,33 @@ pub async fn findings(mut c: DiagnosticsClient<Channel>, args: FindingsArgs, for
         until: None,
         limit: args.limit,
     };
-    let resp = c.list_findings(req).await.map_err(status_text)?.into_inner();
+    let resp = c
+        .list_findings(req)
+        .await
+        .map_err(status_text)?
+        .into_inner();
     if structured(format, &resp)? {
         return Ok(());
     }
-    let mut t = Table::new(&["NODE", "SEVERITY", "CHECK", "SUBJECT", "STATE", "AGE", "MESSAGE"]);
+    let mut t = Table::new(&[
+        "NODE", "SEVERITY", "CHECK", "SUBJECT", "STATE", "AGE", "MESSAGE",
+    ]);
     for f in &resp.findings {
         t.row(vec![
             f.node.clone(),
             f.severity().label().into(),
             f.check.clone(),
             f.subject.clone(),
-            if f.resolved_at.is_some() { "resolved" } else { "open" }.into(),
-            f.first_seen.as_ref().map(|t| age(system_time(t), now)).unwrap_or_default(),
+            if f.resolved_at.is_some() {
+                "resolved"
+            } else {
+                "open"
+            }
+            .into(),
+            f.first_seen
+                .as_ref()
+                .map(|t| age(system_time(t), now))
+                .unwrap_or_default(),
             f.message.clone(),
         ]);
     }
@@ -185,9 +236,20 @@ pub async fn findings(mut c: DiagnosticsClient<Channel>, args: FindingsArgs, for
 }
 
 /// `watch`: one line per change until interrupted.
-pub async fn watch(mut c: DiagnosticsClient<Channel>, args: WatchArgs, format: Format) -> anyhow::Result<()> {
-    let req = WatchFindingsRequest { nodes: args.nodes, min_severity: args.severity.map_or(0, |s| s as i32) };
-    let mut stream = c.watch_findings(req).await.map_err(status_text)?.into_inner();
+pub async fn watch(
+    mut c: DiagnosticsClient<Channel>,
+    args: WatchArgs,
+    format: Format,
+) -> anyhow::Result<()> {
+    let req = WatchFindingsRequest {
+        nodes: args.nodes,
+        min_severity: args.severity.map_or(0, |s| s as i32),
+    };
+    let mut stream = c
+        .watch_findings(req)
+        .await
+        .map_err(status_text)?
+        .into_inner();
     if format == Format::Table {
         println!("EVENT      NODE   SEVERITY   CHECK   SUBJECT   MESSAGE");
     }
@@ -204,8 +266,18 @@ pub async fn watch(mut c: DiagnosticsClient<Channel>, args: WatchArgs, format: F
                     finding_event::Kind::Resolved => "RESOLVED",
                     finding_event::Kind::Unspecified => "?",
                 };
-                let subject = if f.subject.is_empty() { "<none>" } else { &f.subject };
-                println!("{kind:<10} {}   {}   {}   {subject}   {}", f.node, f.severity().label(), f.check, f.message);
+                let subject = if f.subject.is_empty() {
+                    "<none>"
+                } else {
+                    &f.subject
+                };
+                println!(
+                    "{kind:<10} {}   {}   {}   {subject}   {}",
+                    f.node,
+                    f.severity().label(),
+                    f.check,
+                    f.message
+                );
             }
         }
     }
@@ -213,14 +285,24 @@ pub async fn watch(mut c: DiagnosticsClient<Channel>, args: WatchArgs, format: F
 }
 
 /// `collect [NODE]`.
-pub async fn collect(mut c: DiagnosticsClient<Channel>, node: Option<String>, format: Format) -> anyhow::Result<()> {
+pub async fn collect(
+    mut c: DiagnosticsClient<Channel>,
+    node: Option<String>,
+    format: Format,
+) -> anyhow::Result<()> {
     let resp = c
-        .trigger_collection(TriggerCollectionRequest { node: node.unwrap_or_default() })
+        .trigger_collection(TriggerCollectionRequest {
+            node: node.unwrap_or_default(),
+        })
         .await
         .map_err(status_text)?
         .into_inner();
     if !structured(format, &resp)? {
-        println!("Asked {} node(s) to collect now: {}", resp.nodes.len(), resp.nodes.join(", "));
+        println!(
+            "Asked {} node(s) to collect now: {}",
+            resp.nodes.len(),
+            resp.nodes.join(", ")
+        );
     }
     Ok(())
 }

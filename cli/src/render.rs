@@ -11,14 +11,22 @@ use nodemedic_proto::{
 use crate::table::{Table, age};
 
 fn pct(part: u64, whole: u64) -> String {
-    if whole == 0 { "-".into() } else { format!("{:.0}%", part as f64 * 100.0 / whole as f64) }
+    if whole == 0 {
+        "-".into()
+    } else {
+        format!("{:.0}%", part as f64 * 100.0 / whole as f64)
+    }
 }
 
 fn roles(roles: &[i32]) -> String {
     roles
         .iter()
         .filter_map(|r| MountRole::try_from(*r).ok())
-        .map(|r| r.as_str_name().trim_start_matches("MOUNT_ROLE_").to_lowercase())
+        .map(|r| {
+            r.as_str_name()
+                .trim_start_matches("MOUNT_ROLE_")
+                .to_lowercase()
+        })
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -27,7 +35,9 @@ fn roles(roles: &[i32]) -> String {
 pub fn report(r: &NodeReport) -> String {
     let mut out = String::new();
     if let Some(disk) = &r.disk {
-        let mut t = Table::new(&["MOUNT", "ROLES", "SIZE", "USED", "AVAIL", "USE%", "IUSE%", "FULL IN"]);
+        let mut t = Table::new(&[
+            "MOUNT", "ROLES", "SIZE", "USED", "AVAIL", "USE%", "IUSE%", "FULL IN",
+        ]);
         for m in &disk.mounts {
             t.row(vec![
                 m.mount_point.clone(),
@@ -35,7 +45,10 @@ pub fn report(r: &NodeReport) -> String {
                 human_bytes(m.bytes_total as f64),
                 human_bytes(m.bytes_used as f64),
                 human_bytes(m.bytes_available as f64),
-                pct(m.bytes_total - m.bytes_available.min(m.bytes_total), m.bytes_total),
+                pct(
+                    m.bytes_total - m.bytes_available.min(m.bytes_total),
+                    m.bytes_total,
+                ),
                 pct(m.inodes_used, m.inodes_total),
                 m.full_in_hours.map_or("-".into(), |h| format!("{h:.1}h")),
             ]);
@@ -47,9 +60,18 @@ pub fn report(r: &NodeReport) -> String {
         let swap = if m.swap_total_bytes == 0 {
             "off".to_owned()
         } else {
-            format!("{} of {} used", human_bytes((m.swap_total_bytes - m.swap_free_bytes) as f64), human_bytes(m.swap_total_bytes as f64))
+            format!(
+                "{} of {} used",
+                human_bytes((m.swap_total_bytes - m.swap_free_bytes) as f64),
+                human_bytes(m.swap_total_bytes as f64)
+            )
         };
-        let psi = m.pressure.as_ref().map_or("n/a".into(), |p| format!("some {:.1}% full {:.1}% (avg60)", p.some_avg60, p.full_avg60));
+        let psi = m.pressure.as_ref().map_or("n/a".into(), |p| {
+            format!(
+                "some {:.1}% full {:.1}% (avg60)",
+                p.some_avg60, p.full_avg60
+            )
+        });
         out.push_str(&format!(
             "Memory:   {} available of {} ({}), swap {swap}, pressure {psi}, OOM kills since boot {}\n",
             human_bytes(m.available_bytes as f64),
@@ -58,7 +80,11 @@ pub fn report(r: &NodeReport) -> String {
             m.oom_kills_total,
         ));
         if !m.top_processes.is_empty() {
-            let top: Vec<String> = m.top_processes.iter().map(|p| format!("{}[{}] {}", p.name, p.pid, human_bytes(p.rss_bytes as f64))).collect();
+            let top: Vec<String> = m
+                .top_processes
+                .iter()
+                .map(|p| format!("{}[{}] {}", p.name, p.pid, human_bytes(p.rss_bytes as f64)))
+                .collect();
             out.push_str(&format!("          largest: {}\n", top.join(", ")));
         }
     }
@@ -72,7 +98,18 @@ pub fn report(r: &NodeReport) -> String {
             s.kernel_release, s.pids_in_use, s.pid_max, s.open_files, s.file_max
         ));
     }
-    let slow: Vec<String> = r.probes.iter().map(|p| format!("{} {:.1} ms{}", p.probe, p.duration_micros as f64 / 1000.0, if p.ok { "" } else { " (failed)" })).collect();
+    let slow: Vec<String> = r
+        .probes
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {:.1} ms{}",
+                p.probe,
+                p.duration_micros as f64 / 1000.0,
+                if p.ok { "" } else { " (failed)" }
+            )
+        })
+        .collect();
     if !slow.is_empty() {
         out.push_str(&format!("Probes:   {}\n", slow.join(", ")));
     }
@@ -86,16 +123,38 @@ pub fn findings(findings: &[(Finding, Option<String>)], now: SystemTime) -> Stri
     }
     let mut out = String::new();
     for severity in [Severity::Critical, Severity::Warning, Severity::Info] {
-        let group: Vec<&(Finding, Option<String>)> = findings.iter().filter(|(f, _)| f.severity() == severity).collect();
+        let group: Vec<&(Finding, Option<String>)> = findings
+            .iter()
+            .filter(|(f, _)| f.severity() == severity)
+            .collect();
         if group.is_empty() {
             continue;
         }
-        out.push_str(&format!("\n{} ({}):\n", severity.label().to_uppercase(), group.len()));
+        out.push_str(&format!(
+            "\n{} ({}):\n",
+            severity.label().to_uppercase(),
+            group.len()
+        ));
         for (f, advice) in group {
-            let since = f.first_seen.as_ref().map(|t| format!(" [{}]", age(system_time(t), now))).unwrap_or_default();
-            let status = if f.status() == nodemedic_proto::v1::FindingStatus::Unknown { " (unknown)" } else { "" };
-            let subject = if f.subject.is_empty() { String::new() } else { format!(" {}", f.subject) };
-            out.push_str(&format!("  {}{subject}{status}{since}\n    {}\n", f.check, f.message));
+            let since = f
+                .first_seen
+                .as_ref()
+                .map(|t| format!(" [{}]", age(system_time(t), now)))
+                .unwrap_or_default();
+            let status = if f.status() == nodemedic_proto::v1::FindingStatus::Unknown {
+                " (unknown)"
+            } else {
+                ""
+            };
+            let subject = if f.subject.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", f.subject)
+            };
+            out.push_str(&format!(
+                "  {}{subject}{status}{since}\n    {}\n",
+                f.check, f.message
+            ));
             if let Some(a) = advice {
                 out.push_str(&format!("    what to do: {a}\n"));
             }

@@ -12,12 +12,20 @@ pub struct Table {
 impl Table {
     /// A table with these column headers.
     pub fn new(headers: &[&'static str]) -> Self {
-        Table { headers: headers.to_vec(), rows: Vec::new() }
+        Table {
+            headers: headers.to_vec(),
+            rows: Vec::new(),
+        }
     }
 
     /// Adds a row; empty cells print as `<none>`.
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells.into_iter().map(|c| if c.is_empty() { "<none>".to_owned() } else { c }).collect());
+        self.rows.push(
+            cells
+                .into_iter()
+                .map(|c| if c.is_empty() { "<none>".to_owned() } else { c })
+                .collect(),
+        );
     }
 
     /// Whether no row was added.
@@ -54,7 +62,10 @@ impl Table {
 
 /// kubectl's short age: `45s`, `12m`, `3h`, `5d`.
 pub fn age(since: SystemTime, now: SystemTime) -> String {
-    let d = now.duration_since(since).unwrap_or(Duration::ZERO).as_secs();
+    let d = now
+        .duration_since(since)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
     match d {
         0..120 => format!("{d}s"),
         120..7200 => format!("{}m", d / 60),
@@ -72,7 +83,10 @@ mod tests {
         let mut t = Table::new(&["NAME", "STATUS", "AGE"]);
         t.row(vec!["node-1".into(), "Ready".into(), "5d".into()]);
         t.row(vec!["n2".into(), String::new(), "12m".into()]);
-        assert_eq!(t.render(""), "NAME     STATUS   AGE\nnode-1   Ready    5d\nn2       <none>   12m\n");
+        assert_eq!(
+            t.render(""),
+            "NAME     STATUS   AGE\nnode-1   Ready    5d\nn2       <none>   12m\n"
+        );
     }
 
     #[test]

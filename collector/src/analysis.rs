@@ -18,17 +18,32 @@ pub struct Diagnosis {
 impl Diagnosis {
     /// The worst severity, `Unspecified` when nothing was found.
     pub fn worst(&self) -> Severity {
-        self.findings.iter().map(|(f, _)| f.severity()).max().unwrap_or(Severity::Unspecified)
+        self.findings
+            .iter()
+            .map(|(f, _)| f.severity())
+            .max()
+            .unwrap_or(Severity::Unspecified)
     }
 }
 
 /// Diagnoses a report as the collector would see it.
 pub fn diagnose(report: NodeReport) -> Result<Diagnosis, Error> {
-    validate::report(&report, &report.node.clone(), report.seq.saturating_sub(1), validate::ReportLimits::default())?;
-    let mut findings: Vec<(Finding, Option<String>)> =
-        report.findings.iter().map(|f| (f.clone(), advice(f))).collect();
+    validate::report(
+        &report,
+        &report.node.clone(),
+        report.seq.saturating_sub(1),
+        validate::ReportLimits::default(),
+    )?;
+    let mut findings: Vec<(Finding, Option<String>)> = report
+        .findings
+        .iter()
+        .map(|f| (f.clone(), advice(f)))
+        .collect();
     findings.sort_by(|(a, _), (b, _)| {
-        b.severity().cmp(&a.severity()).then_with(|| a.check.cmp(&b.check)).then_with(|| a.subject.cmp(&b.subject))
+        b.severity()
+            .cmp(&a.severity())
+            .then_with(|| a.check.cmp(&b.check))
+            .then_with(|| a.subject.cmp(&b.subject))
     });
     Ok(Diagnosis { report, findings })
 }
@@ -40,12 +55,21 @@ mod tests {
     #[test]
     fn orders_worst_first_with_advice() {
         let node = "n1";
-        let mk = |check: &str, s: Severity| Finding { node: node.into(), ..Finding::fail(check, s, "", "x".into()) };
+        let mk = |check: &str, s: Severity| Finding {
+            node: node.into(),
+            ..Finding::fail(check, s, "", "x".into())
+        };
         let report = NodeReport {
             node: node.into(),
             seq: 1,
-            collected_at: Some(nodemedic_proto::time::timestamp(std::time::SystemTime::now())),
-            findings: vec![mk("memory.swap", Severity::Warning), mk("disk.readonly", Severity::Critical), mk("memory.oom_kills", Severity::Info)],
+            collected_at: Some(nodemedic_proto::time::timestamp(
+                std::time::SystemTime::now(),
+            )),
+            findings: vec![
+                mk("memory.swap", Severity::Warning),
+                mk("disk.readonly", Severity::Critical),
+                mk("memory.oom_kills", Severity::Info),
+            ],
             ..Default::default()
         };
         let d = diagnose(report).unwrap();

@@ -5,9 +5,10 @@ use std::{pin::Pin, sync::Arc};
 use nodemedic_proto::{
     time::{timestamp_from_millis, timestamp_millis},
     v1::{
-        Command, CollectNow, FindingEvent, FindingState, GetNodeRequest, GetNodeResponse, ListFindingsRequest,
-        ListFindingsResponse, ListNodesRequest, ListNodesResponse, NodeSummary, Severity, TriggerCollectionRequest,
-        TriggerCollectionResponse, WatchFindingsRequest, command, diagnostics_server::Diagnostics,
+        CollectNow, Command, FindingEvent, FindingState, GetNodeRequest, GetNodeResponse,
+        ListFindingsRequest, ListFindingsResponse, ListNodesRequest, ListNodesResponse,
+        NodeSummary, Severity, TriggerCollectionRequest, TriggerCollectionResponse,
+        WatchFindingsRequest, command, diagnostics_server::Diagnostics,
     },
 };
 use tokio::sync::broadcast;
@@ -80,19 +81,27 @@ fn min_severity(value: i32) -> Result<Option<Severity>, Status> {
     match Severity::try_from(value) {
         Ok(Severity::Unspecified) => Ok(None),
         Ok(s) => Ok(Some(s)),
-        Err(_) => Err(Status::invalid_argument(format!("unknown severity {value}"))),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "unknown severity {value}"
+        ))),
     }
 }
 
 #[tonic::async_trait]
 impl Diagnostics for DiagnosticsService {
-    async fn list_nodes(&self, _: Request<ListNodesRequest>) -> Result<Response<ListNodesResponse>, Status> {
+    async fn list_nodes(
+        &self,
+        _: Request<ListNodesRequest>,
+    ) -> Result<Response<ListNodesResponse>, Status> {
         let rows = self.read(Reader::nodes).await?;
         let nodes = rows.into_iter().map(|r| self.summary(r)).collect();
         Ok(Response::new(ListNodesResponse { nodes }))
     }
 
-    async fn get_node(&self, request: Request<GetNodeRequest>) -> Result<Response<GetNodeResponse>, Status> {
+    async fn get_node(
+        &self,
+        request: Request<GetNodeRequest>,
+    ) -> Result<Response<GetNodeResponse>, Status> {
         let name = request.into_inner().name;
         validate::node_name(&name)?;
         let lookup = name.clone();
@@ -100,12 +109,24 @@ impl Diagnostics for DiagnosticsService {
             .read(move |r| r.node(&lookup))
             .await?
             .ok_or_else(|| Status::from(Error::UnknownNode(name.clone())))?;
-        let filter = FindingFilter { nodes: vec![name], state: FindingState::Open, limit: MAX_LIMIT, ..Default::default() };
+        let filter = FindingFilter {
+            nodes: vec![name],
+            state: FindingState::Open,
+            limit: MAX_LIMIT,
+            ..Default::default()
+        };
         let (open_findings, _) = self.read(move |r| r.findings(&filter)).await?;
-        Ok(Response::new(GetNodeResponse { node: Some(self.summary(row)), latest, open_findings }))
+        Ok(Response::new(GetNodeResponse {
+            node: Some(self.summary(row)),
+            latest,
+            open_findings,
+        }))
     }
 
-    async fn list_findings(&self, request: Request<ListFindingsRequest>) -> Result<Response<ListFindingsResponse>, Status> {
+    async fn list_findings(
+        &self,
+        request: Request<ListFindingsRequest>,
+    ) -> Result<Response<ListFindingsResponse>, Status> {
         let req = request.into_inner();
         for node in &req.nodes {
             validate::node_name(node)?;
@@ -118,18 +139,25 @@ impl Diagnostics for DiagnosticsService {
             nodes: req.nodes,
             checks: req.checks,
             min_severity: min_severity(req.min_severity)?,
-            state: FindingState::try_from(req.state).map_err(|_| Status::invalid_argument(format!("unknown state {}", req.state)))?,
+            state: FindingState::try_from(req.state)
+                .map_err(|_| Status::invalid_argument(format!("unknown state {}", req.state)))?,
             since: req.since.as_ref().map(timestamp_millis),
             until: req.until.as_ref().map(timestamp_millis),
             limit,
         };
         let (findings, truncated) = self.read(move |r| r.findings(&filter)).await?;
-        Ok(Response::new(ListFindingsResponse { findings, truncated }))
+        Ok(Response::new(ListFindingsResponse {
+            findings,
+            truncated,
+        }))
     }
 
     type WatchFindingsStream = Pin<Box<dyn Stream<Item = Result<FindingEvent, Status>> + Send>>;
 
-    async fn watch_findings(&self, request: Request<WatchFindingsRequest>) -> Result<Response<Self::WatchFindingsStream>, Status> {
+    async fn watch_findings(
+        &self,
+        request: Request<WatchFindingsRequest>,
+    ) -> Result<Response<Self::WatchFindingsStream>, Status> {
         let req = request.into_inner();
         let min = min_severity(req.min_severity)?.map_or(0, |s| s as i32);
         let nodes = req.nodes;
@@ -156,14 +184,26 @@ impl Diagnostics for DiagnosticsService {
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn trigger_collection(&self, request: Request<TriggerCollectionRequest>) -> Result<Response<TriggerCollectionResponse>, Status> {
+    async fn trigger_collection(
+        &self,
+        request: Request<TriggerCollectionRequest>,
+    ) -> Result<Response<TriggerCollectionResponse>, Status> {
         let node = request.into_inner().node;
         if !node.is_empty() {
             validate::node_name(&node)?;
         }
-        let command = Command { kind: Some(command::Kind::CollectNow(CollectNow { reason: "requested through the Diagnostics API".into() })) };
-        let nodes = self.registry.send((!node.is_empty()).then_some(node.as_str()), &command)?;
-        info!(message = "Asked agents to collect now.", count = nodes.len());
+        let command = Command {
+            kind: Some(command::Kind::CollectNow(CollectNow {
+                reason: "requested through the Diagnostics API".into(),
+            })),
+        };
+        let nodes = self
+            .registry
+            .send((!node.is_empty()).then_some(node.as_str()), &command)?;
+        info!(
+            message = "Asked agents to collect now.",
+            count = nodes.len()
+        );
         Ok(Response::new(TriggerCollectionResponse { nodes }))
     }
 }

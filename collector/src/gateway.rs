@@ -11,8 +11,8 @@ use futures::stream::FuturesOrdered;
 use nodemedic_proto::{
     time::{std_duration, unix_millis},
     v1::{
-        Ack, AgentMessage, CollectorMessage, Command, Hello, Welcome, agent_gateway_server::AgentGateway,
-        agent_message, collector_message,
+        Ack, AgentMessage, CollectorMessage, Command, Hello, Welcome,
+        agent_gateway_server::AgentGateway, agent_message, collector_message,
     },
 };
 use tokio::sync::mpsc;
@@ -62,25 +62,52 @@ impl AgentGateway for Gateway {
         let peer = request.remote_addr();
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.next()).await {
-            Ok(Some(Ok(AgentMessage { kind: Some(agent_message::Kind::Hello(hello)) }))) => hello,
-            Ok(Some(Ok(_))) => return Err(self.refuse("no_hello", Status::invalid_argument("the first message on a stream must be Hello"))),
+            Ok(Some(Ok(AgentMessage {
+                kind: Some(agent_message::Kind::Hello(hello)),
+            }))) => hello,
+            Ok(Some(Ok(_))) => {
+                return Err(self.refuse(
+                    "no_hello",
+                    Status::invalid_argument("the first message on a stream must be Hello"),
+                ));
+            }
             Ok(Some(Err(status))) => return Err(self.refuse("bad_message", status)),
-            Ok(None) => return Err(Status::cancelled("the agent closed the stream before Hello")),
-            Err(_) => return Err(self.refuse("no_hello", Status::deadline_exceeded("no Hello within 10s"))),
+            Ok(None) => {
+                return Err(Status::cancelled(
+                    "the agent closed the stream before Hello",
+                ));
+            }
+            Err(_) => {
+                return Err(
+                    self.refuse("no_hello", Status::deadline_exceeded("no Hello within 10s"))
+                );
+            }
         };
         if let Err(e) = validate::node_name(&hello.node) {
             warn!(message = "Refused a stream.", ?peer, error = %e);
             return Err(self.refuse("invalid_node_name", e.into()));
         }
         let (commands_tx, commands) = mpsc::channel(16);
-        let lease = self.registry.register(&hello.node, commands_tx).map_err(|e| {
-            warn!(message = "Refused a second stream for a node.", node = %hello.node, ?peer);
-            self.refuse("duplicate_stream", e.into())
-        })?;
-        let interval = hello.interval.as_ref().map(std_duration).unwrap_or(Duration::from_secs(10));
+        let lease = self
+            .registry
+            .register(&hello.node, commands_tx)
+            .map_err(|e| {
+                warn!(message = "Refused a second stream for a node.", node = %hello.node, ?peer);
+                self.refuse("duplicate_stream", e.into())
+            })?;
+        let interval = hello
+            .interval
+            .as_ref()
+            .map(std_duration)
+            .unwrap_or(Duration::from_secs(10));
         let last_seq = self
             .writer
-            .hello(&hello.node, &hello.agent_version, interval, unix_millis(std::time::SystemTime::now()))
+            .hello(
+                &hello.node,
+                &hello.agent_version,
+                interval,
+                unix_millis(std::time::SystemTime::now()),
+            )
             .await
             .map_err(|e| Status::from(Error::from(e)))?;
         info!(message = "Agent connected.", node = %hello.node, version = %hello.agent_version, ?peer, last_seq);
@@ -93,7 +120,10 @@ impl AgentGateway for Gateway {
             })))
             .await
             .map_err(|_| Status::cancelled("the agent went away"))?;
-        tokio::spawn(self.clone().session(hello, last_seq, inbound, outbound, commands, lease));
+        tokio::spawn(
+            self.clone()
+                .session(hello, last_seq, inbound, outbound, commands, lease),
+        );
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

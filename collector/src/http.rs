@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use axum::{Router, extract::State, http::StatusCode, http::header, response::IntoResponse, routing::get};
+use axum::{
+    Router, extract::State, http::StatusCode, http::header, response::IntoResponse, routing::get,
+};
 
 use crate::{metrics::Metrics, store::writer::WriterHandle};
 
@@ -26,13 +28,19 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     if state.writer.is_alive() {
         (StatusCode::OK, "ready\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: the store writer has stopped\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the store writer has stopped\n",
+        )
     }
 }
 
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.encode(),
     )
 }

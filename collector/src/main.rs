@@ -41,7 +41,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
@@ -52,11 +54,17 @@ async fn main() -> anyhow::Result<()> {
         retention: args.retention,
         silent_after: args.silent_after,
         max_message_bytes: args.max_message_bytes,
-        limits: ReportLimits { max_findings: args.max_findings },
+        limits: ReportLimits {
+            max_findings: args.max_findings,
+        },
     })
     .await?;
     // One line on stdout that scripts and tests read for the bound ports.
-    println!("nodemedic-collector listening grpc={} http={}", bound.grpc_addr(), bound.http_addr());
+    println!(
+        "nodemedic-collector listening grpc={} http={}",
+        bound.grpc_addr(),
+        bound.http_addr()
+    );
     bound.serve(shutdown_signal()).await?;
     Ok(())
 }

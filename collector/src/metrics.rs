@@ -55,20 +55,50 @@ impl Default for Metrics {
         let m = Metrics {
             reports_ingested: Counter::default(),
             reports_duplicate: Counter::default(),
-            ingest_latency: Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
+            ingest_latency: Histogram::new([
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            ]),
             batch_size: Histogram::new([1.0, 4.0, 16.0, 64.0, 256.0, 1024.0]),
             connected_agents: Gauge::default(),
             open_findings: Family::default(),
             refused: Family::default(),
             registry: Registry::default(),
         };
-        registry.register("reports_ingested", "Reports committed to the store", m.reports_ingested.clone());
-        registry.register("reports_duplicate", "Replayed reports acknowledged without storing", m.reports_duplicate.clone());
-        registry.register("ingest_latency_seconds", "Time from receiving a report to committing it", m.ingest_latency.clone());
-        registry.register("store_batch_size", "Writes per store transaction", m.batch_size.clone());
-        registry.register("connected_agents", "Open agent streams", m.connected_agents.clone());
-        registry.register("open_findings", "Open findings by severity", m.open_findings.clone());
-        registry.register("refused", "Streams or reports refused, by reason", m.refused.clone());
+        registry.register(
+            "reports_ingested",
+            "Reports committed to the store",
+            m.reports_ingested.clone(),
+        );
+        registry.register(
+            "reports_duplicate",
+            "Replayed reports acknowledged without storing",
+            m.reports_duplicate.clone(),
+        );
+        registry.register(
+            "ingest_latency_seconds",
+            "Time from receiving a report to committing it",
+            m.ingest_latency.clone(),
+        );
+        registry.register(
+            "store_batch_size",
+            "Writes per store transaction",
+            m.batch_size.clone(),
+        );
+        registry.register(
+            "connected_agents",
+            "Open agent streams",
+            m.connected_agents.clone(),
+        );
+        registry.register(
+            "open_findings",
+            "Open findings by severity",
+            m.open_findings.clone(),
+        );
+        registry.register(
+            "refused",
+            "Streams or reports refused, by reason",
+            m.refused.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -76,7 +106,11 @@ impl Default for Metrics {
 impl Metrics {
     /// Counts a refusal.
     pub fn refuse(&self, reason: &str) {
-        self.refused.get_or_create(&ReasonLabel { reason: reason.to_owned() }).inc();
+        self.refused
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// The Prometheus text exposition.

@@ -35,7 +35,10 @@ pub struct Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         let mut live = self.registry.lock();
-        if live.get(&self.node).is_some_and(|l| l.stream == self.stream) {
+        if live
+            .get(&self.node)
+            .is_some_and(|l| l.stream == self.stream)
+        {
             live.remove(&self.node);
             self.registry.metrics.connected_agents.dec();
         }
@@ -45,7 +48,11 @@ impl Drop for Lease {
 impl Registry {
     /// An empty registry.
     pub fn new(metrics: Arc<Metrics>) -> Arc<Self> {
-        Arc::new(Registry { live: Mutex::default(), next_stream: AtomicU64::new(1), metrics })
+        Arc::new(Registry {
+            live: Mutex::default(),
+            next_stream: AtomicU64::new(1),
+            metrics,
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
@@ -53,7 +60,11 @@ impl Registry {
     }
 
     /// Claims `node` for a new stream; refused while another stream holds it.
-    pub fn register(self: &Arc<Self>, node: &str, commands: mpsc::Sender<Command>) -> Result<Lease, Error> {
+    pub fn register(
+        self: &Arc<Self>,
+        node: &str,
+        commands: mpsc::Sender<Command>,
+    ) -> Result<Lease, Error> {
         let mut live = self.lock();
         if live.contains_key(node) {
             return Err(Error::AlreadyConnected(node.to_owned()));
@@ -61,7 +72,11 @@ impl Registry {
         let stream = self.next_stream.fetch_add(1, Ordering::Relaxed);
         live.insert(node.to_owned(), Live { stream, commands });
         self.metrics.connected_agents.inc();
-        Ok(Lease { registry: Arc::clone(self), node: node.to_owned(), stream })
+        Ok(Lease {
+            registry: Arc::clone(self),
+            node: node.to_owned(),
+            stream,
+        })
     }
 
     /// Whether `node` has an open stream.
@@ -74,7 +89,10 @@ impl Registry {
     pub fn send(&self, node: Option<&str>, command: &Command) -> Result<Vec<String>, Error> {
         let live = self.lock();
         let targets: Vec<(&String, &Live)> = match node {
-            Some(name) => vec![live.get_key_value(name).ok_or_else(|| Error::NotConnected(name.to_owned()))?],
+            Some(name) => vec![
+                live.get_key_value(name)
+                    .ok_or_else(|| Error::NotConnected(name.to_owned()))?,
+            ],
             None => live.iter().collect(),
         };
         let mut reached: Vec<String> = targets
@@ -96,10 +114,16 @@ mod tests {
         let registry = Registry::new(Arc::default());
         let (tx, mut rx) = mpsc::channel(1);
         let lease = registry.register("n1", tx.clone()).unwrap();
-        assert!(matches!(registry.register("n1", tx.clone()), Err(Error::AlreadyConnected(_))));
+        assert!(matches!(
+            registry.register("n1", tx.clone()),
+            Err(Error::AlreadyConnected(_))
+        ));
         assert_eq!(registry.send(None, &Command::default()).unwrap(), ["n1"]);
         assert!(rx.try_recv().is_ok());
-        assert!(matches!(registry.send(Some("n2"), &Command::default()), Err(Error::NotConnected(_))));
+        assert!(matches!(
+            registry.send(Some("n2"), &Command::default()),
+            Err(Error::NotConnected(_))
+        ));
         drop(lease);
         assert!(!registry.is_connected("n1"));
         registry.register("n1", tx).unwrap();

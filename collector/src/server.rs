@@ -3,7 +3,9 @@
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
-use nodemedic_proto::v1::{agent_gateway_server::AgentGatewayServer, diagnostics_server::DiagnosticsServer};
+use nodemedic_proto::v1::{
+    agent_gateway_server::AgentGatewayServer, diagnostics_server::DiagnosticsServer,
+};
 use tokio::{net::TcpListener, sync::broadcast};
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
@@ -77,7 +79,9 @@ impl Bound {
     /// Binds both listeners (port 0 picks a free port).
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
         let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })
         };
         let grpc = bind(config.grpc_listen).await?;
         let http = bind(config.http_listen).await?;
@@ -86,23 +90,33 @@ impl Bound {
 
     /// The bound gRPC address.
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc.local_addr().expect("a bound listener has an address")
+        self.grpc
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// The bound HTTP address.
     pub fn http_addr(&self) -> SocketAddr {
-        self.http.local_addr().expect("a bound listener has an address")
+        self.http
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// Serves until `shutdown` resolves, then lets the store writer commit what it holds.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
         let Bound { config, grpc, http } = self;
         let metrics = Arc::new(Metrics::default());
         let (events, _) = broadcast::channel(4096);
         let conn = store::open_for_writing(&config.data_dir)?;
         let (writer, writer_thread) = writer::spawn(
             conn,
-            writer::WriterConfig { retention: config.retention, silent_after: config.silent_after },
+            writer::WriterConfig {
+                retention: config.retention,
+                silent_after: config.silent_after,
+            },
             events.clone(),
             Arc::clone(&metrics),
         )?;
@@ -131,10 +145,17 @@ impl Bound {
             limits: config.limits,
             shutdown: stop_rx.clone(),
         };
-        let diagnostics = DiagnosticsService { reader, registry, events, shutdown: stop_rx.clone() };
+        let diagnostics = DiagnosticsService {
+            reader,
+            registry,
+            events,
+            shutdown: stop_rx.clone(),
+        };
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<AgentGatewayServer<Gateway>>().await;
-        health.set_serving::<DiagnosticsServer<DiagnosticsService>>().await;
+        health
+            .set_serving::<DiagnosticsServer<DiagnosticsService>>()
+            .await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(nodemedic_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -182,7 +203,9 @@ impl Bound {
         ticker.abort();
         let _ = ticker.await;
         // Every handle is gone now: the writer drains its queue, commits and stops.
-        tokio::task::spawn_blocking(move || writer_thread.join()).await.ok();
+        tokio::task::spawn_blocking(move || writer_thread.join())
+            .await
+            .ok();
         grpc_result?;
         http_result.map_err(ServerError::Http)?;
         info!(message = "Stopped.");

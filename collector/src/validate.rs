@@ -21,7 +21,12 @@ impl Default for ReportLimits {
 /// A Kubernetes node name: a DNS-1123 subdomain (at most 253 characters of lower-case
 /// letters, digits, `-` and `.`, each label starting and ending with a letter or digit).
 pub fn node_name(name: &str) -> Result<(), Error> {
-    let bad = |why: &str| Err(Error::Invalid(format!("invalid node name {:?}: {why}", truncate(name))));
+    let bad = |why: &str| {
+        Err(Error::Invalid(format!(
+            "invalid node name {:?}: {why}",
+            truncate(name)
+        )))
+    };
     if name.is_empty() {
         return bad("empty");
     }
@@ -48,7 +53,10 @@ fn check_id(check: &str) -> bool {
     check.len() <= 128
         && check.contains('.')
         && check.split('.').all(|part| {
-            !part.is_empty() && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         })
 }
 
@@ -75,7 +83,10 @@ pub fn report(
         )));
     }
     if report.collected_at.is_none() {
-        return Err(Error::Invalid(format!("report seq {} has no collected_at", report.seq)));
+        return Err(Error::Invalid(format!(
+            "report seq {} has no collected_at",
+            report.seq
+        )));
     }
     if report.findings.len() > limits.max_findings {
         return Err(Error::Invalid(format!(
@@ -86,10 +97,16 @@ pub fn report(
         )));
     }
     if let Some(f) = report.findings.iter().find(|f| !check_id(&f.check)) {
-        return Err(Error::Invalid(format!("finding check {:?} is not a check id like \"disk.space\"", truncate(&f.check))));
+        return Err(Error::Invalid(format!(
+            "finding check {:?} is not a check id like \"disk.space\"",
+            truncate(&f.check)
+        )));
     }
     if let Some(f) = report.findings.iter().find(|f| f.node != stream_node) {
-        return Err(Error::Invalid(format!("finding for node {:?} in a report of {stream_node:?}", truncate(&f.node))));
+        return Err(Error::Invalid(format!(
+            "finding for node {:?} in a report of {stream_node:?}",
+            truncate(&f.node)
+        )));
     }
     Ok(())
 }
@@ -112,19 +129,38 @@ mod tests {
         for ok in ["node-1", "ip-10-0-0-1.ec2.internal", "a", "0n"] {
             node_name(ok).unwrap();
         }
-        for bad in ["", "Node1", "node_1", "-node", "node-", "a..b", "../etc/passwd", "node 1", "nöde", &"a".repeat(254)] {
+        for bad in [
+            "",
+            "Node1",
+            "node_1",
+            "-node",
+            "node-",
+            "a..b",
+            "../etc/passwd",
+            "node 1",
+            "nöde",
+            &"a".repeat(254),
+        ] {
             assert!(node_name(bad).is_err(), "{bad:?} accepted");
         }
         let err = node_name(&"x".repeat(300)).unwrap_err().to_string();
-        assert!(err.len() < 200, "hostile names are truncated in errors: {err}");
+        assert!(
+            err.len() < 200,
+            "hostile names are truncated in errors: {err}"
+        );
     }
 
     fn report_of(node: &str, seq: u64) -> NodeReport {
         NodeReport {
             node: node.into(),
             seq,
-            collected_at: Some(nodemedic_proto::time::timestamp(std::time::SystemTime::now())),
-            findings: vec![Finding { node: node.into(), ..Finding::fail("disk.space", Severity::Warning, "/", "x".into()) }],
+            collected_at: Some(nodemedic_proto::time::timestamp(
+                std::time::SystemTime::now(),
+            )),
+            findings: vec![Finding {
+                node: node.into(),
+                ..Finding::fail("disk.space", Severity::Warning, "/", "x".into())
+            }],
             ..Default::default()
         }
     }
@@ -133,13 +169,28 @@ mod tests {
     fn reports_must_match_their_stream() {
         let limits = ReportLimits::default();
         report(&report_of("n1", 5), "n1", 4, limits).unwrap();
-        assert!(report(&report_of("n2", 5), "n1", 4, limits).unwrap_err().to_string().contains("stream of node"));
-        assert!(report(&report_of("n1", 4), "n1", 4, limits).unwrap_err().to_string().contains("must increase"));
+        assert!(
+            report(&report_of("n2", 5), "n1", 4, limits)
+                .unwrap_err()
+                .to_string()
+                .contains("stream of node")
+        );
+        assert!(
+            report(&report_of("n1", 4), "n1", 4, limits)
+                .unwrap_err()
+                .to_string()
+                .contains("must increase")
+        );
         let mut r = report_of("n1", 5);
         r.findings[0].check = "DROP TABLE".into();
         assert!(report(&r, "n1", 0, limits).is_err());
         let mut r = report_of("n1", 5);
         r.findings = vec![r.findings[0].clone(); 2];
-        assert!(report(&r, "n1", 0, ReportLimits { max_findings: 1 }).unwrap_err().to_string().contains("limit"));
+        assert!(
+            report(&r, "n1", 0, ReportLimits { max_findings: 1 })
+                .unwrap_err()
+                .to_string()
+                .contains("limit")
+        );
     }
 }

@@ -9,9 +9,10 @@ use nodemedic_collector::{
 use nodemedic_proto::{
     time::{duration, timestamp},
     v1::{
-        AgentMessage, CollectorMessage, Finding, FindingState, GetNodeRequest, Hello, ListFindingsRequest,
-        NodeReport, ProbeRun, Severity, TriggerCollectionRequest, WatchFindingsRequest, agent_gateway_client::AgentGatewayClient,
-        agent_message, collector_message, diagnostics_client::DiagnosticsClient, finding_event,
+        AgentMessage, CollectorMessage, Finding, FindingState, GetNodeRequest, Hello,
+        ListFindingsRequest, NodeReport, ProbeRun, Severity, TriggerCollectionRequest,
+        WatchFindingsRequest, agent_gateway_client::AgentGatewayClient, agent_message,
+        collector_message, diagnostics_client::DiagnosticsClient, finding_event,
     },
 };
 use tokio::sync::{mpsc, oneshot};
@@ -42,9 +43,19 @@ impl Running {
         let http = bound.http_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            bound.serve(async { let _ = stopped.await; }).await.unwrap();
+            bound
+                .serve(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
         });
-        Running { grpc, http, stop: Some(stop), task }
+        Running {
+            grpc,
+            http,
+            stop: Some(stop),
+            task,
+        }
     }
 
     async fn stop(mut self) {
@@ -53,7 +64,11 @@ impl Running {
     }
 
     async fn channel(&self) -> Channel {
-        Channel::from_shared(self.grpc.clone()).unwrap().connect().await.unwrap()
+        Channel::from_shared(self.grpc.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
     }
 
     async fn diagnostics(&self) -> DiagnosticsClient<Channel> {
@@ -63,7 +78,9 @@ impl Running {
     async fn http_get(&self, path: &str) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(self.http).await.unwrap();
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
         out
@@ -89,15 +106,29 @@ async fn connect(server: &Running, node: &str, interval: Duration) -> Result<Age
     })
     .await
     .unwrap();
-    let mut rx = AgentGatewayClient::new(server.channel().await).connect(ReceiverStream::new(rx)).await?.into_inner();
+    let mut rx = AgentGatewayClient::new(server.channel().await)
+        .connect(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
     match rx.next().await {
-        Some(Ok(CollectorMessage { kind: Some(collector_message::Kind::Welcome(w)) })) => Ok(Agent { tx, rx, last_seq: w.last_seq }),
+        Some(Ok(CollectorMessage {
+            kind: Some(collector_message::Kind::Welcome(w)),
+        })) => Ok(Agent {
+            tx,
+            rx,
+            last_seq: w.last_seq,
+        }),
         Some(Err(status)) => Err(status),
         other => panic!("expected Welcome, got {other:?}"),
     }
 }
 
-fn report(node: &str, seq: u64, findings: &[(&str, Severity, &str)], failed_probes: &[&str]) -> NodeReport {
+fn report(
+    node: &str,
+    seq: u64,
+    findings: &[(&str, Severity, &str)],
+    failed_probes: &[&str],
+) -> NodeReport {
     NodeReport {
         node: node.into(),
         agent_version: "test".into(),
@@ -105,11 +136,18 @@ fn report(node: &str, seq: u64, findings: &[(&str, Severity, &str)], failed_prob
         collected_at: Some(timestamp(std::time::SystemTime::now())),
         findings: findings
             .iter()
-            .map(|(check, s, subject)| Finding { node: node.into(), ..Finding::fail(check, *s, subject, format!("{check} on {subject}")) })
+            .map(|(check, s, subject)| Finding {
+                node: node.into(),
+                ..Finding::fail(check, *s, subject, format!("{check} on {subject}"))
+            })
             .collect(),
         probes: ["disk", "memory", "system"]
             .iter()
-            .map(|p| ProbeRun { probe: (*p).into(), ok: !failed_probes.contains(p), ..Default::default() })
+            .map(|p| ProbeRun {
+                probe: (*p).into(),
+                ok: !failed_probes.contains(p),
+                ..Default::default()
+            })
             .collect(),
         ..Default::default()
     }
@@ -117,26 +155,46 @@ fn report(node: &str, seq: u64, findings: &[(&str, Severity, &str)], failed_prob
 
 impl Agent {
     async fn send(&self, r: NodeReport) {
-        self.tx.send(AgentMessage { kind: Some(agent_message::Kind::Report(r)) }).await.unwrap();
+        self.tx
+            .send(AgentMessage {
+                kind: Some(agent_message::Kind::Report(r)),
+            })
+            .await
+            .unwrap();
     }
 
     async fn next(&mut self) -> Result<CollectorMessage, tonic::Status> {
-        tokio::time::timeout(Duration::from_secs(10), self.rx.next()).await.expect("an answer within 10s").expect("stream open")
+        tokio::time::timeout(Duration::from_secs(10), self.rx.next())
+            .await
+            .expect("an answer within 10s")
+            .expect("stream open")
     }
 
     /// Sends and waits for the ack: (seq, duplicate).
     async fn report(&mut self, r: NodeReport) -> (u64, bool) {
         self.send(r).await;
         match self.next().await {
-            Ok(CollectorMessage { kind: Some(collector_message::Kind::Ack(a)) }) => (a.seq, a.duplicate),
+            Ok(CollectorMessage {
+                kind: Some(collector_message::Kind::Ack(a)),
+            }) => (a.seq, a.duplicate),
             other => panic!("expected Ack, got {other:?}"),
         }
     }
 }
 
 async fn open_checks(server: &Running, node: &str) -> Vec<(String, String)> {
-    let resp = server.diagnostics().await.get_node(GetNodeRequest { name: node.into() }).await.unwrap().into_inner();
-    let mut v: Vec<_> = resp.open_findings.into_iter().map(|f| (f.check, f.subject)).collect();
+    let resp = server
+        .diagnostics()
+        .await
+        .get_node(GetNodeRequest { name: node.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut v: Vec<_> = resp
+        .open_findings
+        .into_iter()
+        .map(|f| (f.check, f.subject))
+        .collect();
     v.sort();
     v
 }
@@ -145,22 +203,49 @@ async fn open_checks(server: &Running, node: &str) -> Vec<(String, String)> {
 async fn findings_open_refresh_resolve_and_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let server = Running::start(dir.path(), 3).await;
-    let mut watch = server.diagnostics().await.watch_findings(WatchFindingsRequest::default()).await.unwrap().into_inner();
+    let mut watch = server
+        .diagnostics()
+        .await
+        .watch_findings(WatchFindingsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
 
-    let mut a = connect(&server, "node-a", Duration::from_secs(10)).await.unwrap();
+    let mut a = connect(&server, "node-a", Duration::from_secs(10))
+        .await
+        .unwrap();
     assert_eq!(a.last_seq, 0);
-    let both = [("disk.space", Severity::Critical, "/var/lib/kubelet"), ("memory.swap", Severity::Warning, "")];
+    let both = [
+        ("disk.space", Severity::Critical, "/var/lib/kubelet"),
+        ("memory.swap", Severity::Warning, ""),
+    ];
     assert_eq!(a.report(report("node-a", 1, &both, &[])).await, (1, false));
-    assert_eq!(open_checks(&server, "node-a").await, [("disk.space".into(), "/var/lib/kubelet".into()), ("memory.swap".into(), "".into())]);
+    assert_eq!(
+        open_checks(&server, "node-a").await,
+        [
+            ("disk.space".into(), "/var/lib/kubelet".into()),
+            ("memory.swap".into(), "".into())
+        ]
+    );
 
     // The memory probe failed: its finding stays open (unknown is not healthy); the disk
     // finding is gone from a report whose disk probe ran: resolved.
-    assert_eq!(a.report(report("node-a", 2, &[], &["memory"])).await, (2, false));
-    assert_eq!(open_checks(&server, "node-a").await, [("memory.swap".into(), "".into())]);
+    assert_eq!(
+        a.report(report("node-a", 2, &[], &["memory"])).await,
+        (2, false)
+    );
+    assert_eq!(
+        open_checks(&server, "node-a").await,
+        [("memory.swap".into(), "".into())]
+    );
 
     let mut kinds = Vec::new();
     for _ in 0..3 {
-        let e = tokio::time::timeout(Duration::from_secs(5), watch.next()).await.unwrap().unwrap().unwrap();
+        let e = tokio::time::timeout(Duration::from_secs(5), watch.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         kinds.push((e.kind(), e.finding.unwrap().check));
     }
     assert!(kinds.contains(&(finding_event::Kind::Opened, "disk.space".into())));
@@ -170,7 +255,11 @@ async fn findings_open_refresh_resolve_and_survive_a_restart() {
     let resolved = server
         .diagnostics()
         .await
-        .list_findings(ListFindingsRequest { nodes: vec!["node-a".into()], state: FindingState::Resolved as i32, ..Default::default() })
+        .list_findings(ListFindingsRequest {
+            nodes: vec!["node-a".into()],
+            state: FindingState::Resolved as i32,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -178,8 +267,14 @@ async fn findings_open_refresh_resolve_and_survive_a_restart() {
     assert!(resolved.findings[0].resolved_at.is_some());
 
     let metrics = server.http_get("/metrics").await;
-    assert!(metrics.contains("nodemedic_reports_ingested_total 2"), "{metrics}");
-    assert!(metrics.contains("nodemedic_open_findings{severity=\"warning\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("nodemedic_reports_ingested_total 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("nodemedic_open_findings{severity=\"warning\"} 1"),
+        "{metrics}"
+    );
     assert!(server.http_get("/readyz").await.contains("200 OK"));
     drop(a);
     server.stop().await;
@@ -187,11 +282,20 @@ async fn findings_open_refresh_resolve_and_survive_a_restart() {
     // After a restart: the open finding is still open, the agent continues above seq 2,
     // and a replay of seq 2 is acknowledged as a duplicate without being stored again.
     let server = Running::start(dir.path(), 3).await;
-    assert_eq!(open_checks(&server, "node-a").await, [("memory.swap".into(), "".into())]);
-    let mut a = connect(&server, "node-a", Duration::from_secs(10)).await.unwrap();
+    assert_eq!(
+        open_checks(&server, "node-a").await,
+        [("memory.swap".into(), "".into())]
+    );
+    let mut a = connect(&server, "node-a", Duration::from_secs(10))
+        .await
+        .unwrap();
     assert_eq!(a.last_seq, 2);
     assert_eq!(a.report(report("node-a", 2, &[], &[])).await, (2, true));
-    assert_eq!(open_checks(&server, "node-a").await, [("memory.swap".into(), "".into())], "a duplicate changes nothing");
+    assert_eq!(
+        open_checks(&server, "node-a").await,
+        [("memory.swap".into(), "".into())],
+        "a duplicate changes nothing"
+    );
     assert_eq!(a.report(report("node-a", 3, &[], &[])).await, (3, false));
     assert!(open_checks(&server, "node-a").await.is_empty());
     server.stop().await;
@@ -201,15 +305,29 @@ async fn findings_open_refresh_resolve_and_survive_a_restart() {
 async fn bad_input_gets_a_clear_status_and_touches_nothing_stored() {
     let dir = tempfile::tempdir().unwrap();
     let server = Running::start(dir.path(), 3).await;
-    let mut a = connect(&server, "node-a", Duration::from_secs(10)).await.unwrap();
-    a.report(report("node-a", 5, &[("disk.space", Severity::Warning, "/")], &[])).await;
+    let mut a = connect(&server, "node-a", Duration::from_secs(10))
+        .await
+        .unwrap();
+    a.report(report(
+        "node-a",
+        5,
+        &[("disk.space", Severity::Warning, "/")],
+        &[],
+    ))
+    .await;
 
     for name in ["../../etc/passwd", "Node_A", "", &"x".repeat(300)] {
-        let err = connect(&server, name, Duration::from_secs(10)).await.err().expect("refused");
+        let err = connect(&server, name, Duration::from_secs(10))
+            .await
+            .err()
+            .expect("refused");
         assert_eq!(err.code(), Code::InvalidArgument, "{name:?}: {err}");
         assert!(err.message().contains("invalid node name"), "{err}");
     }
-    let err = connect(&server, "node-a", Duration::from_secs(10)).await.err().expect("second stream refused");
+    let err = connect(&server, "node-a", Duration::from_secs(10))
+        .await
+        .err()
+        .expect("second stream refused");
     assert_eq!(err.code(), Code::AlreadyExists);
 
     // A report for another node on this stream.
@@ -229,10 +347,16 @@ async fn bad_input_gets_a_clear_status_and_touches_nothing_stored() {
     // A report over the size limit (64 KiB here).
     let mut a = reconnect(&server, "node-a").await;
     let mut big = report("node-a", 7, &[], &[]);
-    big.findings.push(Finding { node: "node-a".into(), ..Finding::fail("disk.space", Severity::Info, "/", "x".repeat(100_000)) });
+    big.findings.push(Finding {
+        node: "node-a".into(),
+        ..Finding::fail("disk.space", Severity::Info, "/", "x".repeat(100_000))
+    });
     a.send(big).await;
     let err = a.next().await.unwrap_err();
-    assert!(matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted), "{err}");
+    assert!(
+        matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "{err}"
+    );
 
     // Malformed protobuf bytes.
     let err = raw_stream(&server, vec![0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01]).await;
@@ -240,12 +364,33 @@ async fn bad_input_gets_a_clear_status_and_touches_nothing_stored() {
     assert!(err.message().contains("decode"), "{err}");
 
     // Nothing stored before was touched.
-    let node = server.diagnostics().await.get_node(GetNodeRequest { name: "node-a".into() }).await.unwrap().into_inner();
+    let node = server
+        .diagnostics()
+        .await
+        .get_node(GetNodeRequest {
+            name: "node-a".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(node.node.unwrap().last_seq, 6);
-    assert_eq!(node.open_findings.len(), 1, "the disk finding stays open: disk failed in seq 6");
+    assert_eq!(
+        node.open_findings.len(),
+        1,
+        "the disk finding stays open: disk failed in seq 6"
+    );
     let metrics = server.http_get("/metrics").await;
-    for reason in ["invalid_node_name", "duplicate_stream", "node_mismatch", "seq", "too_large"] {
-        assert!(metrics.contains(&format!("reason=\"{reason}\"")), "{reason} not counted: {metrics}");
+    for reason in [
+        "invalid_node_name",
+        "duplicate_stream",
+        "node_mismatch",
+        "seq",
+        "too_large",
+    ] {
+        assert!(
+            metrics.contains(&format!("reason=\"{reason}\"")),
+            "{reason} not counted: {metrics}"
+        );
     }
     server.stop().await;
 }
@@ -255,7 +400,9 @@ async fn reconnect(server: &Running, node: &str) -> Agent {
     for _ in 0..100 {
         match connect(server, node, Duration::from_secs(10)).await {
             Ok(a) => return a,
-            Err(e) if e.code() == Code::AlreadyExists => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) if e.code() == Code::AlreadyExists => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
             Err(e) => panic!("{e}"),
         }
     }
@@ -292,11 +439,17 @@ async fn raw_stream(server: &Running, bytes: Vec<u8>) -> tonic::Status {
     }
     let mut grpc = tonic::client::Grpc::new(server.channel().await);
     grpc.ready().await.unwrap();
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/nodemedic.v1.AgentGateway/Connect");
+    let path =
+        tonic::codegen::http::uri::PathAndQuery::from_static("/nodemedic.v1.AgentGateway/Connect");
     let request = tonic::Request::new(tokio_stream::iter(vec![bytes]));
     match grpc.streaming(request, path, Raw).await {
         Err(status) => status,
-        Ok(resp) => resp.into_inner().next().await.expect("an answer").expect_err("refused"),
+        Ok(resp) => resp
+            .into_inner()
+            .next()
+            .await
+            .expect("an answer")
+            .expect_err("refused"),
     }
 }
 
@@ -304,11 +457,16 @@ async fn raw_stream(server: &Running, bytes: Vec<u8>) -> tonic::Status {
 async fn silent_nodes_are_flagged_and_cleared_by_their_next_report() {
     let dir = tempfile::tempdir().unwrap();
     let server = Running::start(dir.path(), 1).await;
-    let mut a = connect(&server, "quiet-node", Duration::from_secs(1)).await.unwrap();
+    let mut a = connect(&server, "quiet-node", Duration::from_secs(1))
+        .await
+        .unwrap();
     a.report(report("quiet-node", 1, &[], &[])).await;
     let mut found = false;
     for _ in 0..100 {
-        if open_checks(&server, "quiet-node").await.contains(&("node.silent".into(), "".into())) {
+        if open_checks(&server, "quiet-node")
+            .await
+            .contains(&("node.silent".into(), "".into()))
+        {
             found = true;
             break;
         }
@@ -324,14 +482,31 @@ async fn silent_nodes_are_flagged_and_cleared_by_their_next_report() {
 async fn trigger_collection_reaches_the_agent_stream() {
     let dir = tempfile::tempdir().unwrap();
     let server = Running::start(dir.path(), 3).await;
-    let mut a = connect(&server, "node-a", Duration::from_secs(10)).await.unwrap();
-    let resp = server.diagnostics().await.trigger_collection(TriggerCollectionRequest { node: String::new() }).await.unwrap().into_inner();
+    let mut a = connect(&server, "node-a", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let resp = server
+        .diagnostics()
+        .await
+        .trigger_collection(TriggerCollectionRequest {
+            node: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(resp.nodes, ["node-a"]);
     match a.next().await.unwrap().kind {
         Some(collector_message::Kind::Command(c)) => assert!(c.kind.is_some()),
         other => panic!("expected a command, got {other:?}"),
     }
-    let err = server.diagnostics().await.trigger_collection(TriggerCollectionRequest { node: "absent".into() }).await.unwrap_err();
+    let err = server
+        .diagnostics()
+        .await
+        .trigger_collection(TriggerCollectionRequest {
+            node: "absent".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     server.stop().await;
 }

@@ -37,10 +37,13 @@ impl Finding {
 
     /// A number of the evidence, by key.
     pub fn number(&self, key: &str) -> Option<f64> {
-        self.evidence.iter().find(|e| e.key == key).and_then(|e| match e.value {
-            Some(evidence::Value::Number(n)) => Some(n),
-            _ => None,
-        })
+        self.evidence
+            .iter()
+            .find(|e| e.key == key)
+            .and_then(|e| match e.value {
+                Some(evidence::Value::Number(n)) => Some(n),
+                _ => None,
+            })
     }
 }
 

@@ -14,7 +14,11 @@ use std::{
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable's path");
     // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let path = exe.parent().and_then(Path::parent).expect("target/<profile>").join(name);
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .join(name);
     assert!(
         path.is_file(),
         "{} is not built: run `cargo build --workspace --bins` first (scripts/test does)",
@@ -45,7 +49,13 @@ impl CollectorProcess {
     /// Starts `nodemedic-collector` on `data_dir` and waits for its listening line.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
         let mut child = Command::new(binary("nodemedic-collector"))
-            .args(["--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "--grpc-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(data_dir)
             .args(extra)
             .env("RUST_LOG", "warn")
@@ -54,12 +64,17 @@ impl CollectorProcess {
             .expect("start nodemedic-collector");
         let stdout = child.stdout.take().expect("piped stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read the listening line");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
         let grpc = line
             .split_whitespace()
             .find_map(|w| w.strip_prefix("grpc="))
             .unwrap_or_else(|| panic!("no grpc= in the collector's first line: {line:?}"));
-        CollectorProcess { grpc_url: format!("http://{grpc}"), process: Process(child) }
+        CollectorProcess {
+            grpc_url: format!("http://{grpc}"),
+            process: Process(child),
+        }
     }
 
     /// Kills the collector with SIGKILL, as a crash would.
@@ -71,12 +86,18 @@ impl CollectorProcess {
 
 /// Runs `nodemedic` with `args`; answers (exit code, stdout).
 pub fn cli(args: &[&str]) -> (i32, String) {
-    let out = Command::new(binary("nodemedic")).args(args).output().expect("run nodemedic");
+    let out = Command::new(binary("nodemedic"))
+        .args(args)
+        .output()
+        .expect("run nodemedic");
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !stderr.is_empty() {
         eprintln!("nodemedic {args:?} stderr: {stderr}");
     }
-    (out.status.code().unwrap_or(-1), String::from_utf8(out.stdout).expect("UTF-8 output"))
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).expect("UTF-8 output"),
+    )
 }
 
 /// Polls `f` every 100 ms until it answers `Some`, for at most `within`.
@@ -86,7 +107,10 @@ pub fn eventually<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }

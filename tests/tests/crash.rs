@@ -7,8 +7,9 @@ use nodemedic_collector::store::Reader;
 use nodemedic_proto::{
     time::{duration, timestamp},
     v1::{
-        AgentMessage, CollectorMessage, Finding, GetNodeRequest, Hello, NodeReport, ProbeRun, Severity,
-        agent_gateway_client::AgentGatewayClient, agent_message, collector_message, diagnostics_client::DiagnosticsClient,
+        AgentMessage, CollectorMessage, Finding, GetNodeRequest, Hello, NodeReport, ProbeRun,
+        Severity, agent_gateway_client::AgentGatewayClient, agent_message, collector_message,
+        diagnostics_client::DiagnosticsClient,
     },
 };
 use nodemedic_tests::CollectorProcess;
@@ -24,19 +25,57 @@ fn report(seq: u64) -> NodeReport {
         agent_version: "test".into(),
         seq,
         collected_at: Some(timestamp(std::time::SystemTime::now())),
-        findings: vec![Finding { node: NODE.into(), ..Finding::fail("disk.space", Severity::Critical, "/", format!("report {seq}")) }],
-        probes: vec![ProbeRun { probe: "disk".into(), ok: true, ..Default::default() }],
+        findings: vec![Finding {
+            node: NODE.into(),
+            ..Finding::fail(
+                "disk.space",
+                Severity::Critical,
+                "/",
+                format!("report {seq}"),
+            )
+        }],
+        probes: vec![ProbeRun {
+            probe: "disk".into(),
+            ok: true,
+            ..Default::default()
+        }],
         ..Default::default()
     }
 }
 
-async fn open(url: &str) -> (mpsc::Sender<AgentMessage>, tonic::Streaming<CollectorMessage>, u64) {
-    let channel = Channel::from_shared(url.to_owned()).unwrap().connect().await.unwrap();
+async fn open(
+    url: &str,
+) -> (
+    mpsc::Sender<AgentMessage>,
+    tonic::Streaming<CollectorMessage>,
+    u64,
+) {
+    let channel = Channel::from_shared(url.to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let (tx, rx) = mpsc::channel(100_000);
-    let hello = Hello { node: NODE.into(), agent_version: "test".into(), capabilities: vec![], interval: Some(duration(Duration::from_secs(10))) };
-    tx.send(AgentMessage { kind: Some(agent_message::Kind::Hello(hello)) }).await.unwrap();
-    let mut inbound = AgentGatewayClient::new(channel).connect(ReceiverStream::new(rx)).await.unwrap().into_inner();
-    let Some(Ok(CollectorMessage { kind: Some(collector_message::Kind::Welcome(w)) })) = inbound.next().await else {
+    let hello = Hello {
+        node: NODE.into(),
+        agent_version: "test".into(),
+        capabilities: vec![],
+        interval: Some(duration(Duration::from_secs(10))),
+    };
+    tx.send(AgentMessage {
+        kind: Some(agent_message::Kind::Hello(hello)),
+    })
+    .await
+    .unwrap();
+    let mut inbound = AgentGatewayClient::new(channel)
+        .connect(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(Ok(CollectorMessage {
+        kind: Some(collector_message::Kind::Welcome(w)),
+    })) = inbound.next().await
+    else {
         panic!("no Welcome");
     };
     (tx, inbound, w.last_seq)
@@ -52,7 +91,13 @@ async fn sigkill_mid_ingest_loses_no_acknowledged_report() {
     // Pipeline reports as fast as the collector takes them.
     let sender = tokio::spawn(async move {
         for seq in 1..=50_000 {
-            if tx.send(AgentMessage { kind: Some(agent_message::Kind::Report(report(seq))) }).await.is_err() {
+            if tx
+                .send(AgentMessage {
+                    kind: Some(agent_message::Kind::Report(report(seq))),
+                })
+                .await
+                .is_err()
+            {
                 break;
             }
         }
@@ -80,13 +125,32 @@ async fn sigkill_mid_ingest_loses_no_acknowledged_report() {
 
     // Restart on the same data: every acknowledged report is there.
     let collector = CollectorProcess::start(data.path(), &[]);
-    let stored: BTreeSet<u64> = Reader::open(data.path()).unwrap().history(NODE, 0).unwrap().iter().map(|r| r.seq).collect();
+    let stored: BTreeSet<u64> = Reader::open(data.path())
+        .unwrap()
+        .history(NODE, 0)
+        .unwrap()
+        .iter()
+        .map(|r| r.seq)
+        .collect();
     let lost: Vec<_> = acked.difference(&stored).collect();
-    assert!(lost.is_empty(), "{} acknowledged reports lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged reports lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
 
     // The open finding is still open, and the agent is told to continue above what is stored.
-    let channel = Channel::from_shared(collector.grpc_url.clone()).unwrap().connect().await.unwrap();
-    let node = DiagnosticsClient::new(channel).get_node(GetNodeRequest { name: NODE.into() }).await.unwrap().into_inner();
+    let channel = Channel::from_shared(collector.grpc_url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let node = DiagnosticsClient::new(channel)
+        .get_node(GetNodeRequest { name: NODE.into() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(node.open_findings.len(), 1);
     assert_eq!(node.open_findings[0].check, "disk.space");
     let (_tx, _inbound, last_seq) = open(&collector.grpc_url).await;

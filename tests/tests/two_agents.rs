@@ -12,7 +12,15 @@ const GIB_KB: u64 = 1024 * 1024;
 fn agent(collector: &CollectorProcess, node: &str, host: &FakeHost) -> Process {
     Process(
         Command::new(binary("nodemedic-agent"))
-            .args(["--collector", &collector.grpc_url, "--node-name", node, "--interval", "1s", "--host-root"])
+            .args([
+                "--collector",
+                &collector.grpc_url,
+                "--node-name",
+                node,
+                "--interval",
+                "1s",
+                "--host-root",
+            ])
             .arg(host.root().dir())
             .env("RUST_LOG", "warn")
             .spawn()
@@ -28,7 +36,13 @@ fn open_findings(url: &str) -> Vec<(String, String, String)> {
         .as_array()
         .map(|a| {
             a.iter()
-                .map(|f| (f["node"].as_str().unwrap().to_owned(), f["check"].as_str().unwrap().to_owned(), f["severity"].as_str().unwrap().to_owned()))
+                .map(|f| {
+                    (
+                        f["node"].as_str().unwrap().to_owned(),
+                        f["check"].as_str().unwrap().to_owned(),
+                        f["severity"].as_str().unwrap().to_owned(),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -50,8 +64,16 @@ fn two_agents_report_and_the_cli_sees_their_findings() {
     let _agent_b = agent(&collector, "node-b", &b);
 
     let expected = vec![
-        ("node-a".to_owned(), "memory.available".to_owned(), "SEVERITY_CRITICAL".to_owned()),
-        ("node-b".to_owned(), "memory.swap".to_owned(), "SEVERITY_WARNING".to_owned()),
+        (
+            "node-a".to_owned(),
+            "memory.available".to_owned(),
+            "SEVERITY_CRITICAL".to_owned(),
+        ),
+        (
+            "node-b".to_owned(),
+            "memory.swap".to_owned(),
+            "SEVERITY_WARNING".to_owned(),
+        ),
     ];
     eventually(Duration::from_secs(30), "both agents' findings", || {
         (open_findings(&collector.grpc_url) == expected).then_some(())
@@ -60,21 +82,44 @@ fn two_agents_report_and_the_cli_sees_their_findings() {
     let (code, table) = cli(&["--collector", &collector.grpc_url, "nodes"]);
     assert_eq!(code, 0);
     let lines: Vec<&str> = table.lines().collect();
-    assert!(lines[0].starts_with("NAME") && lines[0].contains("CRITICAL"), "{table}");
-    assert!(lines[1].starts_with("node-a") && lines[1].contains("critical"), "{table}");
-    assert!(lines[2].starts_with("node-b") && lines[2].contains("warning"), "{table}");
+    assert!(
+        lines[0].starts_with("NAME") && lines[0].contains("CRITICAL"),
+        "{table}"
+    );
+    assert!(
+        lines[1].starts_with("node-a") && lines[1].contains("critical"),
+        "{table}"
+    );
+    assert!(
+        lines[2].starts_with("node-b") && lines[2].contains("warning"),
+        "{table}"
+    );
 
     let (code, node) = cli(&["--collector", &collector.grpc_url, "node", "node-a"]);
     assert_eq!(code, 0);
-    assert!(node.contains("memory.available") && node.contains("what to do:"), "{node}");
+    assert!(
+        node.contains("memory.available") && node.contains("what to do:"),
+        "{node}"
+    );
 
     // The problem goes away on node-b: the next report resolves its finding.
     b.set_memory(8 * GIB_KB, 4 * GIB_KB, 0, 0);
     eventually(Duration::from_secs(30), "node-b's finding resolved", || {
         (open_findings(&collector.grpc_url) == expected[..1]).then_some(())
     });
-    let (_, resolved) = cli(&["--collector", &collector.grpc_url, "findings", "--state", "resolved", "--node", "node-b"]);
-    assert!(resolved.contains("memory.swap") && resolved.contains("resolved"), "{resolved}");
+    let (_, resolved) = cli(&[
+        "--collector",
+        &collector.grpc_url,
+        "findings",
+        "--state",
+        "resolved",
+        "--node",
+        "node-b",
+    ]);
+    assert!(
+        resolved.contains("memory.swap") && resolved.contains("resolved"),
+        "{resolved}"
+    );
 
     let (code, out) = cli(&["--collector", &collector.grpc_url, "collect", "-o", "json"]);
     assert_eq!(code, 0);
@@ -93,15 +138,29 @@ fn doctor_exit_codes_follow_the_worst_finding() {
         let root = host.root().dir().display().to_string();
         let (got, out) = cli(&["doctor", "--host-root", &root, "--node-name", "n1"]);
         assert_eq!(got, code, "{out}");
-        let (got, json) = cli(&["doctor", "--host-root", &root, "--node-name", "n1", "-o", "json"]);
+        let (got, json) = cli(&[
+            "doctor",
+            "--host-root",
+            &root,
+            "--node-name",
+            "n1",
+            "-o",
+            "json",
+        ]);
         assert_eq!(got, code);
         let v: Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["node"], "n1");
-        assert_eq!(v["report"]["memory"]["totalBytes"], (8 * GIB_KB * 1024).to_string());
+        assert_eq!(
+            v["report"]["memory"]["totalBytes"],
+            (8 * GIB_KB * 1024).to_string()
+        );
     }
     let root = critical.root().dir().display().to_string();
     let (_, out) = cli(&["doctor", "--host-root", &root, "-o", "yaml"]);
-    assert!(out.contains("check: memory.available") && out.contains("advice:"), "{out}");
+    assert!(
+        out.contains("check: memory.available") && out.contains("advice:"),
+        "{out}"
+    );
     let (code, _) = cli(&["--collector", "http://127.0.0.1:1", "nodes"]);
     assert_eq!(code, 1, "an unreachable collector is an error");
 }

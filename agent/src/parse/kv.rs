@@ -27,7 +27,10 @@ impl KvFile {
                 None => value,
                 Some("kB") => value.saturating_mul(1024),
                 Some(unit) => {
-                    return Err(ParseError::new(i + 1, format!("{key}: unknown unit {unit:?}")));
+                    return Err(ParseError::new(
+                        i + 1,
+                        format!("{key}: unknown unit {unit:?}"),
+                    ));
                 }
             };
             map.insert(key.to_owned(), value);

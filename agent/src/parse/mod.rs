@@ -18,6 +18,9 @@ pub struct ParseError {
 
 impl ParseError {
     pub(crate) fn new(line: usize, reason: impl Into<String>) -> Self {
-        ParseError { line, reason: reason.into() }
+        ParseError {
+            line,
+            reason: reason.into(),
+        }
     }
 }

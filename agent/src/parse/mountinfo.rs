@@ -64,7 +64,15 @@ fn parse_line(line: &str) -> Result<MountInfo, String> {
     if !device_id.contains(':') {
         return Err(format!("device {device_id:?} is not major:minor"));
     }
-    Ok(MountInfo { device_id, root, mount_point, mount_options, fs_type, source, super_options })
+    Ok(MountInfo {
+        device_id,
+        root,
+        mount_point,
+        mount_options,
+        fs_type,
+        source,
+        super_options,
+    })
 }
 
 /// Decodes the kernel's octal escapes (`\040` is a space).
@@ -76,7 +84,9 @@ fn unescape(field: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
         match (bytes[i], octal) {
             (b'\\', Some(d)) => {
                 out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
@@ -103,13 +113,23 @@ mod tests {
         let root = mounts.iter().find(|m| m.mount_point == "/").unwrap();
         assert_eq!(root.fs_type, "ext4");
         assert!(!root.read_only());
-        assert!(mounts.iter().any(|m| m.fs_type == "squashfs" && m.read_only()));
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.fs_type == "squashfs" && m.read_only())
+        );
     }
 
     #[test]
     fn parses_nfs_overlay_and_empty_fields() {
-        let mounts = parse(&fixture("proc/procfs-go-fixture-pid-mountinfo-nfs-overlay-xfs")).unwrap();
-        let nfs: Vec<_> = mounts.iter().filter(|m| m.fs_type.starts_with("nfs")).collect();
+        let mounts = parse(&fixture(
+            "proc/procfs-go-fixture-pid-mountinfo-nfs-overlay-xfs",
+        ))
+        .unwrap();
+        let nfs: Vec<_> = mounts
+            .iter()
+            .filter(|m| m.fs_type.starts_with("nfs"))
+            .collect();
         assert_eq!(nfs.len(), 3);
         assert_eq!(nfs[0].source, "192.168.1.1:/srv/test");
         let xfs = mounts.iter().find(|m| m.fs_type == "xfs").unwrap();
@@ -119,8 +139,10 @@ mod tests {
 
     #[test]
     fn unescapes_octal_and_sees_superblock_ro() {
-        let m = parse("40 1 8:1 / /mnt/my\\040disk rw,relatime - ext4 /dev/sda1 ro,errors=remount-ro\n")
-            .unwrap();
+        let m = parse(
+            "40 1 8:1 / /mnt/my\\040disk rw,relatime - ext4 /dev/sda1 ro,errors=remount-ro\n",
+        )
+        .unwrap();
         assert_eq!(m[0].mount_point, "/mnt/my disk");
         assert!(m[0].read_only());
     }

@@ -13,8 +13,12 @@ pub struct ProcStat {
 
 /// Parses one `stat` line: `pid (comm) state ppid ... rss ...`, where `rss` is field 24.
 pub fn parse(text: &str) -> Result<ProcStat, ParseError> {
-    let open = text.find('(').ok_or_else(|| ParseError::new(1, "no '(' before comm"))?;
-    let close = text.rfind(')').ok_or_else(|| ParseError::new(1, "no ')' after comm"))?;
+    let open = text
+        .find('(')
+        .ok_or_else(|| ParseError::new(1, "no '(' before comm"))?;
+    let close = text
+        .rfind(')')
+        .ok_or_else(|| ParseError::new(1, "no ')' after comm"))?;
     if close < open {
         return Err(ParseError::new(1, "')' before '('"));
     }

@@ -20,10 +20,23 @@ pub fn parse(text: &str) -> Result<Psi, ParseError> {
         let (avg10, avg60, avg300) = match kind {
             "some" => {
                 saw_some = true;
-                (&mut psi.some_avg10, &mut psi.some_avg60, &mut psi.some_avg300)
+                (
+                    &mut psi.some_avg10,
+                    &mut psi.some_avg60,
+                    &mut psi.some_avg300,
+                )
             }
-            "full" => (&mut psi.full_avg10, &mut psi.full_avg60, &mut psi.full_avg300),
-            other => return Err(ParseError::new(i + 1, format!("unknown line kind {other:?}"))),
+            "full" => (
+                &mut psi.full_avg10,
+                &mut psi.full_avg60,
+                &mut psi.full_avg300,
+            ),
+            other => {
+                return Err(ParseError::new(
+                    i + 1,
+                    format!("unknown line kind {other:?}"),
+                ));
+            }
         };
         for field in fields {
             let (name, value) = field

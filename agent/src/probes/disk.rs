@@ -38,7 +38,10 @@ impl Probe for DiskProbe {
         // PID 1's table is the host's even when the agent runs in its own mount namespace.
         let (path, text) = match ctx.host.read_if_present("/proc/1/mountinfo") {
             Ok(Some(text)) => ("/proc/1/mountinfo", text),
-            _ => ("/proc/self/mountinfo", ctx.host.read("/proc/self/mountinfo")?),
+            _ => (
+                "/proc/self/mountinfo",
+                ctx.host.read("/proc/self/mountinfo")?,
+            ),
         };
         let table = mountinfo::parse(&text).map_err(|e| ProbeError::parse(&ctx.host, path, e))?;
 
@@ -49,7 +52,9 @@ impl Probe for DiskProbe {
                 Ok(mount) => section.mounts.push(mount),
                 // A filesystem the node depends on must be measurable.
                 Err(e) if !candidate.roles.is_empty() => return Err(e),
-                Err(e) => debug!(message = "Skipping a filesystem.", mount = %candidate.info.mount_point, error = %e),
+                Err(e) => {
+                    debug!(message = "Skipping a filesystem.", mount = %candidate.info.mount_point, error = %e)
+                }
             }
         }
 
@@ -67,18 +72,27 @@ impl Probe for DiskProbe {
                 mount.full_in_hours = f.full_in_hours;
             }
         }
-        let mounted: Vec<&str> = section.mounts.iter().map(|m| m.mount_point.as_str()).collect();
+        let mounted: Vec<&str> = section
+            .mounts
+            .iter()
+            .map(|m| m.mount_point.as_str())
+            .collect();
         history.retain(&mounted);
 
         let findings = section.mounts.iter().flat_map(|m| judge(m, t)).collect();
-        Ok(ProbeOutput { section: Section::Disk(section), findings })
+        Ok(ProbeOutput {
+            section: Section::Disk(section),
+            findings,
+        })
     }
 }
 
 fn measure(ctx: &ProbeContext, c: &Candidate) -> Result<Mount, ProbeError> {
     let path = ctx.host.path(&c.info.mount_point);
-    let st = rustix::fs::statvfs(&path)
-        .map_err(|e| ProbeError::Io { path: path.clone(), source: e.into() })?;
+    let st = rustix::fs::statvfs(&path).map_err(|e| ProbeError::Io {
+        path: path.clone(),
+        source: e.into(),
+    })?;
     let frsize = st.f_frsize;
     Ok(Mount {
         mount_point: c.info.mount_point.clone(),
@@ -102,7 +116,9 @@ fn has(m: &Mount, role: MountRole) -> bool {
 }
 
 fn is_nodefs(m: &Mount) -> bool {
-    [MountRole::Root, MountRole::Kubelet, MountRole::Logs].iter().any(|r| has(m, *r))
+    [MountRole::Root, MountRole::Kubelet, MountRole::Logs]
+        .iter()
+        .any(|r| has(m, *r))
 }
 
 fn roles_text(m: &Mount) -> String {
@@ -119,12 +135,19 @@ fn roles_text(m: &Mount) -> String {
             MountRole::Unspecified => "",
         })
         .collect();
-    if names.is_empty() { String::new() } else { format!(" ({})", names.join(", ")) }
+    if names.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", names.join(", "))
+    }
 }
 
 /// The findings for one filesystem.
 pub fn judge(m: &Mount, t: &DiskThresholds) -> Vec<Finding> {
-    [space(m, t), inodes(m, t), read_only(m), fill_rate(m, t)].into_iter().flatten().collect()
+    [space(m, t), inodes(m, t), read_only(m), fill_rate(m, t)]
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 fn space(m: &Mount, t: &DiskThresholds) -> Option<Finding> {
@@ -139,7 +162,13 @@ fn space(m: &Mount, t: &DiskThresholds) -> Option<Finding> {
         if avail < t.nodefs_critical_available.get() {
             verdicts.push((Severity::Critical, format!("below the kubelet's eviction line nodefs.available<{}%: it is evicting pods from this node", t.nodefs_critical_available.get())));
         } else if avail < t.nodefs_warn_available.get() {
-            verdicts.push((Severity::Warning, format!("the kubelet starts evicting pods at nodefs.available<{}%", t.nodefs_critical_available.get())));
+            verdicts.push((
+                Severity::Warning,
+                format!(
+                    "the kubelet starts evicting pods at nodefs.available<{}%",
+                    t.nodefs_critical_available.get()
+                ),
+            ));
         }
     }
     if has(m, MountRole::Images) {
@@ -148,14 +177,26 @@ fn space(m: &Mount, t: &DiskThresholds) -> Option<Finding> {
         } else if used >= t.imagefs_gc_used.get() {
             verdicts.push((Severity::Warning, format!("past the kubelet's image GC threshold ({}% used): it is deleting unused images", t.imagefs_gc_used.get())));
         } else if used >= t.imagefs_warn_used.get() {
-            verdicts.push((Severity::Warning, format!("the kubelet starts deleting unused images at {}% used", t.imagefs_gc_used.get())));
+            verdicts.push((
+                Severity::Warning,
+                format!(
+                    "the kubelet starts deleting unused images at {}% used",
+                    t.imagefs_gc_used.get()
+                ),
+            ));
         }
     }
     if !is_nodefs(m) && !has(m, MountRole::Images) {
         if used >= t.other_critical_used.get() {
-            verdicts.push((Severity::Critical, "writes will fail when it is full".to_owned()));
+            verdicts.push((
+                Severity::Critical,
+                "writes will fail when it is full".to_owned(),
+            ));
         } else if used >= t.other_warn_used.get() {
-            verdicts.push((Severity::Warning, "writes will fail when it is full".to_owned()));
+            verdicts.push((
+                Severity::Warning,
+                "writes will fail when it is full".to_owned(),
+            ));
         }
     }
     let (severity, why) = verdicts.into_iter().max_by_key(|(s, _)| *s)?;
@@ -226,9 +267,14 @@ fn inodes(m: &Mount, t: &DiskThresholds) -> Option<Finding> {
 }
 
 fn read_only(m: &Mount) -> Option<Finding> {
-    let must_write = [MountRole::Root, MountRole::Kubelet, MountRole::Images, MountRole::Logs]
-        .iter()
-        .any(|r| has(m, *r));
+    let must_write = [
+        MountRole::Root,
+        MountRole::Kubelet,
+        MountRole::Images,
+        MountRole::Logs,
+    ]
+    .iter()
+    .any(|r| has(m, *r));
     (m.read_only && must_write).then(|| {
         Finding::fail(
             "disk.readonly",
@@ -305,8 +351,14 @@ mod tests {
     fn nodefs_warns_before_the_eviction_line_and_is_critical_at_it() {
         let k = [MountRole::Kubelet];
         assert_eq!(checks(&mount(&k, 100, 25)), []);
-        assert_eq!(checks(&mount(&k, 100, 15)), [("disk.space".into(), Severity::Warning)]);
-        assert_eq!(checks(&mount(&k, 100, 9)), [("disk.space".into(), Severity::Critical)]);
+        assert_eq!(
+            checks(&mount(&k, 100, 15)),
+            [("disk.space".into(), Severity::Warning)]
+        );
+        assert_eq!(
+            checks(&mount(&k, 100, 9)),
+            [("disk.space".into(), Severity::Critical)]
+        );
         let f = &judge(&mount(&k, 100, 9), &DiskThresholds::default())[0];
         assert!(f.message.contains("nodefs.available<10%"), "{}", f.message);
     }
@@ -314,11 +366,18 @@ mod tests {
     #[test]
     fn imagefs_names_garbage_collection() {
         let i = [MountRole::Images];
-        let msg = |avail| judge(&mount(&i, 100, avail), &DiskThresholds::default())[0].message.clone();
+        let msg = |avail| {
+            judge(&mount(&i, 100, avail), &DiskThresholds::default())[0]
+                .message
+                .clone()
+        };
         assert!(msg(18).contains("starts deleting unused images at 85%"));
         assert!(msg(15).contains("image GC threshold"));
         assert!(msg(10).contains("imagefs.available<15%"));
-        assert_eq!(checks(&mount(&i, 100, 10)), [("disk.space".into(), Severity::Critical)]);
+        assert_eq!(
+            checks(&mount(&i, 100, 10)),
+            [("disk.space".into(), Severity::Critical)]
+        );
     }
 
     #[test]

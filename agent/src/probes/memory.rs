@@ -5,7 +5,7 @@
 //! working set) and reads a little lower than MemAvailable; the warning threshold leaves room
 //! for that.
 
-use std::sync::Mutex;
+use std::{sync::Mutex, time::SystemTime};
 
 use nodemedic_proto::{
     finding::human_bytes,
@@ -19,10 +19,18 @@ use crate::{
     probe::{Probe, ProbeContext, ProbeError, ProbeOutput, Section},
 };
 
-/// Measures memory; remembers the OOM kill counter of the previous run.
+/// Measures memory; remembers the OOM kill counter of the previous run and the latest
+/// ranking of processes.
 #[derive(Debug, Default)]
 pub struct MemoryProbe {
-    last_oom_kills: Mutex<Option<u64>>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    last_oom_kills: Option<u64>,
+    top: Vec<ProcessMemory>,
+    top_ranked_at: Option<SystemTime>,
 }
 
 impl Probe for MemoryProbe {
@@ -45,19 +53,20 @@ impl Probe for MemoryProbe {
             .map_err(|e| ProbeError::parse(host, "/proc/vmstat", e))?;
         let pressure = host
             .read_if_present("/proc/pressure/memory")?
-            .map(|text| psi::parse(&text).map_err(|e| ProbeError::parse(host, "/proc/pressure/memory", e)))
+            .map(|text| {
+                psi::parse(&text).map_err(|e| ProbeError::parse(host, "/proc/pressure/memory", e))
+            })
             .transpose()?;
 
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let oom_kills_total = vmstat.get("oom_kill").unwrap_or(0);
-        let oom_kills_since_last = {
-            let mut last = self.last_oom_kills.lock().unwrap_or_else(|p| p.into_inner());
-            // A counter that went down means the node rebooted: count from zero.
-            let since = last.map(|prev| oom_kills_total.checked_sub(prev).unwrap_or(oom_kills_total));
-            *last = Some(oom_kills_total);
-            since
-        };
+        // A counter that went down means the node rebooted: count from zero.
+        let oom_kills_since_last = state
+            .last_oom_kills
+            .map(|prev| oom_kills_total.checked_sub(prev).unwrap_or(oom_kills_total));
+        state.last_oom_kills = Some(oom_kills_total);
 
-        let section = MemorySection {
+        let mut section = MemorySection {
             total_bytes: field("MemTotal")?,
             available_bytes: field("MemAvailable")?,
             swap_total_bytes: meminfo.get("SwapTotal").unwrap_or(0),
@@ -65,10 +74,24 @@ impl Probe for MemoryProbe {
             pressure,
             oom_kills_total,
             oom_kills_since_last,
-            top_processes: top_processes(ctx, t.top_processes),
+            top_processes: state.top.clone(),
         };
-        let findings = judge(&section, t);
-        Ok(ProbeOutput { section: Section::Memory(section), findings })
+        let mut findings = judge(&section, t);
+        let stale = state.top_ranked_at.is_none_or(|at| {
+            ctx.now
+                .duration_since(at)
+                .map_or(true, |age| age >= t.top_processes_every)
+        });
+        if stale || !findings.is_empty() {
+            state.top = top_processes(ctx, t.top_processes);
+            state.top_ranked_at = Some(ctx.now);
+            section.top_processes = state.top.clone();
+            findings = judge(&section, t);
+        }
+        Ok(ProbeOutput {
+            section: Section::Memory(section),
+            findings,
+        })
     }
 }
 
@@ -78,14 +101,20 @@ fn top_processes(ctx: &ProbeContext, n: usize) -> Vec<ProcessMemory> {
         return Vec::new();
     }
     let page_size = rustix::param::page_size() as u64;
-    let Ok(dir) = std::fs::read_dir(ctx.host.path("/proc")) else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir(ctx.host.path("/proc")) else {
+        return Vec::new();
+    };
     let mut all: Vec<ProcessMemory> = dir
         .filter_map(Result::ok)
         .filter_map(|entry| {
             let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
             let text = std::fs::read_to_string(entry.path().join("stat")).ok()?;
             let stat = proc_stat::parse(&text).ok()?;
-            Some(ProcessMemory { pid, name: stat.comm, rss_bytes: stat.rss_pages * page_size })
+            Some(ProcessMemory {
+                pid,
+                name: stat.comm,
+                rss_bytes: stat.rss_pages * page_size,
+            })
         })
         .filter(|p| p.rss_bytes > 0)
         .collect();
@@ -104,7 +133,11 @@ fn top_text(s: &MemorySection) -> String {
         .take(3)
         .map(|p| format!("{} ({})", p.name, human_bytes(p.rss_bytes as f64)))
         .collect();
-    if names.is_empty() { String::new() } else { format!(" Largest: {}.", names.join(", ")) }
+    if names.is_empty() {
+        String::new()
+    } else {
+        format!(" Largest: {}.", names.join(", "))
+    }
 }
 
 /// The findings for a memory section.
@@ -113,9 +146,19 @@ pub fn judge(s: &MemorySection, t: &MemoryThresholds) -> Vec<Finding> {
     let avail_pct = percent(s.available_bytes, s.total_bytes);
     let line = human_bytes(t.eviction_available_bytes as f64);
     let available = if s.available_bytes < t.eviction_available_bytes {
-        Some((Severity::Critical, format!("below the kubelet's eviction line memory.available<{line}: it is evicting pods")))
+        Some((
+            Severity::Critical,
+            format!(
+                "below the kubelet's eviction line memory.available<{line}: it is evicting pods"
+            ),
+        ))
     } else if avail_pct < t.warn_available.get() {
-        Some((Severity::Warning, format!("the kubelet evicts pods at memory.available<{line}, the kernel OOM-kills soon after")))
+        Some((
+            Severity::Warning,
+            format!(
+                "the kubelet evicts pods at memory.available<{line}, the kernel OOM-kills soon after"
+            ),
+        ))
     } else {
         None
     };
@@ -140,9 +183,21 @@ pub fn judge(s: &MemorySection, t: &MemoryThresholds) -> Vec<Finding> {
 
     if let Some(p) = &s.pressure {
         let verdict = if p.full_avg60 >= t.pressure_critical_full_avg60.get() {
-            Some((Severity::Critical, format!("every task stalled on memory {:.1}% of the last minute", p.full_avg60)))
+            Some((
+                Severity::Critical,
+                format!(
+                    "every task stalled on memory {:.1}% of the last minute",
+                    p.full_avg60
+                ),
+            ))
         } else if p.some_avg60 >= t.pressure_warn_some_avg60.get() {
-            Some((Severity::Warning, format!("some task stalled on memory {:.1}% of the last minute", p.some_avg60)))
+            Some((
+                Severity::Warning,
+                format!(
+                    "some task stalled on memory {:.1}% of the last minute",
+                    p.some_avg60
+                ),
+            ))
         } else {
             None
         };
@@ -216,26 +271,88 @@ mod tests {
     const MIB: u64 = 1024 * 1024;
 
     fn section(total: u64, avail: u64) -> MemorySection {
-        MemorySection { total_bytes: total, available_bytes: avail, ..Default::default() }
+        MemorySection {
+            total_bytes: total,
+            available_bytes: avail,
+            ..Default::default()
+        }
     }
 
     fn checks(s: &MemorySection) -> Vec<(String, Severity)> {
-        judge(s, &MemoryThresholds::default()).into_iter().map(|f| (f.check.clone(), f.severity())).collect()
+        judge(s, &MemoryThresholds::default())
+            .into_iter()
+            .map(|f| (f.check.clone(), f.severity()))
+            .collect()
     }
 
     #[test]
     fn available_memory_against_the_eviction_line() {
         assert_eq!(checks(&section(8192 * MIB, 4096 * MIB)), []);
-        assert_eq!(checks(&section(8192 * MIB, 500 * MIB)), [("memory.available".into(), Severity::Warning)]);
-        assert_eq!(checks(&section(8192 * MIB, 90 * MIB)), [("memory.available".into(), Severity::Critical)]);
+        assert_eq!(
+            checks(&section(8192 * MIB, 500 * MIB)),
+            [("memory.available".into(), Severity::Warning)]
+        );
+        assert_eq!(
+            checks(&section(8192 * MIB, 90 * MIB)),
+            [("memory.available".into(), Severity::Critical)]
+        );
         let f = &judge(&section(8192 * MIB, 90 * MIB), &MemoryThresholds::default())[0];
-        assert!(f.message.contains("memory.available<100.0 MiB"), "{}", f.message);
+        assert!(
+            f.message.contains("memory.available<100.0 MiB"),
+            "{}",
+            f.message
+        );
+    }
+
+    #[test]
+    fn processes_are_ranked_once_a_minute_or_at_once_on_trouble() {
+        let host = crate::testing::FakeHost::new();
+        host.write(
+            "/proc/4242/stat",
+            &format!("4242 (hog) S {}", "0 ".repeat(20) + "1000 0"),
+        );
+        let probe = MemoryProbe::default();
+        let t0 = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let run = |secs: u64| {
+            let ctx = ProbeContext {
+                host: host.root(),
+                now: t0 + std::time::Duration::from_secs(secs),
+                thresholds: Default::default(),
+            };
+            let Section::Memory(m) = probe.run(&ctx).unwrap().section else {
+                panic!()
+            };
+            m.top_processes
+                .iter()
+                .map(|p| p.name.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(run(0), ["hog"]);
+        host.write(
+            "/proc/4243/stat",
+            &format!("4243 (bigger) S {}", "0 ".repeat(20) + "9000 0"),
+        );
+        assert_eq!(run(30), ["hog"], "the ranking is reused within a minute");
+        assert_eq!(run(60), ["bigger", "hog"]);
+        host.write(
+            "/proc/4244/stat",
+            &format!("4244 (biggest) S {}", "0 ".repeat(20) + "99000 0"),
+        );
+        host.set_memory(8 * 1024 * 1024, 10 * 1024, 0, 0);
+        assert_eq!(
+            run(70),
+            ["biggest", "bigger", "hog"],
+            "low memory ranks again at once"
+        );
     }
 
     #[test]
     fn pressure_oom_and_swap() {
         let mut s = section(8192 * MIB, 4096 * MIB);
-        s.pressure = Some(Psi { some_avg60: 12.0, ..Default::default() });
+        s.pressure = Some(Psi {
+            some_avg60: 12.0,
+            ..Default::default()
+        });
         s.oom_kills_total = 7;
         s.oom_kills_since_last = Some(2);
         s.swap_total_bytes = 1000 * MIB;
@@ -248,12 +365,18 @@ mod tests {
                 ("memory.swap".into(), Severity::Warning),
             ]
         );
-        s.pressure = Some(Psi { full_avg60: 6.0, ..Default::default() });
+        s.pressure = Some(Psi {
+            full_avg60: 6.0,
+            ..Default::default()
+        });
         s.oom_kills_since_last = None;
         s.swap_total_bytes = 0;
         assert_eq!(
             checks(&s),
-            [("memory.pressure".into(), Severity::Critical), ("memory.oom_kills".into(), Severity::Info)]
+            [
+                ("memory.pressure".into(), Severity::Critical),
+                ("memory.oom_kills".into(), Severity::Info)
+            ]
         );
     }
 }

@@ -21,5 +21,9 @@ pub fn default_probes() -> Vec<Arc<dyn Probe>> {
 
 /// `part` as a percentage of `whole`; 0 when `whole` is 0.
 pub(crate) fn percent(part: u64, whole: u64) -> f64 {
-    if whole == 0 { 0.0 } else { part as f64 * 100.0 / whole as f64 }
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
 }

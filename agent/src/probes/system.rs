@@ -21,7 +21,10 @@ impl Probe for SystemProbe {
 
     fn run(&self, ctx: &ProbeContext) -> Result<ProbeOutput, ProbeError> {
         let host = &ctx.host;
-        let parse_err = |path: &str, reason: String| ProbeError::Parse { path: host.path(path), reason };
+        let parse_err = |path: &str, reason: String| ProbeError::Parse {
+            path: host.path(path),
+            reason,
+        };
 
         // "0.53 0.81 0.43 1/78 5385": runnable/total scheduling entities.
         let loadavg = host.read("/proc/loadavg")?;
@@ -30,22 +33,36 @@ impl Probe for SystemProbe {
             .nth(3)
             .and_then(|f| f.split_once('/'))
             .and_then(|(_, total)| total.parse().ok())
-            .ok_or_else(|| parse_err("/proc/loadavg", format!("no running/total field in {:?}", loadavg.trim())))?;
+            .ok_or_else(|| {
+                parse_err(
+                    "/proc/loadavg",
+                    format!("no running/total field in {:?}", loadavg.trim()),
+                )
+            })?;
         // "304 0 2466177": allocated, unused (always 0 since 2.6), maximum.
         let file_nr = host.read("/proc/sys/fs/file-nr")?;
         let mut fields = file_nr.split_whitespace().map(str::parse::<u64>);
-        let (Some(Ok(open_files)), Some(Ok(_)), Some(Ok(file_max))) = (fields.next(), fields.next(), fields.next()) else {
-            return Err(parse_err("/proc/sys/fs/file-nr", format!("expected three numbers, found {:?}", file_nr.trim())));
+        let (Some(Ok(open_files)), Some(Ok(_)), Some(Ok(file_max))) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            return Err(parse_err(
+                "/proc/sys/fs/file-nr",
+                format!("expected three numbers, found {:?}", file_nr.trim()),
+            ));
         };
         let uptime = host.read("/proc/uptime")?;
         let uptime_seconds = uptime
             .split_whitespace()
             .next()
             .and_then(|s| s.parse::<f64>().ok())
-            .ok_or_else(|| parse_err("/proc/uptime", format!("no uptime in {:?}", uptime.trim())))?;
+            .ok_or_else(|| {
+                parse_err("/proc/uptime", format!("no uptime in {:?}", uptime.trim()))
+            })?;
         let cpu_pressure = host
             .read_if_present("/proc/pressure/cpu")?
-            .map(|text| psi::parse(&text).map_err(|e| ProbeError::parse(host, "/proc/pressure/cpu", e)))
+            .map(|text| {
+                psi::parse(&text).map_err(|e| ProbeError::parse(host, "/proc/pressure/cpu", e))
+            })
             .transpose()?;
 
         let section = SystemSection {
@@ -53,14 +70,22 @@ impl Probe for SystemProbe {
             pid_max: host.read_u64("/proc/sys/kernel/pid_max")?,
             open_files,
             file_max,
-            conntrack_entries: host.read_u64_if_present("/proc/sys/net/netfilter/nf_conntrack_count")?,
+            conntrack_entries: host
+                .read_u64_if_present("/proc/sys/net/netfilter/nf_conntrack_count")?,
             conntrack_max: host.read_u64_if_present("/proc/sys/net/netfilter/nf_conntrack_max")?,
             cpu_pressure,
             uptime_seconds: uptime_seconds as u64,
-            kernel_release: host.read_if_present("/proc/sys/kernel/osrelease")?.unwrap_or_default().trim().to_owned(),
+            kernel_release: host
+                .read_if_present("/proc/sys/kernel/osrelease")?
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
         };
         let findings = judge(&section, &ctx.thresholds.system);
-        Ok(ProbeOutput { section: Section::System(section), findings })
+        Ok(ProbeOutput {
+            section: Section::System(section),
+            findings,
+        })
     }
 }
 
@@ -93,7 +118,10 @@ impl Table<'_> {
                 self.check,
                 severity,
                 "",
-                format!("{} {} of {} in use ({pct:.1}%): {}.", self.what, self.used, self.max, self.consequence),
+                format!(
+                    "{} {} of {} in use ({pct:.1}%): {}.",
+                    self.what, self.used, self.max, self.consequence
+                ),
             )
             .with(Evidence::count("used", self.used))
             .with(Evidence::count("max", self.max))
@@ -134,7 +162,11 @@ pub fn judge(s: &SystemSection, t: &SystemThresholds) -> Vec<Finding> {
         },
     ];
     let mut out: Vec<Finding> = tables.iter().filter_map(Table::judge).collect();
-    if let Some(p) = s.cpu_pressure.as_ref().filter(|p| p.some_avg60 >= t.cpu_pressure_warn_some_avg60.get()) {
+    if let Some(p) = s
+        .cpu_pressure
+        .as_ref()
+        .filter(|p| p.some_avg60 >= t.cpu_pressure_warn_some_avg60.get())
+    {
         out.push(
             Finding::fail(
                 "system.cpu_pressure",
@@ -179,7 +211,11 @@ mod tests {
 
     #[test]
     fn no_conntrack_module_is_no_finding() {
-        let s = SystemSection { pid_max: 10, pids_in_use: 1, ..Default::default() };
+        let s = SystemSection {
+            pid_max: 10,
+            pids_in_use: 1,
+            ..Default::default()
+        };
         assert!(judge(&s, &SystemThresholds::default()).is_empty());
     }
 }

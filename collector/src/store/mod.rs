@@ -62,8 +62,10 @@ pub fn database_path(data_dir: &Path) -> PathBuf {
 
 /// Opens (creating if needed) the database for writing, with the schema in place.
 pub fn open_for_writing(data_dir: &Path) -> Result<Connection, StoreError> {
-    std::fs::create_dir_all(data_dir)
-        .map_err(|source| StoreError::DataDir { path: data_dir.to_owned(), source })?;
+    std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+        path: data_dir.to_owned(),
+        source,
+    })?;
     let conn = Connection::open(database_path(data_dir))?;
     // FULL: a committed (and so acknowledged) report survives power loss, not just a crash.
     conn.execute_batch(
@@ -128,7 +130,9 @@ impl Reader {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        Ok(Reader { conn: Mutex::new(conn) })
+        Ok(Reader {
+            conn: Mutex::new(conn),
+        })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -175,7 +179,10 @@ impl Reader {
         let latest = body
             .map(|b| NodeReport::decode(b.as_slice()))
             .transpose()
-            .map_err(|source| StoreError::Corrupt { what: "report", source })?;
+            .map_err(|source| StoreError::Corrupt {
+                what: "report",
+                source,
+            })?;
         Ok(Some((row, latest)))
     }
 
@@ -185,7 +192,10 @@ impl Reader {
         let mut args: Vec<Value> = Vec::new();
         let mut any_of = |sql: &mut String, column: &str, values: &[String]| {
             if !values.is_empty() {
-                sql.push_str(&format!(" AND {column} IN ({})", vec!["?"; values.len()].join(",")));
+                sql.push_str(&format!(
+                    " AND {column} IN ({})",
+                    vec!["?"; values.len()].join(",")
+                ));
                 args.extend(values.iter().cloned().map(Value::Text));
             }
         };
@@ -200,12 +210,17 @@ impl Reader {
             FindingState::Unspecified => {}
         }
         if let Some(since) = filter.since {
-            sql.push_str(&format!(" AND (resolved_at IS NULL OR resolved_at >= {since})"));
+            sql.push_str(&format!(
+                " AND (resolved_at IS NULL OR resolved_at >= {since})"
+            ));
         }
         if let Some(until) = filter.until {
             sql.push_str(&format!(" AND first_seen <= {until}"));
         }
-        sql.push_str(&format!(" ORDER BY last_seen DESC, id DESC LIMIT {}", filter.limit + 1));
+        sql.push_str(&format!(
+            " ORDER BY last_seen DESC, id DESC LIMIT {}",
+            filter.limit + 1
+        ));
         let conn = self.conn();
         let mut stmt = conn.prepare(&sql)?;
         let mut findings = stmt
@@ -225,7 +240,10 @@ impl Reader {
         let bodies = stmt.query_map(rusqlite::params![node, since], |r| r.get::<_, Vec<u8>>(0))?;
         bodies
             .map(|b| {
-                NodeReport::decode(b?.as_slice()).map_err(|source| StoreError::Corrupt { what: "report", source })
+                NodeReport::decode(b?.as_slice()).map_err(|source| StoreError::Corrupt {
+                    what: "report",
+                    source,
+                })
             })
             .collect()
     }
@@ -239,7 +257,10 @@ fn finding_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Finding, S
     let last_seen: i64 = r.get(2)?;
     let resolved_at: Option<i64> = r.get(3)?;
     Ok(Finding::decode(body.as_slice())
-        .map_err(|source| StoreError::Corrupt { what: "finding", source })
+        .map_err(|source| StoreError::Corrupt {
+            what: "finding",
+            source,
+        })
         .map(|mut f| {
             f.id = id as u64;
             f.first_seen = Some(timestamp_from_millis(first_seen));

@@ -60,9 +60,22 @@ pub struct Ingested {
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum Op {
-    Hello { node: String, agent_version: String, interval_ms: i64, now: i64, reply: Reply<u64> },
-    Report { report: Box<NodeReport>, received_at: i64, received: Instant, reply: Reply<Ingested> },
-    Tick { now: i64 },
+    Hello {
+        node: String,
+        agent_version: String,
+        interval_ms: i64,
+        now: i64,
+        reply: Reply<u64>,
+    },
+    Report {
+        report: Box<NodeReport>,
+        received_at: i64,
+        received: Instant,
+        reply: Reply<Ingested>,
+    },
+    Tick {
+        now: i64,
+    },
 }
 
 /// The async side of the writer. Cloning is cheap; the thread stops when every handle is
@@ -75,10 +88,25 @@ pub struct WriterHandle {
 
 impl WriterHandle {
     /// Records an agent's Hello; answers the highest stored seq of the node.
-    pub async fn hello(&self, node: &str, agent_version: &str, interval: Duration, now: i64) -> Result<u64, StoreError> {
+    pub async fn hello(
+        &self,
+        node: &str,
+        agent_version: &str,
+        interval: Duration,
+        now: i64,
+    ) -> Result<u64, StoreError> {
         let (reply, rx) = oneshot::channel();
-        let interval_ms = i64::try_from(interval.as_millis()).unwrap_or(i64::MAX).max(1000);
-        self.send(Op::Hello { node: node.to_owned(), agent_version: agent_version.to_owned(), interval_ms, now, reply }).await?;
+        let interval_ms = i64::try_from(interval.as_millis())
+            .unwrap_or(i64::MAX)
+            .max(1000);
+        self.send(Op::Hello {
+            node: node.to_owned(),
+            agent_version: agent_version.to_owned(),
+            interval_ms,
+            now,
+            reply,
+        })
+        .await?;
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
 
@@ -90,7 +118,13 @@ impl WriterHandle {
         received_at: i64,
     ) -> Result<impl Future<Output = Result<Ingested, StoreError>> + use<>, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Op::Report { report: Box::new(report), received_at, received: Instant::now(), reply }).await?;
+        self.send(Op::Report {
+            report: Box::new(report),
+            received_at,
+            received: Instant::now(),
+            reply,
+        })
+        .await?;
         Ok(async move { rx.await.map_err(|_| StoreError::WriterGone)? })
     }
 
@@ -135,7 +169,10 @@ pub fn spawn(
             writer.run(rx);
             thread_alive.store(false, Ordering::Release);
         })
-        .map_err(|source| StoreError::DataDir { path: "store-writer thread".into(), source })?;
+        .map_err(|source| StoreError::DataDir {
+            path: "store-writer thread".into(),
+            source,
+        })?;
     Ok((WriterHandle { tx, alive }, thread))
 }
 
@@ -192,7 +229,15 @@ impl Writer {
             let mut tx = self.conn.transaction()?;
             for op in batch {
                 let savepoint = tx.savepoint()?;
-                match apply(&savepoint, &mut self.nodes, &mut self.open_counts, &self.config, op, &mut events, &self.metrics) {
+                match apply(
+                    &savepoint,
+                    &mut self.nodes,
+                    &mut self.open_counts,
+                    &self.config,
+                    op,
+                    &mut events,
+                    &self.metrics,
+                ) {
                     Ok(done) => {
                         savepoint.commit()?;
                         completions.push(done);
@@ -231,10 +276,16 @@ impl Writer {
                 }
             }
         }
-        for (severity, label) in [(Severity::Info, "info"), (Severity::Warning, "warning"), (Severity::Critical, "critical")] {
+        for (severity, label) in [
+            (Severity::Info, "info"),
+            (Severity::Warning, "warning"),
+            (Severity::Critical, "critical"),
+        ] {
             self.metrics
                 .open_findings
-                .get_or_create(&SeverityLabel { severity: label.to_owned() })
+                .get_or_create(&SeverityLabel {
+                    severity: label.to_owned(),
+                })
                 .set(self.open_counts[severity as usize]);
         }
     }
@@ -242,7 +293,9 @@ impl Writer {
     /// `Some(now)` when retention should run in this batch.
     fn retention_due(&mut self) -> Option<i64> {
         let now = nodemedic_proto::time::unix_millis(std::time::SystemTime::now());
-        let due = self.last_retention.is_none_or(|last| now - last >= RETENTION_EVERY.as_millis() as i64);
+        let due = self
+            .last_retention
+            .is_none_or(|last| now - last >= RETENTION_EVERY.as_millis() as i64);
         due.then(|| {
             self.last_retention = Some(now);
             now
@@ -253,24 +306,57 @@ impl Writer {
     fn load(&mut self) -> Result<(), StoreError> {
         self.nodes.clear();
         self.open_counts = [0; 4];
-        let mut stmt = self.conn.prepare("SELECT name, last_seq, last_report, interval_ms FROM nodes")?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, last_seq, last_report, interval_ms FROM nodes")?;
         let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, Option<i64>>(2)?, r.get::<_, i64>(3)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
         })?;
         for row in rows {
             let (name, last_seq, last_report, interval_ms) = row?;
-            self.nodes.insert(name, NodeState { last_seq: last_seq as u64, last_report, interval_ms, open: HashMap::new() });
+            self.nodes.insert(
+                name,
+                NodeState {
+                    last_seq: last_seq as u64,
+                    last_report,
+                    interval_ms,
+                    open: HashMap::new(),
+                },
+            );
         }
-        let mut stmt = self.conn.prepare("SELECT id, node, first_seen, body FROM findings WHERE resolved_at IS NULL")?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, node, first_seen, body FROM findings WHERE resolved_at IS NULL")?;
         let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, Vec<u8>>(3)?))
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+            ))
         })?;
         for row in rows {
             let (id, node, first_seen, body) = row?;
-            let finding = Finding::decode(body.as_slice()).map_err(|source| StoreError::Corrupt { what: "finding", source })?;
+            let finding =
+                Finding::decode(body.as_slice()).map_err(|source| StoreError::Corrupt {
+                    what: "finding",
+                    source,
+                })?;
             self.open_counts[severity_index(&finding)] += 1;
             let key = (finding.check.clone(), finding.subject.clone());
-            self.nodes.entry(node).or_default().open.insert(key, OpenFinding { id, first_seen, finding });
+            self.nodes.entry(node).or_default().open.insert(
+                key,
+                OpenFinding {
+                    id,
+                    first_seen,
+                    finding,
+                },
+            );
         }
         Ok(())
     }
@@ -294,29 +380,54 @@ fn apply(
     metrics: &Arc<Metrics>,
 ) -> Result<Completion, Failure> {
     match op {
-        Op::Hello { node, agent_version, interval_ms, now, reply } => {
+        Op::Hello {
+            node,
+            agent_version,
+            interval_ms,
+            now,
+            reply,
+        } => {
             let result = db.execute(
                 "INSERT INTO nodes (name, first_seen, agent_version, interval_ms) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (name) DO UPDATE SET agent_version = excluded.agent_version, interval_ms = excluded.interval_ms",
                 params![node, now, agent_version, interval_ms],
             );
             if let Err(e) = result {
-                return Err((e.into(), Box::new(move |r| { let _ = reply.send(Err(to_error(r))); })));
+                return Err((
+                    e.into(),
+                    Box::new(move |r| {
+                        let _ = reply.send(Err(to_error(r)));
+                    }),
+                ));
             }
             let state = nodes.entry(node).or_default();
             state.interval_ms = interval_ms;
             let last_seq = state.last_seq;
             Ok(Box::new(move |r| {
-                let _ = reply.send(r.map(|()| last_seq).map_err(|e| StoreError::Batch(e.to_string())));
+                let _ = reply.send(
+                    r.map(|()| last_seq)
+                        .map_err(|e| StoreError::Batch(e.to_string())),
+                );
             }))
         }
-        Op::Report { report, received_at, received, reply } => {
+        Op::Report {
+            report,
+            received_at,
+            received,
+            reply,
+        } => {
             let seq = report.seq;
             let state = nodes.entry(report.node.clone()).or_default();
             if seq <= state.last_seq {
                 metrics.reports_duplicate.inc();
                 return Ok(Box::new(move |r| {
-                    let _ = reply.send(r.map(|()| Ingested { seq, duplicate: true }).map_err(|e| StoreError::Batch(e.to_string())));
+                    let _ = reply.send(
+                        r.map(|()| Ingested {
+                            seq,
+                            duplicate: true,
+                        })
+                        .map_err(|e| StoreError::Batch(e.to_string())),
+                    );
                 }));
             }
             match store_report(db, state, open_counts, &report, received_at, events) {
@@ -325,12 +436,25 @@ fn apply(
                     Ok(Box::new(move |r| {
                         if r.is_ok() {
                             metrics.reports_ingested.inc();
-                            metrics.ingest_latency.observe(received.elapsed().as_secs_f64());
+                            metrics
+                                .ingest_latency
+                                .observe(received.elapsed().as_secs_f64());
                         }
-                        let _ = reply.send(r.map(|()| Ingested { seq, duplicate: false }).map_err(|e| StoreError::Batch(e.to_string())));
+                        let _ = reply.send(
+                            r.map(|()| Ingested {
+                                seq,
+                                duplicate: false,
+                            })
+                            .map_err(|e| StoreError::Batch(e.to_string())),
+                        );
                     }))
                 }
-                Err(e) => Err((e, Box::new(move |r| { let _ = reply.send(Err(to_error(r))); }))),
+                Err(e) => Err((
+                    e,
+                    Box::new(move |r| {
+                        let _ = reply.send(Err(to_error(r)));
+                    }),
+                )),
             }
         }
         Op::Tick { now } => match mark_silent(db, nodes, open_counts, config, now, events) {
@@ -341,7 +465,10 @@ fn apply(
 }
 
 fn to_error(r: Result<(), &StoreError>) -> StoreError {
-    StoreError::Batch(r.err().map_or_else(|| "write failed".to_owned(), ToString::to_string))
+    StoreError::Batch(
+        r.err()
+            .map_or_else(|| "write failed".to_owned(), ToString::to_string),
+    )
 }
 
 /// The probe that owns `check` failed in this report: its findings are unknown, not gone.
@@ -356,7 +483,10 @@ fn event(kind: Kind, o: &OpenFinding, last_seen: i64, resolved_at: Option<i64>) 
     f.first_seen = Some(timestamp_from_millis(o.first_seen));
     f.last_seen = Some(timestamp_from_millis(last_seen));
     f.resolved_at = resolved_at.map(timestamp_from_millis);
-    FindingEvent { kind: kind as i32, finding: Some(f) }
+    FindingEvent {
+        kind: kind as i32,
+        finding: Some(f),
+    }
 }
 
 fn store_report(
@@ -367,7 +497,10 @@ fn store_report(
     received_at: i64,
     events: &mut Vec<FindingEvent>,
 ) -> Result<(), StoreError> {
-    let collected_at = report.collected_at.as_ref().map_or(received_at, timestamp_millis);
+    let collected_at = report
+        .collected_at
+        .as_ref()
+        .map_or(received_at, timestamp_millis);
     db.prepare_cached("INSERT INTO reports (node, seq, collected_at, received_at, body) VALUES (?1, ?2, ?3, ?4, ?5)")?
         .execute(params![report.node, report.seq as i64, collected_at, received_at, report.encode_to_vec()])?;
     let report_id = db.last_insert_rowid();
@@ -379,7 +512,8 @@ fn store_report(
     )?
     .execute(params![report.node, received_at, report.seq as i64, report.agent_version, report_id])?;
 
-    let mut open: HashMap<(String, String), OpenFinding> = HashMap::with_capacity(report.findings.len());
+    let mut open: HashMap<(String, String), OpenFinding> =
+        HashMap::with_capacity(report.findings.len());
     let mut new_events = Vec::new();
     for f in &report.findings {
         let key = (f.check.clone(), f.subject.clone());
@@ -394,10 +528,17 @@ fn store_report(
         let body = finding.encode_to_vec();
         let entry = match state.open.get(&key) {
             Some(prev) => {
-                db.prepare_cached("UPDATE findings SET severity = ?1, last_seen = ?2, body = ?3 WHERE id = ?4")?
-                    .execute(params![finding.severity, received_at, body, prev.id])?;
-                let changed = prev.finding.severity != finding.severity || prev.finding.message != finding.message;
-                let entry = OpenFinding { id: prev.id, first_seen: prev.first_seen, finding };
+                db.prepare_cached(
+                    "UPDATE findings SET severity = ?1, last_seen = ?2, body = ?3 WHERE id = ?4",
+                )?
+                .execute(params![finding.severity, received_at, body, prev.id])?;
+                let changed = prev.finding.severity != finding.severity
+                    || prev.finding.message != finding.message;
+                let entry = OpenFinding {
+                    id: prev.id,
+                    first_seen: prev.first_seen,
+                    finding,
+                };
                 if changed {
                     new_events.push(event(Kind::Changed, &entry, received_at, None));
                 }
@@ -409,7 +550,11 @@ fn store_report(
                      VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
                 )?
                 .execute(params![report.node, finding.check, finding.subject, finding.severity, received_at, body])?;
-                let entry = OpenFinding { id: db.last_insert_rowid(), first_seen: received_at, finding };
+                let entry = OpenFinding {
+                    id: db.last_insert_rowid(),
+                    first_seen: received_at,
+                    finding,
+                };
                 new_events.push(event(Kind::Opened, &entry, received_at, None));
                 entry
             }
@@ -454,8 +599,12 @@ fn mark_silent(
 ) -> Result<(), StoreError> {
     let key = ("node.silent".to_owned(), String::new());
     for (name, state) in nodes.iter_mut() {
-        let Some(last) = state.last_report else { continue };
-        let limit = state.interval_ms.saturating_mul(i64::from(config.silent_after));
+        let Some(last) = state.last_report else {
+            continue;
+        };
+        let limit = state
+            .interval_ms
+            .saturating_mul(i64::from(config.silent_after));
         if now - last <= limit || state.open.contains_key(&key) {
             continue;
         }
@@ -480,8 +629,17 @@ fn mark_silent(
             "INSERT INTO findings (node, check_id, subject, severity, first_seen, last_seen, body)
              VALUES (?1, 'node.silent', '', ?2, ?3, ?3, ?4)",
         )?
-        .execute(params![name, finding.severity, now, finding.encode_to_vec()])?;
-        let entry = OpenFinding { id: db.last_insert_rowid(), first_seen: now, finding };
+        .execute(params![
+            name,
+            finding.severity,
+            now,
+            finding.encode_to_vec()
+        ])?;
+        let entry = OpenFinding {
+            id: db.last_insert_rowid(),
+            first_seen: now,
+            finding,
+        };
         warn!(message = "Node is silent.", node = %name, last_report_ms_ago = now - last);
         events.push(event(Kind::Opened, &entry, now, None));
         open_counts[severity_index(&entry.finding)] += 1;

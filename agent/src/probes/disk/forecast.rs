@@ -37,18 +37,27 @@ impl History {
         window: Duration,
         min_span: Duration,
     ) -> Option<Forecast> {
-        let t = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+        let t = now
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
         let samples = self.samples.entry(mount_point.to_owned()).or_default();
         let size = (used + available) as f64;
         if samples.back().is_some_and(|&(last, _)| last >= t) {
             // The clock went back: the old samples no longer line up.
             samples.clear();
-        } else if samples.back().is_some_and(|&(_, last_used)| last_used - used as f64 > size * CLEANUP_SHARE) {
+        } else if samples
+            .back()
+            .is_some_and(|&(_, last_used)| last_used - used as f64 > size * CLEANUP_SHARE)
+        {
             // Something was cleaned up: the trend before it says nothing about what comes.
             samples.clear();
         }
         samples.push_back((t, used as f64));
-        while samples.front().is_some_and(|&(first, _)| first < t - window.as_secs_f64()) {
+        while samples
+            .front()
+            .is_some_and(|&(first, _)| first < t - window.as_secs_f64())
+        {
             samples.pop_front();
         }
         let span = t - samples.front().map_or(t, |&(first, _)| first);
@@ -58,7 +67,10 @@ impl History {
         let per_second = slope(samples.iter().copied());
         let bytes_per_hour = per_second * 3600.0;
         let full_in_hours = (bytes_per_hour > 0.0).then(|| available as f64 / bytes_per_hour);
-        Some(Forecast { bytes_per_hour, full_in_hours })
+        Some(Forecast {
+            bytes_per_hour,
+            full_in_hours,
+        })
     }
 
     /// Forgets the mount points that are no longer mounted.
@@ -70,7 +82,9 @@ impl History {
 /// Least-squares slope of y over x.
 fn slope(points: impl Iterator<Item = (f64, f64)> + Clone) -> f64 {
     let n = points.clone().count() as f64;
-    let (sx, sy) = points.clone().fold((0.0, 0.0), |(sx, sy), (x, y)| (sx + x, sy + y));
+    let (sx, sy) = points
+        .clone()
+        .fold((0.0, 0.0), |(sx, sy), (x, y)| (sx + x, sy + y));
     let (mx, my) = (sx / n, sy / n);
     let (num, den) = points.fold((0.0, 0.0), |(num, den), (x, y)| {
         (num + (x - mx) * (y - my), den + (x - mx) * (x - mx))
@@ -93,9 +107,18 @@ mod tests {
     fn steady_growth_gives_rate_and_time_to_full() {
         let mut h = History::default();
         let gib = 1u64 << 30;
-        assert_eq!(h.record("/", at(0), 10 * gib, 20 * gib, HOUR, 5 * MIN), None);
-        assert_eq!(h.record("/", at(5), 11 * gib, 19 * gib, HOUR, 5 * MIN), None, "two samples");
-        let f = h.record("/", at(10), 12 * gib, 18 * gib, HOUR, 5 * MIN).unwrap();
+        assert_eq!(
+            h.record("/", at(0), 10 * gib, 20 * gib, HOUR, 5 * MIN),
+            None
+        );
+        assert_eq!(
+            h.record("/", at(5), 11 * gib, 19 * gib, HOUR, 5 * MIN),
+            None,
+            "two samples"
+        );
+        let f = h
+            .record("/", at(10), 12 * gib, 18 * gib, HOUR, 5 * MIN)
+            .unwrap();
         assert!((f.bytes_per_hour - 12.0 * gib as f64).abs() < 1.0, "{f:?}");
         assert!((f.full_in_hours.unwrap() - 1.5).abs() < 1e-9);
     }

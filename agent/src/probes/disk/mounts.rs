@@ -9,10 +9,35 @@ use crate::parse::mountinfo::MountInfo;
 /// Filesystem types that hold no node data: kernel interfaces, and images that are
 /// read-only by design (snap's squashfs loops are always 100% full).
 const IGNORED_TYPES: &[&str] = &[
-    "autofs", "binfmt_misc", "bpf", "cgroup", "cgroup2", "configfs", "debugfs", "devpts",
-    "devtmpfs", "efivarfs", "erofs", "fuse.gvfsd-fuse", "fuse.lxcfs", "fusectl", "hugetlbfs",
-    "iso9660", "mqueue", "nfsd", "nsfs", "proc", "pstore", "ramfs", "rootfs", "rpc_pipefs",
-    "securityfs", "selinuxfs", "squashfs", "sysfs", "tracefs",
+    "autofs",
+    "binfmt_misc",
+    "bpf",
+    "cgroup",
+    "cgroup2",
+    "configfs",
+    "debugfs",
+    "devpts",
+    "devtmpfs",
+    "efivarfs",
+    "erofs",
+    "fuse.gvfsd-fuse",
+    "fuse.lxcfs",
+    "fusectl",
+    "hugetlbfs",
+    "iso9660",
+    "mqueue",
+    "nfsd",
+    "nsfs",
+    "proc",
+    "pstore",
+    "ramfs",
+    "rootfs",
+    "rpc_pipefs",
+    "securityfs",
+    "selinuxfs",
+    "squashfs",
+    "sysfs",
+    "tracefs",
 ];
 
 /// Memory-backed or layered types: kept only where they hold a role (a tmpfs `/var/log`),
@@ -21,8 +46,15 @@ const ROLE_ONLY_TYPES: &[&str] = &["tmpfs", "overlay", "shm"];
 
 /// Mounts below these are containers' and pods' own, counted on the filesystem beneath.
 const IGNORED_PREFIXES: &[&str] = &[
-    "/proc/", "/sys/", "/dev/", "/run/", "/var/run/", "/snap/",
-    "/var/lib/docker/", "/var/lib/containerd/", "/var/lib/containers/",
+    "/proc/",
+    "/sys/",
+    "/dev/",
+    "/run/",
+    "/var/run/",
+    "/snap/",
+    "/var/lib/docker/",
+    "/var/lib/containerd/",
+    "/var/lib/containers/",
 ];
 
 /// Where the kubelet and the runtimes keep their data.
@@ -55,20 +87,38 @@ pub fn select(mounts: Vec<MountInfo>, exists: impl Fn(&str) -> bool) -> Vec<Cand
         .into_iter()
         .filter(|m| !IGNORED_TYPES.contains(&m.fs_type.as_str()))
         .filter(|m| !ROLE_ONLY_TYPES.contains(&m.fs_type.as_str()) || is_role_path(&m.mount_point))
-        .filter(|m| !IGNORED_PREFIXES.iter().any(|p| m.mount_point.starts_with(p)))
+        .filter(|m| {
+            !IGNORED_PREFIXES
+                .iter()
+                .any(|p| m.mount_point.starts_with(p))
+        })
         .filter(|m| !m.mount_point.contains("/volume-subpaths/"))
         .collect();
     // A later mount on the same point hides the earlier one.
-    let last_at: HashMap<&str, usize> =
-        kept.iter().enumerate().map(|(i, m)| (m.mount_point.as_str(), i)).collect();
-    let visible: Vec<bool> =
-        kept.iter().enumerate().map(|(i, m)| last_at[m.mount_point.as_str()] == i).collect();
+    let last_at: HashMap<&str, usize> = kept
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.mount_point.as_str(), i))
+        .collect();
+    let visible: Vec<bool> = kept
+        .iter()
+        .enumerate()
+        .map(|(i, m)| last_at[m.mount_point.as_str()] == i)
+        .collect();
     let mut visible = visible.into_iter();
     kept.retain(|_| visible.next().unwrap_or(false));
 
-    let mut candidates: Vec<Candidate> =
-        kept.iter().map(|m| Candidate { info: m.clone(), roles: Vec::new() }).collect();
-    for (path, role) in ROLE_PATHS.iter().filter(|(path, _)| *path == "/" || exists(path)) {
+    let mut candidates: Vec<Candidate> = kept
+        .iter()
+        .map(|m| Candidate {
+            info: m.clone(),
+            roles: Vec::new(),
+        })
+        .collect();
+    for (path, role) in ROLE_PATHS
+        .iter()
+        .filter(|(path, _)| *path == "/" || exists(path))
+    {
         if let Some(holder) = holder_of(&kept, path) {
             push_role(&mut candidates[holder].roles, *role);
         }
@@ -83,7 +133,10 @@ pub fn select(mounts: Vec<MountInfo>, exists: impl Fn(&str) -> bool) -> Vec<Cand
     candidates.sort_by_key(|c| (c.info.mount_point.len(), c.info.mount_point.clone()));
     let mut by_device: Vec<Candidate> = Vec::new();
     for c in candidates {
-        match by_device.iter_mut().find(|k| k.info.device_id == c.info.device_id) {
+        match by_device
+            .iter_mut()
+            .find(|k| k.info.device_id == c.info.device_id)
+        {
             Some(first) => {
                 for role in c.roles {
                     push_role(&mut first.roles, role);
@@ -143,10 +196,22 @@ mod tests {
         assert_eq!(c[0].info.mount_point, "/");
         assert_eq!(
             c[0].roles,
-            [MountRole::Root, MountRole::Kubelet, MountRole::Images, MountRole::Logs]
+            [
+                MountRole::Root,
+                MountRole::Kubelet,
+                MountRole::Images,
+                MountRole::Logs
+            ]
         );
-        assert!(c.iter().all(|c| c.info.fs_type != "squashfs" && c.info.fs_type != "overlay"));
-        assert!(c.iter().all(|c| !c.info.mount_point.starts_with("/run")), "{:?}", points(&c));
+        assert!(
+            c.iter()
+                .all(|c| c.info.fs_type != "squashfs" && c.info.fs_type != "overlay")
+        );
+        assert!(
+            c.iter().all(|c| !c.info.mount_point.starts_with("/run")),
+            "{:?}",
+            points(&c)
+        );
     }
 
     #[test]
@@ -161,11 +226,18 @@ mod tests {
 35 30 0:60 / /run/containerd/io.containerd.runtime.v2.task/k8s.io/abc/rootfs rw - overlay overlay rw
 36 21 0:70 / /var/log rw - tmpfs tmpfs rw,size=1024k
 ";
-        let c = select(mountinfo::parse(text).unwrap(), |p| ["/var/lib/kubelet", "/var/lib/containerd", "/var/log"].contains(&p));
+        let c = select(mountinfo::parse(text).unwrap(), |p| {
+            ["/var/lib/kubelet", "/var/lib/containerd", "/var/log"].contains(&p)
+        });
         assert_eq!(
             points(&c),
-            ["/", "/var/log", "/var/lib/kubelet", "/var/lib/containerd",
-             "/var/lib/kubelet/pods/abc/volumes/kubernetes.io~csi/pvc-1/mount"]
+            [
+                "/",
+                "/var/log",
+                "/var/lib/kubelet",
+                "/var/lib/containerd",
+                "/var/lib/kubelet/pods/abc/volumes/kubernetes.io~csi/pvc-1/mount"
+            ]
         );
         let roles: Vec<_> = c.iter().map(|c| c.roles.clone()).collect();
         assert_eq!(roles[0], [MountRole::Root]);
@@ -177,7 +249,10 @@ mod tests {
 
     #[test]
     fn nfs_mounted_three_times_over_counts_once() {
-        let mounts = mountinfo::parse(&fixture("proc/procfs-go-fixture-pid-mountinfo-nfs-overlay-xfs")).unwrap();
+        let mounts = mountinfo::parse(&fixture(
+            "proc/procfs-go-fixture-pid-mountinfo-nfs-overlay-xfs",
+        ))
+        .unwrap();
         let c = select(mounts, |_| false);
         // The last mount on a point hides the ones beneath it.
         assert_eq!(points(&c), ["/", "/mnt/nfs/test"]);
