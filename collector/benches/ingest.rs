@@ -44,7 +44,7 @@ fn report(template: &NodeReport, node: &str, seq: u64) -> NodeReport {
         ..Finding::fail("memory.swap", Severity::Warning, "", "swap in use".into())
     });
     // One finding that opens and resolves every other report.
-    if seq % 2 == 0 {
+    if seq.is_multiple_of(2) {
         r.findings.push(Finding {
             node: node.into(),
             ..Finding::fail(
