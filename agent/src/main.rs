@@ -32,6 +32,9 @@ struct Args {
     /// Send one report, wait until the collector has stored it, and exit
     #[arg(long)]
     once: bool,
+    /// With --once: give up (exit non-zero) when the report is not stored within this time
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    once_timeout: Duration,
     /// YAML file of thresholds and probe settings (see README); defaults without it
     #[arg(long)]
     config: Option<PathBuf>,
@@ -69,7 +72,7 @@ async fn main() -> anyhow::Result<()> {
         collector_url: args.collector,
         interval: args.interval,
         once: args.once,
-        once_deadline: Duration::from_secs(30),
+        once_deadline: args.once_timeout,
         max_pending: args.max_pending,
     };
     tracing::info!(message = "Starting.", node = collector.node(), host_root = %args.host_root.display(), interval = ?args.interval);

@@ -261,7 +261,7 @@ async fn connect(
     let channel = endpoint
         .connect()
         .await
-        .map_err(|e| tonic::Status::unavailable(format!("connect: {e}")))?;
+        .map_err(|e| tonic::Status::unavailable(format!("connect: {}", error_chain(&e))))?;
     // Room for a full resend queue plus what comes while it drains.
     let (outbound, rx) = mpsc::channel(4096);
     let hello = Hello {
@@ -294,6 +294,18 @@ async fn connect(
             "the collector closed the stream before Welcome",
         )),
     }
+}
+
+/// An error and its causes: "transport error: tcp connect error: Connection refused".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// Exponential backoff from 1 s to 60 s with up to 50% jitter, so that agents restarted

@@ -510,3 +510,55 @@ async fn trigger_collection_reaches_the_agent_stream() {
     assert_eq!(err.code(), Code::NotFound);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn health_and_reflection_answer_without_the_protos() {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start(dir.path(), 3).await;
+    let mut health = HealthClient::new(server.channel().await);
+    for service in ["nodemedic.v1.AgentGateway", "nodemedic.v1.Diagnostics"] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status();
+        assert_eq!(status, ServingStatus::Serving, "{service}");
+    }
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = ServerReflectionClient::new(server.channel().await)
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        answers.next().await.unwrap().unwrap().message_response
+    else {
+        panic!("no service list");
+    };
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "nodemedic.v1.AgentGateway",
+            "nodemedic.v1.Diagnostics"
+        ]
+    );
+    assert!(server.http_get("/healthz").await.contains("200 OK"));
+    server.stop().await;
+}

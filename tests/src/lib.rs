@@ -46,18 +46,18 @@ pub struct CollectorProcess {
 }
 
 impl CollectorProcess {
-    /// Starts `nodemedic-collector` on `data_dir` and waits for its listening line.
-    pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+    /// Starts `nodemedic-collector` on `data_dir` with its gRPC listener at `grpc_listen`
+    /// (`127.0.0.1:0` for a free port), and waits for its listening line.
+    pub fn start(data_dir: &Path, grpc_listen: &str) -> Self {
         let mut child = Command::new(binary("nodemedic-collector"))
             .args([
                 "--grpc-listen",
-                "127.0.0.1:0",
+                grpc_listen,
                 "--http-listen",
                 "127.0.0.1:0",
                 "--data-dir",
             ])
             .arg(data_dir)
-            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()

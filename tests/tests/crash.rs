@@ -84,7 +84,7 @@ async fn open(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_ingest_loses_no_acknowledged_report() {
     let data = tempfile::tempdir().unwrap();
-    let collector = CollectorProcess::start(data.path(), &[]);
+    let collector = CollectorProcess::start(data.path(), "127.0.0.1:0");
     let (tx, mut inbound, last_seq) = open(&collector.grpc_url).await;
     assert_eq!(last_seq, 0);
 
@@ -124,7 +124,7 @@ async fn sigkill_mid_ingest_loses_no_acknowledged_report() {
     assert!(acked.len() >= 2000);
 
     // Restart on the same data: every acknowledged report is there.
-    let collector = CollectorProcess::start(data.path(), &[]);
+    let collector = CollectorProcess::start(data.path(), "127.0.0.1:0");
     let stored: BTreeSet<u64> = Reader::open(data.path())
         .unwrap()
         .history(NODE, 0)

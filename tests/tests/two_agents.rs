@@ -59,7 +59,7 @@ fn two_agents_report_and_the_cli_sees_their_findings() {
     b.set_memory(8 * GIB_KB, 4 * GIB_KB, 2 * GIB_KB, GIB_KB / 2);
 
     let data = tempfile::tempdir().unwrap();
-    let collector = CollectorProcess::start(data.path(), &[]);
+    let collector = CollectorProcess::start(data.path(), "127.0.0.1:0");
     let _agent_a = agent(&collector, "node-a", &a);
     let _agent_b = agent(&collector, "node-b", &b);
 
@@ -163,4 +163,55 @@ fn doctor_exit_codes_follow_the_worst_finding() {
     );
     let (code, _) = cli(&["--collector", "http://127.0.0.1:1", "nodes"]);
     assert_eq!(code, 1, "an unreachable collector is an error");
+}
+
+#[test]
+fn once_delivers_one_report_or_fails_clearly() {
+    let host = FakeHost::new();
+    let data = tempfile::tempdir().unwrap();
+    let collector = CollectorProcess::start(data.path(), "127.0.0.1:0");
+    let run = |url: &str| {
+        Command::new(binary("nodemedic-agent"))
+            .args([
+                "--collector",
+                url,
+                "--node-name",
+                "node-once",
+                "--once",
+                "--once-timeout",
+                "3s",
+                "--host-root",
+            ])
+            .arg(host.root().dir())
+            .output()
+            .unwrap()
+    };
+    let out = run(&collector.grpc_url);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, node) = cli(&[
+        "--collector",
+        &collector.grpc_url,
+        "node",
+        "node-once",
+        "-o",
+        "json",
+    ]);
+    let v: Value = serde_json::from_str(&node).unwrap();
+    assert_eq!(v["node"]["lastSeq"], "1");
+    assert_eq!(
+        v["latest"]["memory"]["totalBytes"],
+        (8 * GIB_KB * 1024).to_string()
+    );
+
+    let out = run("http://127.0.0.1:1");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("could not deliver the report") && stderr.contains("Connection refused"),
+        "{stderr}"
+    );
 }

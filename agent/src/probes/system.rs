@@ -210,6 +210,48 @@ mod tests {
     }
 
     #[test]
+    fn reads_a_host_tree_and_names_a_broken_file() {
+        let host = crate::testing::FakeHost::new();
+        host.write("/proc/sys/net/netfilter/nf_conntrack_count", "95\n");
+        host.write("/proc/sys/net/netfilter/nf_conntrack_max", "100\n");
+        let ctx = ProbeContext {
+            host: host.root(),
+            now: std::time::SystemTime::now(),
+            thresholds: Default::default(),
+        };
+        let out = SystemProbe.run(&ctx).unwrap();
+        let Section::System(s) = out.section else {
+            panic!("not a system section")
+        };
+        assert_eq!(
+            (s.pids_in_use, s.pid_max, s.open_files),
+            (300, 4_194_304, 3000)
+        );
+        assert_eq!(
+            (s.conntrack_entries, s.conntrack_max),
+            (Some(95), Some(100))
+        );
+        assert_eq!(
+            (s.kernel_release.as_str(), s.uptime_seconds),
+            ("6.1.0-test", 12345)
+        );
+        assert_eq!(s.cpu_pressure.unwrap().some_avg10, 1.0);
+        let checks: Vec<_> = out
+            .findings
+            .iter()
+            .map(|f| (f.check.as_str(), f.severity()))
+            .collect();
+        assert_eq!(checks, [("system.conntrack", Severity::Critical)]);
+
+        host.write("/proc/loadavg", "garbage\n");
+        let err = SystemProbe.run(&ctx).unwrap_err().to_string();
+        assert!(
+            err.contains("proc/loadavg") && err.contains("garbage"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn no_conntrack_module_is_no_finding() {
         let s = SystemSection {
             pid_max: 10,

@@ -155,9 +155,7 @@ pub fn spawn(
         config,
         events,
         metrics,
-        nodes: HashMap::new(),
-        open_counts: [0; 4],
-        last_retention: None,
+        view: View::default(),
     };
     writer.load()?;
     let (tx, rx) = mpsc::channel(8 * MAX_BATCH);
@@ -196,9 +194,17 @@ struct Writer {
     config: WriterConfig,
     events: broadcast::Sender<FindingEvent>,
     metrics: Arc<Metrics>,
+    view: View,
+}
+
+/// What the writer knows without reading the database: loaded at start, changed only after
+/// the statements of a write succeed, reloaded after a failed commit.
+#[derive(Debug, Default)]
+struct View {
     nodes: HashMap<String, NodeState>,
     /// Open findings by severity value (0..=3).
     open_counts: [i64; 4],
+    /// When retention last ran (unix ms).
     last_retention: Option<i64>,
 }
 
@@ -224,15 +230,13 @@ impl Writer {
         self.metrics.batch_size.observe(batch.len() as f64);
         let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
         let mut events: Vec<FindingEvent> = Vec::new();
-        let retention_now = self.retention_due();
         let result = (|| -> Result<(), StoreError> {
             let mut tx = self.conn.transaction()?;
             for op in batch {
                 let savepoint = tx.savepoint()?;
                 match apply(
                     &savepoint,
-                    &mut self.nodes,
-                    &mut self.open_counts,
+                    &mut self.view,
                     &self.config,
                     op,
                     &mut events,
@@ -249,9 +253,6 @@ impl Writer {
                         fail(Err(&e));
                     }
                 }
-            }
-            if let Some(now) = retention_now {
-                retention(&tx, now, self.config.retention)?;
             }
             tx.commit()?;
             Ok(())
@@ -286,26 +287,14 @@ impl Writer {
                 .get_or_create(&SeverityLabel {
                     severity: label.to_owned(),
                 })
-                .set(self.open_counts[severity as usize]);
+                .set(self.view.open_counts[severity as usize]);
         }
-    }
-
-    /// `Some(now)` when retention should run in this batch.
-    fn retention_due(&mut self) -> Option<i64> {
-        let now = nodemedic_proto::time::unix_millis(std::time::SystemTime::now());
-        let due = self
-            .last_retention
-            .is_none_or(|last| now - last >= RETENTION_EVERY.as_millis() as i64);
-        due.then(|| {
-            self.last_retention = Some(now);
-            now
-        })
     }
 
     /// Loads last seqs and open findings from the database.
     fn load(&mut self) -> Result<(), StoreError> {
-        self.nodes.clear();
-        self.open_counts = [0; 4];
+        self.view.nodes.clear();
+        self.view.open_counts = [0; 4];
         let mut stmt = self
             .conn
             .prepare("SELECT name, last_seq, last_report, interval_ms FROM nodes")?;
@@ -319,7 +308,7 @@ impl Writer {
         })?;
         for row in rows {
             let (name, last_seq, last_report, interval_ms) = row?;
-            self.nodes.insert(
+            self.view.nodes.insert(
                 name,
                 NodeState {
                     last_seq: last_seq as u64,
@@ -347,9 +336,9 @@ impl Writer {
                     what: "finding",
                     source,
                 })?;
-            self.open_counts[severity_index(&finding)] += 1;
+            self.view.open_counts[severity_index(&finding)] += 1;
             let key = (finding.check.clone(), finding.subject.clone());
-            self.nodes.entry(node).or_default().open.insert(
+            self.view.nodes.entry(node).or_default().open.insert(
                 key,
                 OpenFinding {
                     id,
@@ -372,8 +361,7 @@ type Failure = (StoreError, Box<dyn FnOnce(Result<(), &StoreError>) + Send>);
 /// of the op has succeeded, so a failed op leaves nothing behind.
 fn apply(
     db: &Connection,
-    nodes: &mut HashMap<String, NodeState>,
-    open_counts: &mut [i64; 4],
+    view: &mut View,
     config: &WriterConfig,
     op: Op,
     events: &mut Vec<FindingEvent>,
@@ -400,7 +388,7 @@ fn apply(
                     }),
                 ));
             }
-            let state = nodes.entry(node).or_default();
+            let state = view.nodes.entry(node).or_default();
             state.interval_ms = interval_ms;
             let last_seq = state.last_seq;
             Ok(Box::new(move |r| {
@@ -417,7 +405,7 @@ fn apply(
             reply,
         } => {
             let seq = report.seq;
-            let state = nodes.entry(report.node.clone()).or_default();
+            let state = view.nodes.entry(report.node.clone()).or_default();
             if seq <= state.last_seq {
                 metrics.reports_duplicate.inc();
                 return Ok(Box::new(move |r| {
@@ -430,7 +418,14 @@ fn apply(
                     );
                 }));
             }
-            match store_report(db, state, open_counts, &report, received_at, events) {
+            match store_report(
+                db,
+                state,
+                &mut view.open_counts,
+                &report,
+                received_at,
+                events,
+            ) {
                 Ok(()) => {
                     let metrics = Arc::clone(metrics);
                     Ok(Box::new(move |r| {
@@ -457,7 +452,9 @@ fn apply(
                 )),
             }
         }
-        Op::Tick { now } => match mark_silent(db, nodes, open_counts, config, now, events) {
+        Op::Tick { now } => match retention(db, view, config, now)
+            .and_then(|()| mark_silent(db, view, config, now, events))
+        {
             Ok(()) => Ok(Box::new(|_| {})),
             Err(e) => Err((e, Box::new(|_| {}))),
         },
@@ -591,14 +588,13 @@ fn store_report(
 
 fn mark_silent(
     db: &Connection,
-    nodes: &mut HashMap<String, NodeState>,
-    open_counts: &mut [i64; 4],
+    view: &mut View,
     config: &WriterConfig,
     now: i64,
     events: &mut Vec<FindingEvent>,
 ) -> Result<(), StoreError> {
     let key = ("node.silent".to_owned(), String::new());
-    for (name, state) in nodes.iter_mut() {
+    for (name, state) in view.nodes.iter_mut() {
         let Some(last) = state.last_report else {
             continue;
         };
@@ -642,14 +638,27 @@ fn mark_silent(
         };
         warn!(message = "Node is silent.", node = %name, last_report_ms_ago = now - last);
         events.push(event(Kind::Opened, &entry, now, None));
-        open_counts[severity_index(&entry.finding)] += 1;
+        view.open_counts[severity_index(&entry.finding)] += 1;
         state.open.insert(key.clone(), entry);
     }
     Ok(())
 }
 
-fn retention(db: &Connection, now: i64, retention: Duration) -> Result<(), StoreError> {
-    let cutoff = now - retention.as_millis() as i64;
+/// Deletes reports and resolved findings older than the retention, once a minute; the
+/// latest report of every node stays.
+fn retention(
+    db: &Connection,
+    view: &mut View,
+    config: &WriterConfig,
+    now: i64,
+) -> Result<(), StoreError> {
+    if view
+        .last_retention
+        .is_some_and(|last| now - last < RETENTION_EVERY.as_millis() as i64)
+    {
+        return Ok(());
+    }
+    let cutoff = now - config.retention.as_millis() as i64;
     let reports = db.execute(
         "DELETE FROM reports WHERE received_at < ?1
          AND id NOT IN (SELECT latest_report_id FROM nodes WHERE latest_report_id IS NOT NULL)",
@@ -659,5 +668,125 @@ fn retention(db: &Connection, now: i64, retention: Duration) -> Result<(), Store
     if reports + findings > 0 {
         info!(message = "Retention deleted old data.", reports, findings);
     }
+    view.last_retention = Some(now);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{FindingFilter, Reader, open_for_writing};
+    use nodemedic_proto::v1::{FindingState, ProbeRun};
+
+    const HOUR: i64 = 3_600_000;
+    const NOW: i64 = 1_700_000_000_000;
+
+    fn report(node: &str, seq: u64, at: i64, checks: &[&str]) -> NodeReport {
+        NodeReport {
+            node: node.into(),
+            seq,
+            collected_at: Some(timestamp_from_millis(at)),
+            findings: checks
+                .iter()
+                .map(|c| Finding {
+                    node: node.into(),
+                    ..Finding::fail(c, Severity::Warning, "/", "x".into())
+                })
+                .collect(),
+            probes: vec![ProbeRun {
+                probe: "disk".into(),
+                ok: true,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn retention_keeps_each_nodes_latest_report_and_open_findings() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = WriterConfig {
+            retention: Duration::from_secs(3600),
+            silent_after: 3,
+        };
+        let (events, _) = broadcast::channel(16);
+        let (writer, thread) = spawn(
+            open_for_writing(dir.path()).unwrap(),
+            config,
+            events,
+            Arc::default(),
+        )
+        .unwrap();
+        for node in ["n1", "n2"] {
+            writer
+                .hello(node, "test", Duration::from_secs(3600), NOW - 6 * HOUR)
+                .await
+                .unwrap();
+        }
+        // n1: a finding opens 3h ago and resolves 2h ago; its latest report is recent.
+        for (seq, at, checks) in [
+            (1, NOW - 3 * HOUR, &["disk.space"][..]),
+            (2, NOW - 2 * HOUR, &[][..]),
+            (3, NOW - 60_000, &[][..]),
+        ] {
+            writer
+                .ingest(report("n1", seq, at, checks), at)
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        // n2: one old report with a finding still open.
+        writer
+            .ingest(
+                report("n2", 1, NOW - 5 * HOUR, &["disk.inodes"]),
+                NOW - 5 * HOUR,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        writer.tick(NOW).await.unwrap();
+        drop(writer);
+        thread.join().unwrap();
+
+        let reader = Reader::open(dir.path()).unwrap();
+        let seqs = |node| {
+            reader
+                .history(node, 0)
+                .unwrap()
+                .iter()
+                .map(|r| r.seq)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(seqs("n1"), [3], "reports older than 1h are gone");
+        assert_eq!(seqs("n2"), [1], "a node's latest report stays, however old");
+        let all = FindingFilter {
+            limit: 100,
+            ..Default::default()
+        };
+        let (resolved, _) = reader
+            .findings(&FindingFilter {
+                state: FindingState::Resolved,
+                ..all.clone()
+            })
+            .unwrap();
+        assert!(
+            resolved.is_empty(),
+            "findings resolved before the cutoff are gone: {resolved:?}"
+        );
+        let (open, _) = reader
+            .findings(&FindingFilter {
+                state: FindingState::Open,
+                ..all
+            })
+            .unwrap();
+        let mut open: Vec<_> = open
+            .iter()
+            .map(|f| (f.node.as_str(), f.check.as_str()))
+            .collect();
+        open.sort();
+        // n2 missed 3 hourly intervals: silent. n1 reported a minute ago: not.
+        assert_eq!(open, [("n2", "disk.inodes"), ("n2", "node.silent")]);
+    }
 }

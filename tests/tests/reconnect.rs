@@ -1,0 +1,65 @@
+//! An agent keeps collecting while its collector is down, and delivers every report once
+//! the collector is back: the stored seqs have no gap.
+
+use std::{process::Command, time::Duration};
+
+use nodemedic_agent::testing::FakeHost;
+use nodemedic_collector::store::Reader;
+use nodemedic_tests::{CollectorProcess, Process, binary, cli, eventually};
+
+fn last_seq(url: &str) -> Option<u64> {
+    let (code, out) = cli(&["--collector", url, "node", "node-r", "-o", "json"]);
+    if code != 0 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+    v["node"]["lastSeq"].as_str()?.parse().ok()
+}
+
+#[test]
+fn reports_collected_while_the_collector_is_down_arrive_after_it_returns() {
+    let host = FakeHost::new();
+    let data = tempfile::tempdir().unwrap();
+    let collector = CollectorProcess::start(data.path(), "127.0.0.1:0");
+    let url = collector.grpc_url.clone();
+    let _agent = Process(
+        Command::new(binary("nodemedic-agent"))
+            .args([
+                "--collector",
+                &url,
+                "--node-name",
+                "node-r",
+                "--interval",
+                "1s",
+                "--host-root",
+            ])
+            .arg(host.root().dir())
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .unwrap(),
+    );
+    let before = eventually(Duration::from_secs(30), "three reports", || {
+        last_seq(&url).filter(|s| *s >= 3)
+    });
+    collector.kill();
+    std::thread::sleep(Duration::from_secs(4));
+
+    let addr = url.trim_start_matches("http://");
+    let collector = CollectorProcess::start(data.path(), addr);
+    let after = eventually(Duration::from_secs(60), "reports after the restart", || {
+        last_seq(&collector.grpc_url).filter(|s| *s >= before + 6)
+    });
+    let seqs: Vec<u64> = Reader::open(data.path())
+        .unwrap()
+        .history("node-r", 0)
+        .unwrap()
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+    assert_eq!(
+        seqs, expected,
+        "no report lost while the collector was down"
+    );
+    assert!(seqs.len() as u64 >= after);
+}
