@@ -14,6 +14,23 @@ use crate::{
 /// The agent's version, sent in every Hello and report.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// The hostname is not valid UTF-8, so it cannot be a node name.
+#[derive(Debug, thiserror::Error)]
+#[error("the hostname is not UTF-8; pass --node-name")]
+pub struct HostnameNotUtf8;
+
+/// The name this node reports as: `explicit` when given and not empty, else the hostname.
+pub fn node_name(explicit: Option<String>) -> Result<String, HostnameNotUtf8> {
+    match explicit {
+        Some(name) if !name.is_empty() => Ok(name),
+        _ => rustix::system::uname()
+            .nodename()
+            .to_str()
+            .map(str::to_owned)
+            .map_err(|_| HostnameNotUtf8),
+    }
+}
+
 /// Runs the probes of one node; holds their state (samples, counters) between runs.
 pub struct Collector {
     node: String,

@@ -2,10 +2,10 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use anyhow::Context;
 use clap::Parser;
 use nodemedic_agent::{
     Collector,
+    collect::node_name,
     config::Config,
     host::HostRoot,
     reporter::{self, ReporterOptions},
@@ -55,18 +55,8 @@ async fn main() -> anyhow::Result<()> {
     if args.interval < Duration::from_secs(1) {
         anyhow::bail!("--interval must be at least 1s, got {:?}", args.interval);
     }
-    let config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
-    let node = match args.node_name {
-        Some(name) if !name.is_empty() => name,
-        _ => rustix::system::uname()
-            .nodename()
-            .to_str()
-            .context("the hostname is not UTF-8; pass --node-name")?
-            .to_owned(),
-    };
+    let config = Config::load_or_default(args.config.as_deref())?;
+    let node = node_name(args.node_name)?;
     let collector = Collector::new(node, HostRoot::new(&args.host_root), config);
     let opts = ReporterOptions {
         collector_url: args.collector,

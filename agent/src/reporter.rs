@@ -21,7 +21,10 @@ use tokio::{
     time::{Instant, MissedTickBehavior, sleep_until, timeout},
 };
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
-use tonic::{Code, Streaming, transport::Endpoint};
+use tonic::{
+    Code, Streaming,
+    transport::{Channel, Endpoint},
+};
 use tracing::{debug, info, warn};
 
 use crate::collect::{AGENT_VERSION, Collector};
@@ -68,10 +71,54 @@ pub struct ReporterOptions {
     pub max_pending: usize,
 }
 
-/// One open stream to the collector.
-struct Connection {
-    outbound: mpsc::Sender<AgentMessage>,
-    inbound: Streaming<CollectorMessage>,
+/// An open `AgentGateway.Connect` stream, after the collector's Welcome.
+pub struct Connection {
+    /// Messages to the collector.
+    pub outbound: mpsc::Sender<AgentMessage>,
+    /// Messages from the collector.
+    pub inbound: Streaming<CollectorMessage>,
+    /// The highest seq the collector has stored for the node.
+    pub last_seq: u64,
+}
+
+impl Connection {
+    /// Opens the stream on `channel`: sends `hello` and waits for the Welcome. `capacity`
+    /// bounds the messages queued towards the collector.
+    pub async fn open(
+        channel: Channel,
+        hello: Hello,
+        capacity: usize,
+    ) -> Result<Self, tonic::Status> {
+        let (outbound, rx) = mpsc::channel(capacity.max(1));
+        outbound
+            .try_send(AgentMessage {
+                kind: Some(agent_message::Kind::Hello(hello)),
+            })
+            .map_err(|_| tonic::Status::internal("new stream refused the hello"))?;
+        let mut inbound = AgentGatewayClient::new(channel)
+            .connect(ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        let first = timeout(Duration::from_secs(10), inbound.next())
+            .await
+            .map_err(|_| tonic::Status::deadline_exceeded("no Welcome within 10s"))?;
+        match first {
+            Some(Ok(CollectorMessage {
+                kind: Some(collector_message::Kind::Welcome(w)),
+            })) => Ok(Connection {
+                outbound,
+                inbound,
+                last_seq: w.last_seq,
+            }),
+            Some(Ok(other)) => Err(tonic::Status::internal(format!(
+                "expected Welcome, got {other:?}"
+            ))),
+            Some(Err(status)) => Err(status),
+            None => Err(tonic::Status::unavailable(
+                "the collector closed the stream before Welcome",
+            )),
+        }
+    }
 }
 
 /// Reports and their seq numbering across connections.
@@ -194,7 +241,8 @@ pub async fn run(
             },
             () = sleep_until(reconnect_at), if conn.is_none() => {
                 match connect(&endpoint, collector, opts.interval).await {
-                    Ok((c, last_seq)) => {
+                    Ok(c) => {
+                        let last_seq = c.last_seq;
                         info!(message = "Connected to the collector.", url = %opts.collector_url, last_seq, resending = queue.pending.len());
                         backoff.reset();
                         queue.welcome(last_seq);
@@ -252,48 +300,24 @@ async fn next_message(conn: &mut Option<Connection>) -> Result<CollectorMessage,
     }
 }
 
-/// Opens the stream, sends Hello and waits for Welcome.
+/// Connects and opens the stream with this agent's Hello.
 async fn connect(
     endpoint: &Endpoint,
     collector: &Collector,
     interval: Duration,
-) -> Result<(Connection, u64), tonic::Status> {
+) -> Result<Connection, tonic::Status> {
     let channel = endpoint
         .connect()
         .await
         .map_err(|e| tonic::Status::unavailable(format!("connect: {}", error_chain(&e))))?;
-    // Room for a full resend queue plus what comes while it drains.
-    let (outbound, rx) = mpsc::channel(4096);
     let hello = Hello {
         node: collector.node().to_owned(),
         agent_version: AGENT_VERSION.to_owned(),
         capabilities: collector.capabilities(),
         interval: Some(duration(interval)),
     };
-    outbound
-        .try_send(AgentMessage {
-            kind: Some(agent_message::Kind::Hello(hello)),
-        })
-        .map_err(|_| tonic::Status::internal("new stream refused the hello"))?;
-    let mut inbound = AgentGatewayClient::new(channel)
-        .connect(ReceiverStream::new(rx))
-        .await?
-        .into_inner();
-    let first = timeout(Duration::from_secs(10), inbound.next())
-        .await
-        .map_err(|_| tonic::Status::deadline_exceeded("no Welcome within 10s"))?;
-    match first {
-        Some(Ok(CollectorMessage {
-            kind: Some(collector_message::Kind::Welcome(w)),
-        })) => Ok((Connection { outbound, inbound }, w.last_seq)),
-        Some(Ok(other)) => Err(tonic::Status::internal(format!(
-            "expected Welcome, got {other:?}"
-        ))),
-        Some(Err(status)) => Err(status),
-        None => Err(tonic::Status::unavailable(
-            "the collector closed the stream before Welcome",
-        )),
-    }
+    // Room for a full resend queue plus what comes while it drains.
+    Connection::open(channel, hello, 4096).await
 }
 
 /// An error and its causes: "transport error: tcp connect error: Connection refused".

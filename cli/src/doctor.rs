@@ -3,8 +3,7 @@
 
 use std::{path::PathBuf, time::SystemTime};
 
-use anyhow::Context;
-use nodemedic_agent::{Collector, config::Config, host::HostRoot};
+use nodemedic_agent::{Collector, collect::node_name, config::Config, host::HostRoot};
 use nodemedic_collector::analysis::{Diagnosis, diagnose};
 use nodemedic_proto::v1::{Finding, NodeReport, Severity};
 use serde::Serialize;
@@ -50,18 +49,8 @@ struct Output<'a> {
 
 /// Diagnoses this machine, prints the result, and answers the exit code.
 pub async fn run(args: DoctorArgs, format: Format) -> anyhow::Result<u8> {
-    let config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
-    let node = match args.node_name {
-        Some(n) => n,
-        None => rustix::system::uname()
-            .nodename()
-            .to_str()
-            .context("the hostname is not UTF-8; pass --node-name")?
-            .to_owned(),
-    };
+    let config = Config::load_or_default(args.config.as_deref())?;
+    let node = node_name(args.node_name)?;
     let collector = Collector::new(node, HostRoot::new(&args.host_root), config);
     let mut report = collector.collect().await;
     report.seq = 1;

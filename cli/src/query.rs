@@ -115,11 +115,7 @@ pub async fn nodes(mut c: DiagnosticsClient<Channel>, format: Format) -> anyhow:
             n.agent_version.clone(),
         ]);
     }
-    if t.is_empty() {
-        eprintln!("No nodes have reported yet.");
-    } else {
-        print!("{}", t.render(""));
-    }
+    t.print_or("No nodes have reported yet.");
     Ok(())
 }
 
@@ -224,11 +220,7 @@ pub async fn findings(
             f.message.clone(),
         ]);
     }
-    if t.is_empty() {
-        eprintln!("No findings.");
-    } else {
-        print!("{}", t.render(""));
-    }
+    t.print_or("No findings.");
     if resp.truncated {
         eprintln!("(more findings matched; raise --limit to see them)");
     }

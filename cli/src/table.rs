@@ -28,9 +28,14 @@ impl Table {
         );
     }
 
-    /// Whether no row was added.
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+    /// Prints the table, or `empty` on stderr when no row was added (kubectl's "No
+    /// resources found").
+    pub fn print_or(&self, empty: &str) {
+        if self.rows.is_empty() {
+            eprintln!("{empty}");
+        } else {
+            print!("{}", self.render(""));
+        }
     }
 
     /// The table as text, each line prefixed with `indent`; the last column is not padded.

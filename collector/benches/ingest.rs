@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use nodemedic_agent::{Collector, config::Config, host::HostRoot};
+use nodemedic_agent::{Collector, config::Config, host::HostRoot, reporter::Connection};
 use nodemedic_collector::{
     server::{Bound, Config as ServerConfig},
     validate::ReportLimits,
@@ -17,13 +17,12 @@ use nodemedic_collector::{
 use nodemedic_proto::{
     time::{duration, timestamp},
     v1::{
-        AgentMessage, CollectorMessage, Finding, Hello, NodeReport, Severity,
-        agent_gateway_client::AgentGatewayClient, agent_message, collector_message,
+        AgentMessage, CollectorMessage, Finding, Hello, NodeReport, Severity, agent_message,
+        collector_message,
     },
 };
 use prost::Message;
-use tokio::sync::mpsc;
-use tokio_stream::{StreamExt, wrappers::ReceiverStream};
+use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
 fn env(name: &str, default: usize) -> usize {
@@ -69,24 +68,17 @@ async fn agent(
     window: usize,
 ) -> Vec<Duration> {
     let channel = Channel::from_shared(url).unwrap().connect().await.unwrap();
-    let (tx, rx) = mpsc::channel(window + 2);
     let hello = Hello {
         node: node.clone(),
         agent_version: "bench".into(),
         capabilities: vec![],
         interval: Some(duration(Duration::from_secs(10))),
     };
-    tx.send(AgentMessage {
-        kind: Some(agent_message::Kind::Hello(hello)),
-    })
-    .await
-    .unwrap();
-    let mut inbound = AgentGatewayClient::new(channel)
-        .connect(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    inbound.next().await.unwrap().unwrap();
+    let Connection {
+        outbound: tx,
+        mut inbound,
+        ..
+    } = Connection::open(channel, hello, window + 2).await.unwrap();
     let mut in_flight: VecDeque<Instant> = VecDeque::new();
     let mut latencies = Vec::with_capacity(reports as usize);
     let mut next = 1;

@@ -2,6 +2,7 @@
 
 use std::{path::Path, time::Duration};
 
+use nodemedic_agent::reporter::Connection;
 use nodemedic_collector::{
     server::{Bound, Config},
     validate::ReportLimits,
@@ -11,12 +12,12 @@ use nodemedic_proto::{
     v1::{
         AgentMessage, CollectorMessage, Finding, FindingState, GetNodeRequest, Hello,
         ListFindingsRequest, NodeReport, ProbeRun, Severity, TriggerCollectionRequest,
-        WatchFindingsRequest, agent_gateway_client::AgentGatewayClient, agent_message,
-        collector_message, diagnostics_client::DiagnosticsClient, finding_event,
+        WatchFindingsRequest, agent_message, collector_message,
+        diagnostics_client::DiagnosticsClient, finding_event,
     },
 };
 use tokio::sync::{mpsc, oneshot};
-use tokio_stream::{StreamExt, wrappers::ReceiverStream};
+use tokio_stream::StreamExt;
 use tonic::{Code, Streaming, transport::Channel};
 
 struct Running {
@@ -95,32 +96,18 @@ struct Agent {
 }
 
 async fn connect(server: &Running, node: &str, interval: Duration) -> Result<Agent, tonic::Status> {
-    let (tx, rx) = mpsc::channel(64);
-    tx.send(AgentMessage {
-        kind: Some(agent_message::Kind::Hello(Hello {
-            node: node.into(),
-            agent_version: "test".into(),
-            capabilities: vec!["disk".into()],
-            interval: Some(duration(interval)),
-        })),
+    let hello = Hello {
+        node: node.into(),
+        agent_version: "test".into(),
+        capabilities: vec!["disk".into()],
+        interval: Some(duration(interval)),
+    };
+    let c = Connection::open(server.channel().await, hello, 64).await?;
+    Ok(Agent {
+        tx: c.outbound,
+        rx: c.inbound,
+        last_seq: c.last_seq,
     })
-    .await
-    .unwrap();
-    let mut rx = AgentGatewayClient::new(server.channel().await)
-        .connect(ReceiverStream::new(rx))
-        .await?
-        .into_inner();
-    match rx.next().await {
-        Some(Ok(CollectorMessage {
-            kind: Some(collector_message::Kind::Welcome(w)),
-        })) => Ok(Agent {
-            tx,
-            rx,
-            last_seq: w.last_seq,
-        }),
-        Some(Err(status)) => Err(status),
-        other => panic!("expected Welcome, got {other:?}"),
-    }
 }
 
 fn report(

@@ -114,3 +114,24 @@ pub fn eventually<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Starts `nodemedic-agent` reporting every second as `node`, reading the host tree at
+/// `host_root`.
+pub fn agent(collector_url: &str, node: &str, host_root: &Path) -> Process {
+    Process(
+        Command::new(binary("nodemedic-agent"))
+            .args([
+                "--collector",
+                collector_url,
+                "--node-name",
+                node,
+                "--interval",
+                "1s",
+                "--host-root",
+            ])
+            .arg(host_root)
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("start nodemedic-agent"),
+    )
+}

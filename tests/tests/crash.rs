@@ -3,18 +3,17 @@
 
 use std::{collections::BTreeSet, time::Duration};
 
+use nodemedic_agent::reporter::Connection;
 use nodemedic_collector::store::Reader;
 use nodemedic_proto::{
     time::{duration, timestamp},
     v1::{
-        AgentMessage, CollectorMessage, Finding, GetNodeRequest, Hello, NodeReport, ProbeRun,
-        Severity, agent_gateway_client::AgentGatewayClient, agent_message, collector_message,
-        diagnostics_client::DiagnosticsClient,
+        AgentMessage, Finding, GetNodeRequest, Hello, NodeReport, ProbeRun, Severity,
+        agent_message, collector_message, diagnostics_client::DiagnosticsClient,
     },
 };
 use nodemedic_tests::CollectorProcess;
-use tokio::sync::mpsc;
-use tokio_stream::{StreamExt, wrappers::ReceiverStream};
+use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
 const NODE: &str = "crash-node";
@@ -43,49 +42,30 @@ fn report(seq: u64) -> NodeReport {
     }
 }
 
-async fn open(
-    url: &str,
-) -> (
-    mpsc::Sender<AgentMessage>,
-    tonic::Streaming<CollectorMessage>,
-    u64,
-) {
+async fn open(url: &str) -> Connection {
     let channel = Channel::from_shared(url.to_owned())
         .unwrap()
         .connect()
         .await
         .unwrap();
-    let (tx, rx) = mpsc::channel(100_000);
     let hello = Hello {
         node: NODE.into(),
         agent_version: "test".into(),
         capabilities: vec![],
         interval: Some(duration(Duration::from_secs(10))),
     };
-    tx.send(AgentMessage {
-        kind: Some(agent_message::Kind::Hello(hello)),
-    })
-    .await
-    .unwrap();
-    let mut inbound = AgentGatewayClient::new(channel)
-        .connect(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(Ok(CollectorMessage {
-        kind: Some(collector_message::Kind::Welcome(w)),
-    })) = inbound.next().await
-    else {
-        panic!("no Welcome");
-    };
-    (tx, inbound, w.last_seq)
+    Connection::open(channel, hello, 100_000).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_ingest_loses_no_acknowledged_report() {
     let data = tempfile::tempdir().unwrap();
     let collector = CollectorProcess::start(data.path(), "127.0.0.1:0");
-    let (tx, mut inbound, last_seq) = open(&collector.grpc_url).await;
+    let Connection {
+        outbound: tx,
+        mut inbound,
+        last_seq,
+    } = open(&collector.grpc_url).await;
     assert_eq!(last_seq, 0);
 
     // Pipeline reports as fast as the collector takes them.
@@ -153,7 +133,7 @@ async fn sigkill_mid_ingest_loses_no_acknowledged_report() {
         .into_inner();
     assert_eq!(node.open_findings.len(), 1);
     assert_eq!(node.open_findings[0].check, "disk.space");
-    let (_tx, _inbound, last_seq) = open(&collector.grpc_url).await;
+    let last_seq = open(&collector.grpc_url).await.last_seq;
     assert_eq!(last_seq, *stored.last().unwrap());
     assert!(last_seq >= max_acked);
 }

@@ -1,11 +1,11 @@
 //! An agent keeps collecting while its collector is down, and delivers every report once
 //! the collector is back: the stored seqs have no gap.
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use nodemedic_agent::testing::FakeHost;
 use nodemedic_collector::store::Reader;
-use nodemedic_tests::{CollectorProcess, Process, binary, cli, eventually};
+use nodemedic_tests::{CollectorProcess, agent, cli, eventually};
 
 fn last_seq(url: &str) -> Option<u64> {
     let (code, out) = cli(&["--collector", url, "node", "node-r", "-o", "json"]);
@@ -22,22 +22,7 @@ fn reports_collected_while_the_collector_is_down_arrive_after_it_returns() {
     let data = tempfile::tempdir().unwrap();
     let collector = CollectorProcess::start(data.path(), "127.0.0.1:0");
     let url = collector.grpc_url.clone();
-    let _agent = Process(
-        Command::new(binary("nodemedic-agent"))
-            .args([
-                "--collector",
-                &url,
-                "--node-name",
-                "node-r",
-                "--interval",
-                "1s",
-                "--host-root",
-            ])
-            .arg(host.root().dir())
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .unwrap(),
-    );
+    let _agent = agent(&url, "node-r", host.root().dir());
     let before = eventually(Duration::from_secs(30), "three reports", || {
         last_seq(&url).filter(|s| *s >= 3)
     });

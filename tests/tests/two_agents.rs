@@ -4,29 +4,10 @@
 use std::{process::Command, time::Duration};
 
 use nodemedic_agent::testing::FakeHost;
-use nodemedic_tests::{CollectorProcess, Process, binary, cli, eventually};
+use nodemedic_tests::{CollectorProcess, agent, binary, cli, eventually};
 use serde_json::Value;
 
 const GIB_KB: u64 = 1024 * 1024;
-
-fn agent(collector: &CollectorProcess, node: &str, host: &FakeHost) -> Process {
-    Process(
-        Command::new(binary("nodemedic-agent"))
-            .args([
-                "--collector",
-                &collector.grpc_url,
-                "--node-name",
-                node,
-                "--interval",
-                "1s",
-                "--host-root",
-            ])
-            .arg(host.root().dir())
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .expect("start nodemedic-agent"),
-    )
-}
 
 fn open_findings(url: &str) -> Vec<(String, String, String)> {
     let (code, out) = cli(&["--collector", url, "findings", "-o", "json"]);
@@ -60,8 +41,8 @@ fn two_agents_report_and_the_cli_sees_their_findings() {
 
     let data = tempfile::tempdir().unwrap();
     let collector = CollectorProcess::start(data.path(), "127.0.0.1:0");
-    let _agent_a = agent(&collector, "node-a", &a);
-    let _agent_b = agent(&collector, "node-b", &b);
+    let _agent_a = agent(&collector.grpc_url, "node-a", a.root().dir());
+    let _agent_b = agent(&collector.grpc_url, "node-b", b.root().dir());
 
     let expected = vec![
         (
