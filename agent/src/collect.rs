@@ -42,7 +42,7 @@ pub struct Collector {
 impl Collector {
     /// The default probes on `host`, reporting as `node`.
     pub fn new(node: String, host: HostRoot, config: Config) -> Self {
-        let probes = ProbeSet::new(default_probes(), config.probe_timeout);
+        let probes = ProbeSet::new(default_probes(&config), config.probe_timeout);
         Collector {
             node,
             host,

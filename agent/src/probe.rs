@@ -16,7 +16,8 @@ use std::{
 };
 
 use nodemedic_proto::v1::{
-    DiskSection, Evidence, Finding, MemorySection, NodeReport, ProbeRun, Severity, SystemSection,
+    DiskSection, DnsSection, Evidence, Finding, MemorySection, NodeReport, ProbeRun, Severity,
+    SystemSection,
 };
 use tracing::warn;
 
@@ -83,6 +84,8 @@ pub enum Section {
     Memory(MemorySection),
     /// Kernel limits.
     System(SystemSection),
+    /// Resolver configuration and live DNS probes.
+    Dns(Box<DnsSection>),
 }
 
 impl Section {
@@ -91,6 +94,7 @@ impl Section {
             Section::Disk(s) => report.disk = Some(s),
             Section::Memory(s) => report.memory = Some(s),
             Section::System(s) => report.system = Some(s),
+            Section::Dns(s) => report.dns = Some(*s),
         }
     }
 }

@@ -98,6 +98,9 @@ pub fn report(r: &NodeReport) -> String {
             s.kernel_release, s.pids_in_use, s.pid_max, s.open_files, s.file_max
         ));
     }
+    if let Some(d) = &r.dns {
+        out.push_str(&dns(d));
+    }
     let slow: Vec<String> = r
         .probes
         .iter()
@@ -159,6 +162,46 @@ pub fn findings(findings: &[(Finding, Option<String>)], now: SystemTime) -> Stri
                 out.push_str(&format!("    what to do: {a}\n"));
             }
         }
+    }
+    out
+}
+
+fn dns(d: &nodemedic_proto::v1::DnsSection) -> String {
+    let mut out = String::new();
+    for conf in [&d.node, &d.pod].into_iter().flatten() {
+        out.push_str(&format!(
+            "DNS:      {}: nameservers {}, {} search domains, ndots {} ({} queries per external lookup with AAAA)\n",
+            conf.path,
+            if conf.nameservers.is_empty() { "<none>".to_owned() } else { conf.nameservers.join(" ") },
+            conf.search.len(),
+            conf.ndots,
+            conf.queries_per_external_lookup_with_aaaa
+        ));
+    }
+    if !d.probes.is_empty() {
+        let mut t = Table::new(&[
+            "NAMESERVER",
+            "PROTO",
+            "NAME",
+            "LAST",
+            "P50",
+            "P95",
+            "TIMEOUTS",
+            "SAMPLES",
+        ]);
+        for p in &d.probes {
+            t.row(vec![
+                p.nameserver.clone(),
+                p.protocol.clone(),
+                p.name.clone(),
+                p.last_outcome.clone(),
+                format!("{:.1}ms", p.p50_ms),
+                format!("{:.1}ms", p.p95_ms),
+                p.timeouts.to_string(),
+                p.samples.to_string(),
+            ]);
+        }
+        out.push_str(&t.render("  "));
     }
     out
 }

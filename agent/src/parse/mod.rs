@@ -5,6 +5,7 @@ pub mod kv;
 pub mod mountinfo;
 pub mod proc_stat;
 pub mod psi;
+pub mod resolv_conf;
 
 /// Why a file could not be parsed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

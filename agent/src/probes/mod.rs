@@ -4,18 +4,20 @@
 
 use std::sync::Arc;
 
-use crate::probe::Probe;
+use crate::{config::Config, probe::Probe};
 
 pub mod disk;
+pub mod dns;
 pub mod memory;
 pub mod system;
 
 /// The probes the agent and `nodemedic doctor` run.
-pub fn default_probes() -> Vec<Arc<dyn Probe>> {
+pub fn default_probes(config: &Config) -> Vec<Arc<dyn Probe>> {
     vec![
         Arc::new(disk::DiskProbe::default()),
         Arc::new(memory::MemoryProbe::default()),
         Arc::new(system::SystemProbe),
+        Arc::new(dns::DnsProbe::new(config.dns.clone())),
     ]
 }
 
