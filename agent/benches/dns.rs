@@ -17,23 +17,38 @@ fn cpu_time() -> std::time::Duration {
 
 fn measure(name: &str, config: DnsConfig, host: &FakeHost) {
     let probe = DnsProbe::new(config);
-    let ctx = ProbeContext { host: host.root(), now: SystemTime::now(), thresholds: Arc::default() };
+    let ctx = ProbeContext {
+        host: host.root(),
+        now: SystemTime::now(),
+        thresholds: Arc::default(),
+    };
     let cycles = 600u32;
     let (cpu0, wall0) = (cpu_time(), std::time::Instant::now());
     let mut queries = 0u64;
     for _ in 0..cycles {
         let out = probe.run(&ctx).expect("the probe runs");
-        let Section::Dns(d) = out.section else { unreachable!() };
+        let Section::Dns(d) = out.section else {
+            unreachable!()
+        };
         queries += u64::from(d.queries_sent);
         assert!(out.findings.is_empty(), "{:?}", out.findings);
     }
     let cpu = cpu_time() - cpu0;
     let per_cycle = cpu.as_secs_f64() * 1e3 / f64::from(cycles);
     println!("dns probe, {name}: {cycles} cycles");
-    println!("  queries per cycle:   {:>7.2}", queries as f64 / f64::from(cycles));
+    println!(
+        "  queries per cycle:   {:>7.2}",
+        queries as f64 / f64::from(cycles)
+    );
     println!("  cpu time per cycle:  {per_cycle:>7.3} ms (this process: the probe, not dnsmasq)");
-    println!("  cpu time per query:  {:>7.3} ms", cpu.as_secs_f64() * 1e3 / queries as f64);
-    println!("  wall time per cycle: {:>7.3} ms", wall0.elapsed().as_secs_f64() * 1e3 / f64::from(cycles));
+    println!(
+        "  cpu time per query:  {:>7.3} ms",
+        cpu.as_secs_f64() * 1e3 / queries as f64
+    );
+    println!(
+        "  wall time per cycle: {:>7.3} ms",
+        wall0.elapsed().as_secs_f64() * 1e3 / f64::from(cycles)
+    );
 }
 
 fn main() {
@@ -44,12 +59,22 @@ fn main() {
         "4 queries a cycle (2 names, UDP and TCP)",
         DnsConfig {
             nameservers: ns.clone(),
-            targets: vec!["kubernetes.default.svc.cluster.local.".into(), "a.kubernetes.default.svc.cluster.local.".into()],
+            targets: vec![
+                "kubernetes.default.svc.cluster.local.".into(),
+                "a.kubernetes.default.svc.cluster.local.".into(),
+            ],
             tcp_every: 1,
             search_every: 1_000_000,
             ..DnsConfig::default()
         },
         &host,
     );
-    measure("defaults (1 name; TCP and search list every 6th cycle)", DnsConfig { nameservers: ns, ..DnsConfig::default() }, &host);
+    measure(
+        "defaults (1 name; TCP and search list every 6th cycle)",
+        DnsConfig {
+            nameservers: ns,
+            ..DnsConfig::default()
+        },
+        &host,
+    );
 }

@@ -228,9 +228,10 @@ fn kubelet_config_and_a_bad_pod_resolv_conf() {
     );
     host.write(
         "/var/lib/containerd/io.containerd.grpc.v1.cri/sandboxes/0123abcd/resolv.conf",
-        "nameserver 127.0.0.49\nnameserver 10.0.0.3\nnameserver 10.0.0.4\nnameserver 10.0.0.5\nsearch default.svc.cluster.local svc.cluster.local cluster.local ec2.internal\noptions ndots:5\n",
+        "nameserver 127.0.0.49\nnameserver 127.0.0.51\nnameserver 127.0.0.52\nnameserver 127.0.0.53\nsearch default.svc.cluster.local svc.cluster.local cluster.local ec2.internal\noptions ndots:5\n",
     );
-    // No nameservers configured: the kubelet's clusterDNS is asked, on the test's port.
+    // No nameservers configured: the kubelet's clusterDNS is asked, on the test's port;
+    // the pod's loopback nameservers are flagged, not asked.
     let probe = DnsProbe::new(DnsConfig {
         port: dns.addr.port(),
         nameservers: vec![],
@@ -239,7 +240,16 @@ fn kubelet_config_and_a_bad_pod_resolv_conf() {
     });
     let (section, findings) = run(&probe, &host);
     assert_eq!(section.cluster_dns, ["127.0.0.49"]);
-    assert_eq!(section.probes[0].nameserver, dns.addr.to_string());
+    let asked: Vec<&str> = section
+        .probes
+        .iter()
+        .map(|p| p.nameserver.as_str())
+        .collect();
+    assert_eq!(
+        asked,
+        [dns.addr.to_string(), dns.addr.to_string()],
+        "UDP and TCP to clusterDNS only"
+    );
     assert_eq!(section.probes[0].last_outcome, "NOERROR");
     let pod = section.pod.unwrap();
     assert_eq!(
@@ -260,9 +270,47 @@ fn kubelet_config_and_a_bad_pod_resolv_conf() {
     let m = &findings[0].message;
     assert!(
         m.contains("4 nameservers")
-            && m.contains("ignore 10.0.0.5")
+            && m.contains("ignore 127.0.0.53")
             && m.contains("127.0.0.49 is loopback")
             && m.contains("cost 10 queries"),
         "{m}"
+    );
+}
+
+#[test]
+fn a_name_whose_upstream_is_dead_fails_while_the_server_answers() {
+    // Nothing listens on the upstream: dnsmasq gets no answer for dead.example and gives none.
+    let dead = std::net::UdpSocket::bind("127.0.0.54:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let forward = format!("--server=/dead.example/{}#{}", dead.ip(), dead.port());
+    let dns = Dnsmasq::start("127.0.0.55", &[&forward]);
+    let host = FakeHost::new();
+    let probe = DnsProbe::new(DnsConfig {
+        targets: vec![API.into(), "www.dead.example.".into()],
+        query_timeout: Duration::from_millis(300),
+        ..config(&dns.addr.to_string())
+    });
+    let mut findings = Vec::new();
+    for _ in 0..3 {
+        findings = run(&probe, &host).1;
+    }
+    let udp: Vec<_> = findings
+        .iter()
+        .filter(|f| f.subject.contains("udp://"))
+        .collect();
+    assert_eq!(udp.len(), 1, "{findings:?}");
+    assert_eq!(
+        (udp[0].check.as_str(), udp[0].subject.as_str()),
+        (
+            "dns.failing",
+            format!("www.dead.example. via udp://{}", dns.addr).as_str()
+        )
+    );
+    assert!(
+        udp[0].message.contains("while it answers other names"),
+        "{}",
+        udp[0].message
     );
 }

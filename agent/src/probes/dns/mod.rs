@@ -258,17 +258,28 @@ impl Probe for DnsProbe {
             ..Default::default()
         };
 
+        // Configured nameservers; else the cluster DNS service and what pods are told to use
+        // (NodeLocal DNSCache's link-local address, say). A loopback address in a pod's
+        // config is the pod itself: flagged above, not asked.
         let servers: Vec<SocketAddr> = if !cfg.nameservers.is_empty() {
             cfg.nameservers
                 .iter()
                 .filter_map(|n| nameserver_addr(n, cfg.port))
                 .collect()
         } else {
-            kubelet
+            let pod_servers = pod
+                .iter()
+                .flat_map(|(_, p)| p.used_nameservers())
+                .filter(|ip| !ip.is_loopback());
+            let mut all: Vec<SocketAddr> = kubelet
                 .cluster_dns
                 .iter()
                 .filter_map(|n| nameserver_addr(n, cfg.port))
-                .collect()
+                .chain(pod_servers.map(|ip| SocketAddr::new(*ip, cfg.port)))
+                .collect();
+            all.sort();
+            all.dedup();
+            all
         };
         let mut targets: Vec<String> = if cfg.targets.is_empty() && !servers.is_empty() {
             vec![format!("kubernetes.default.svc.{domain}.")]
@@ -331,7 +342,13 @@ impl Probe for DnsProbe {
         for key in keys {
             let window = &state.windows[key];
             let stats = window.stats(&key.0.to_string(), &key.1, key.2.as_str());
-            findings.extend(judge(window, &stats, key.2, cfg.slow_p95));
+            // The same server answering other names over the same protocol means the
+            // trouble is this name's, not the server's.
+            let answers_others = state
+                .windows
+                .iter()
+                .any(|(k, w)| k.0 == key.0 && k.2 == key.2 && k.1 != key.1 && w.last_answered());
+            findings.extend(judge(window, &stats, key.2, answers_others, cfg.slow_p95));
             section.probes.push(stats);
         }
         debug!(message = "DNS probe done.", queries = section.queries_sent, elapsed = ?started.elapsed());
@@ -406,6 +423,7 @@ fn judge(
     window: &Window,
     s: &nodemedic_proto::v1::DnsProbeStats,
     protocol: Protocol,
+    answers_others: bool,
     slow: Duration,
 ) -> Vec<Finding> {
     let server = format!("{}://{}", s.protocol, s.nameserver);
@@ -417,6 +435,18 @@ fn judge(
             .with(Evidence::text("last_outcome", s.last_outcome.clone()))
     };
     let mut out = Vec::new();
+    if window.last_timed_out(3) && answers_others {
+        out.push(evidence(Finding::fail(
+            "dns.failing",
+            Severity::Critical,
+            &about,
+            format!(
+                "{} gives no answer for {} ({} timeouts in the last {} queries) while it answers other names: the upstream that serves this name is down or unreachable from it.",
+                s.nameserver, s.name, s.timeouts, s.samples
+            ),
+        )));
+        return out;
+    }
     if window.last_unreachable() || window.last_timed_out(3) {
         let why = if protocol == Protocol::Tcp {
             "answers that do not fit in UDP (truncated) cannot be fetched, and resolvers with use-vc fail"

@@ -81,6 +81,11 @@ impl Window {
         self.samples.len() >= n && self.samples.iter().rev().take(n).all(|s| s.timeout)
     }
 
+    /// The latest query got an answer (any response code).
+    pub fn last_answered(&self) -> bool {
+        self.samples.back().is_some_and(|s| s.rcode.is_some())
+    }
+
     /// The latest sample was refused (nothing listens).
     pub fn last_unreachable(&self) -> bool {
         self.samples.back().is_some_and(|s| s.unreachable)
