@@ -4,7 +4,10 @@
 use std::{path::PathBuf, time::SystemTime};
 
 use nodemedic_agent::{Collector, collect::node_name, config::Config, host::HostRoot};
-use nodemedic_collector::analysis::{Diagnosis, diagnose};
+use nodemedic_collector::{
+    analysis::{Diagnosis, Remedy, diagnose},
+    runbook::Catalog,
+};
 use nodemedic_proto::v1::{Finding, NodeReport, Severity};
 use serde::Serialize;
 
@@ -36,7 +39,7 @@ pub struct DoctorArgs {
 struct Entry<'a> {
     finding: &'a Finding,
     #[serde(skip_serializing_if = "Option::is_none")]
-    advice: Option<&'a str>,
+    remedy: Option<&'a Remedy>,
 }
 
 #[derive(Serialize)]
@@ -54,7 +57,7 @@ pub async fn run(args: DoctorArgs, format: Format) -> anyhow::Result<u8> {
     let collector = Collector::new(node, HostRoot::new(&args.host_root), config);
     let mut report = collector.collect().await;
     report.seq = 1;
-    let diagnosis = diagnose(report)?;
+    let diagnosis = diagnose(report, &Catalog::builtin())?;
     print(&diagnosis, format)?;
     Ok(match diagnosis.worst() {
         Severity::Critical => EXIT_CRITICAL,
@@ -73,9 +76,9 @@ fn print(d: &Diagnosis, format: Format) -> anyhow::Result<()> {
         findings: d
             .findings
             .iter()
-            .map(|(finding, advice)| Entry {
+            .map(|(finding, remedy)| Entry {
                 finding,
-                advice: advice.as_deref(),
+                remedy: remedy.as_ref(),
             })
             .collect(),
         report: &d.report,

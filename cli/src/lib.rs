@@ -9,10 +9,12 @@
 //! - [`doctor`]: local diagnosis and its exit codes (0 healthy, 4 warning, 3 critical).
 //! - [`query`]: the collector commands.
 //! - [`render`]: report and findings views shared by `doctor` and `node`.
+//! - [`runbook`]: the runbook catalog offline (list, show, validate).
 //! - [`table`], [`output`]: kubectl-style tables and the structured formats.
 
 pub mod doctor;
 pub mod output;
 pub mod query;
 pub mod render;
+pub mod runbook;
 pub mod table;

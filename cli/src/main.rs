@@ -7,6 +7,7 @@ use nodemedic_cli::{
     doctor::{self, DoctorArgs},
     output::Format,
     query::{self, FindingsArgs, WatchArgs},
+    runbook::{self, RunbookCommand},
 };
 use tracing_subscriber::EnvFilter;
 
@@ -48,6 +49,14 @@ enum Command {
     Findings(FindingsArgs),
     /// Print findings as they open, change and resolve, until interrupted
     Watch(WatchArgs),
+    /// The runbook catalog: what each finding means and what to run
+    Runbook {
+        /// A directory of user rule files (*.yaml) added to the built-in ones
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        #[command(subcommand)]
+        command: RunbookCommand,
+    },
     /// Ask agents to report now: one node, or all connected ones
     Collect {
         /// Node name; all connected nodes when omitted
@@ -78,6 +87,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     let client = || query::client(&cli.collector);
     match cli.command {
         Command::Doctor(args) => return doctor::run(args, format).await,
+        Command::Runbook { dir, command } => return runbook::run(command, dir, format),
         Command::Nodes => query::nodes(client().await?, format).await?,
         Command::Node { name } => query::node(client().await?, name, format).await?,
         Command::Findings(args) => query::findings(client().await?, args, format).await?,

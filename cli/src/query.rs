@@ -3,11 +3,11 @@
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use nodemedic_collector::advice::advice;
+use nodemedic_collector::{analysis::with_remedies, runbook::Catalog};
 use nodemedic_proto::{
     time::{system_time, timestamp},
     v1::{
-        Finding, FindingState, GetNodeRequest, ListFindingsRequest, ListNodesRequest, Severity,
+        FindingState, GetNodeRequest, ListFindingsRequest, ListNodesRequest, Severity,
         TriggerCollectionRequest, WatchFindingsRequest, diagnostics_client::DiagnosticsClient,
         finding_event,
     },
@@ -157,15 +157,8 @@ pub async fn node(
     if let Some(latest) = &resp.latest {
         print!("{}", render::report(latest));
     }
-    let with_advice: Vec<(Finding, Option<String>)> = resp
-        .open_findings
-        .into_iter()
-        .map(|f| {
-            let a = advice(&f);
-            (f, a)
-        })
-        .collect();
-    print!("{}", render::findings(&with_advice, now));
+    let with_remedies = with_remedies(&Catalog::builtin(), resp.open_findings);
+    print!("{}", render::findings(&with_remedies, now));
     Ok(())
 }
 

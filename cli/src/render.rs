@@ -8,6 +8,8 @@ use nodemedic_proto::{
     v1::{Finding, MountRole, NodeReport, Severity},
 };
 
+use nodemedic_collector::analysis::Remedy;
+
 use crate::table::{Table, age};
 
 fn pct(part: u64, whole: u64) -> String {
@@ -120,13 +122,13 @@ pub fn report(r: &NodeReport) -> String {
 }
 
 /// Findings grouped by severity, worst first, each followed by what to do.
-pub fn findings(findings: &[(Finding, Option<String>)], now: SystemTime) -> String {
+pub fn findings(findings: &[(Finding, Option<Remedy>)], now: SystemTime) -> String {
     if findings.is_empty() {
         return "No findings: healthy.\n".into();
     }
     let mut out = String::new();
     for severity in [Severity::Critical, Severity::Warning, Severity::Info] {
-        let group: Vec<&(Finding, Option<String>)> = findings
+        let group: Vec<&(Finding, Option<Remedy>)> = findings
             .iter()
             .filter(|(f, _)| f.severity() == severity)
             .collect();
@@ -138,7 +140,7 @@ pub fn findings(findings: &[(Finding, Option<String>)], now: SystemTime) -> Stri
             severity.label().to_uppercase(),
             group.len()
         ));
-        for (f, advice) in group {
+        for (f, remedy) in group {
             let since = f
                 .first_seen
                 .as_ref()
@@ -158,8 +160,8 @@ pub fn findings(findings: &[(Finding, Option<String>)], now: SystemTime) -> Stri
                 "  {}{subject}{status}{since}\n    {}\n",
                 f.check, f.message
             ));
-            if let Some(a) = advice {
-                out.push_str(&format!("    what to do: {a}\n"));
+            if let Some(r) = remedy {
+                out.push_str(&remedy_text(r, "    "));
             }
         }
     }
@@ -203,5 +205,21 @@ fn dns(d: &nodemedic_proto::v1::DnsSection) -> String {
         }
         out.push_str(&t.render("  "));
     }
+    out
+}
+
+/// A remedy as numbered steps with their commands, then recovery, risk and verification.
+pub fn remedy_text(r: &Remedy, indent: &str) -> String {
+    let mut out = format!("{indent}what to do ({}: {}):\n", r.rule, r.title);
+    for (i, step) in r.steps.iter().enumerate() {
+        out.push_str(&format!("{indent}  {}. {}\n", i + 1, step.text));
+        if let Some(command) = &step.command {
+            out.push_str(&format!("{indent}     $ {command}\n"));
+        }
+    }
+    out.push_str(&format!(
+        "{indent}  recovery: {}; data loss: {}\n{indent}  verify: {}\n",
+        r.recovery, r.data_loss, r.verify
+    ));
     out
 }

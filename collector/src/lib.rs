@@ -10,12 +10,12 @@
 //!   commits and owns the finding lifecycle; [`store::Reader`] answers queries.
 //! - [`diagnostics`]: the `Diagnostics` query service.
 //! - [`registry`]: which nodes are connected; commands down their streams.
-//! - [`analysis`] and [`advice`]: findings ordered with what to run (used by
-//!   `nodemedic doctor` in-process).
+//! - [`runbook`]: the runbook catalog, rules as data (`collector/runbooks/*.yaml`), and
+//!   [`analysis`]: a node's findings ordered worst first with the remediation of their rule
+//!   (used by `nodemedic doctor` in-process and by `nodemedic node`).
 //! - [`http`] and [`metrics`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`server`]: binds and wires it all; `main.rs` only parses flags.
 
-pub mod advice;
 pub mod analysis;
 pub mod diagnostics;
 pub mod error;
@@ -23,6 +23,7 @@ pub mod gateway;
 pub mod http;
 pub mod metrics;
 pub mod registry;
+pub mod runbook;
 pub mod server;
 pub mod store;
 pub mod validate;

@@ -79,7 +79,9 @@ fn two_agents_report_and_the_cli_sees_their_findings() {
     let (code, node) = cli(&["--collector", &collector.grpc_url, "node", "node-a"]);
     assert_eq!(code, 0);
     assert!(
-        node.contains("memory.available") && node.contains("what to do:"),
+        node.contains("memory.available")
+            && node.contains("what to do (memory-pressure:")
+            && node.contains("$ kubectl top pods -A --sort-by=memory"),
         "{node}"
     );
 
@@ -139,7 +141,7 @@ fn doctor_exit_codes_follow_the_worst_finding() {
     let root = critical.root().dir().display().to_string();
     let (_, out) = cli(&["doctor", "--host-root", &root, "-o", "yaml"]);
     assert!(
-        out.contains("check: memory.available") && out.contains("advice:"),
+        out.contains("check: memory.available") && out.contains("rule: memory-pressure"),
         "{out}"
     );
     let (code, _) = cli(&["--collector", "http://127.0.0.1:1", "nodes"]);
@@ -193,6 +195,38 @@ fn once_delivers_one_report_or_fails_clearly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("could not deliver the report") && stderr.contains("Connection refused"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn runbook_validate_names_the_file_and_line_of_a_broken_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("team.yaml"),
+        "rules:\n  - id: disk-full\n    title: Ours\n    match:\n      checks: [disk.space]\n    remediation:\n      steps:\n        - text: Page storage about {{node}}\n      recovery: an hour\n      data_loss: none\n      verify: it resolves\n",
+    )
+    .unwrap();
+    let d = dir.path().display().to_string();
+    let (code, out) = cli(&["runbook", "validate", &d]);
+    assert_eq!(code, 0, "{out}");
+    let (_, shown) = cli(&["runbook", "--dir", &d, "show", "disk-full"]);
+    assert!(
+        shown.contains("Ours") && shown.contains("team.yaml"),
+        "{shown}"
+    );
+
+    std::fs::write(dir.path().join("zz-broken.yaml"), "rules:\n  - id: x\n    title: t\n    match:\n      checks: [disk.space]\n    remedation: {}\n").unwrap();
+    let out = Command::new(binary("nodemedic"))
+        .args(["runbook", "validate", &d])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("zz-broken.yaml")
+            && stderr.contains("line 6")
+            && stderr.contains("remedation"),
         "{stderr}"
     );
 }

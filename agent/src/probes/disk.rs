@@ -121,9 +121,13 @@ fn is_nodefs(m: &Mount) -> bool {
         .any(|r| has(m, *r))
 }
 
-fn roles_text(m: &Mount) -> String {
-    let names: Vec<&str> = m
-        .roles
+/// The roles as evidence: `root,kubelet,images`; runbook rules match on it.
+fn roles_evidence(m: &Mount) -> Evidence {
+    Evidence::text("roles", role_names(m).join(","))
+}
+
+fn role_names(m: &Mount) -> Vec<&'static str> {
+    m.roles
         .iter()
         .filter_map(|r| MountRole::try_from(*r).ok())
         .map(|r| match r {
@@ -134,7 +138,11 @@ fn roles_text(m: &Mount) -> String {
             MountRole::Volume => "pod volume",
             MountRole::Unspecified => "",
         })
-        .collect();
+        .collect()
+}
+
+fn roles_text(m: &Mount) -> String {
+    let names = role_names(m);
     if names.is_empty() {
         String::new()
     } else {
@@ -217,7 +225,8 @@ fn space(m: &Mount, t: &DiskThresholds) -> Option<Finding> {
         .with(Evidence::bytes("available_bytes", m.bytes_available))
         .with(Evidence::bytes("total_bytes", m.bytes_total))
         .with(Evidence::bytes("used_bytes", m.bytes_used))
-        .with(Evidence::percent("available_percent", avail)),
+        .with(Evidence::percent("available_percent", avail))
+        .with(roles_evidence(m)),
     )
 }
 
@@ -262,7 +271,8 @@ fn inodes(m: &Mount, t: &DiskThresholds) -> Option<Finding> {
         )
         .with(Evidence::count("inodes_free", m.inodes_available))
         .with(Evidence::count("inodes_total", m.inodes_total))
-        .with(Evidence::percent("inodes_free_percent", free)),
+        .with(Evidence::percent("inodes_free_percent", free))
+        .with(roles_evidence(m)),
     )
 }
 
@@ -290,6 +300,7 @@ fn read_only(m: &Mount) -> Option<Finding> {
         )
         .with(Evidence::text("device", m.device.clone()))
         .with(Evidence::text("fs_type", m.fs_type.clone()))
+        .with(roles_evidence(m))
     })
 }
 
@@ -319,7 +330,8 @@ fn fill_rate(m: &Mount, t: &DiskThresholds) -> Option<Finding> {
         )
         .with(Evidence::number("fill_rate", rate, "bytes_per_hour"))
         .with(Evidence::number("full_in", hours, "hours"))
-        .with(Evidence::bytes("available_bytes", m.bytes_available)),
+        .with(Evidence::bytes("available_bytes", m.bytes_available))
+        .with(roles_evidence(m)),
     )
 }
 

@@ -1,0 +1,491 @@
+//! The runbook catalog: rules, as data, that say what a finding (and later an incident)
+//! means and exactly what to run.
+//!
+//! Rules are YAML (`rules: [...]`, see `collector/runbooks/*.yaml` for the built-in ones).
+//! The built-in catalog is compiled in; a directory of user files adds rules or replaces a
+//! built-in one with the same id. Loading refuses unknown fields, unknown placeholders and
+//! inconsistent scopes, naming the file and line.
+
+mod render;
+
+use std::{collections::BTreeMap, path::Path, time::Duration};
+
+use nodemedic_proto::v1::{Finding, Severity, evidence};
+use serde::Deserialize;
+
+pub use render::render;
+
+/// The built-in rule files, by name.
+const BUILTIN: &[(&str, &str)] = &[
+    ("disk.yaml", include_str!("../../runbooks/disk.yaml")),
+    ("memory.yaml", include_str!("../../runbooks/memory.yaml")),
+    ("system.yaml", include_str!("../../runbooks/system.yaml")),
+    ("dns.yaml", include_str!("../../runbooks/dns.yaml")),
+    ("pods.yaml", include_str!("../../runbooks/pods.yaml")),
+    ("nodes.yaml", include_str!("../../runbooks/nodes.yaml")),
+];
+
+/// Placeholders a command or step may use; filled from the finding.
+pub const PLACEHOLDERS: &[&str] = &[
+    "node",
+    "subject",
+    "mount",
+    "nameserver",
+    "name",
+    "namespace",
+    "pod",
+    "container",
+    "image",
+    "bytes",
+];
+
+/// A rule file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {reason}")]
+pub struct RuleError {
+    /// The file (a built-in name or a path).
+    pub file: String,
+    /// What is wrong, with the line where known.
+    pub reason: String,
+}
+
+/// Whether a rule looks at one node or at the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Findings of one node.
+    #[default]
+    Node,
+    /// The same check on many nodes at once.
+    Cluster,
+}
+
+/// A severity as written in a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleSeverity {
+    /// Info.
+    Info,
+    /// Warning.
+    Warning,
+    /// Critical.
+    Critical,
+}
+
+impl From<RuleSeverity> for Severity {
+    fn from(s: RuleSeverity) -> Severity {
+        match s {
+            RuleSeverity::Info => Severity::Info,
+            RuleSeverity::Warning => Severity::Warning,
+            RuleSeverity::Critical => Severity::Critical,
+        }
+    }
+}
+
+/// Bounds on a number of a finding's evidence.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bound {
+    /// Strictly above.
+    pub above: Option<f64>,
+    /// Strictly below.
+    pub below: Option<f64>,
+}
+
+/// What a rule matches.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Match {
+    /// Any of these checks.
+    pub checks: Vec<String>,
+    /// The finding's subject, with `*` matching any run of characters.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Bounds on the finding's evidence numbers; a missing number does not match.
+    #[serde(default)]
+    pub evidence: BTreeMap<String, Bound>,
+    /// Patterns (`*` globs) on the finding's text evidence, e.g. `roles: "*images*"`.
+    #[serde(default)]
+    pub text: BTreeMap<String, String>,
+    /// Checks that must be open on the same node too.
+    #[serde(default)]
+    pub with: Vec<String>,
+    /// Cluster scope: at least this many nodes.
+    #[serde(default)]
+    pub min_nodes: Option<u32>,
+    /// Cluster scope: at least this share (0 to 1) of reporting nodes.
+    #[serde(default)]
+    pub min_share: Option<f64>,
+    /// Cluster scope: the findings opened within this time of each other.
+    #[serde(default, with = "humantime_serde")]
+    pub within: Option<Duration>,
+}
+
+/// One step of a remediation.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// What to do, in a sentence.
+    pub text: String,
+    /// The command that does it, with placeholders.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// The automated action that performs it, when nodemedic has one.
+    #[serde(default)]
+    pub action: Option<String>,
+}
+
+/// What to do about it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Remediation {
+    /// Ordered steps.
+    pub steps: Vec<Step>,
+    /// How long recovery takes once the steps are done.
+    pub recovery: String,
+    /// What the steps can lose.
+    pub data_loss: String,
+    /// How to tell it worked.
+    pub verify: String,
+}
+
+/// A runbook rule.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Stable id, lower-case words joined by `-`.
+    pub id: String,
+    /// One line.
+    pub title: String,
+    /// Node or cluster.
+    #[serde(default)]
+    pub scope: Scope,
+    /// The severity of what it describes; default the worst of its findings.
+    #[serde(default)]
+    pub severity: Option<RuleSeverity>,
+    /// What it matches.
+    #[serde(rename = "match")]
+    pub matcher: Match,
+    /// What to run.
+    pub remediation: Remediation,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    rules: Vec<Rule>,
+}
+
+/// The rules in force, built-in first, in the order they are tried.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    rules: Vec<(Rule, String)>,
+}
+
+impl Catalog {
+    /// The built-in catalog.
+    pub fn builtin() -> Self {
+        let mut catalog = Catalog { rules: Vec::new() };
+        for (name, text) in BUILTIN {
+            catalog
+                .add_file(name, text)
+                .unwrap_or_else(|e| panic!("built-in runbook {e}"));
+        }
+        catalog
+    }
+
+    /// The built-in catalog with every `*.yaml` file of `dir` added (a rule with a built-in
+    /// id replaces it).
+    pub fn with_dir(dir: &Path) -> Result<Self, RuleError> {
+        let mut catalog = Self::builtin();
+        let read_err = |reason: String| RuleError {
+            file: dir.display().to_string(),
+            reason,
+        };
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| read_err(format!("cannot read the directory: {e}")))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(read_err("no *.yaml rule files".into()));
+        }
+        for path in files {
+            let text = std::fs::read_to_string(&path).map_err(|e| RuleError {
+                file: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            catalog.add_file(&path.display().to_string(), &text)?;
+        }
+        Ok(catalog)
+    }
+
+    fn add_file(&mut self, file: &str, text: &str) -> Result<(), RuleError> {
+        let err = |reason: String| RuleError {
+            file: file.to_owned(),
+            reason,
+        };
+        let parsed: RuleFile = serde_saphyr::from_str(text).map_err(|e| err(e.to_string()))?;
+        let mut seen = Vec::new();
+        for rule in parsed.rules {
+            validate(&rule).map_err(|reason| err(format!("rule {:?}: {reason}", rule.id)))?;
+            if seen.contains(&rule.id) {
+                return Err(err(format!(
+                    "rule {:?} is defined twice in this file",
+                    rule.id
+                )));
+            }
+            seen.push(rule.id.clone());
+            match self.rules.iter_mut().find(|(r, _)| r.id == rule.id) {
+                Some(slot) => *slot = (rule, file.to_owned()),
+                None => self.rules.push((rule, file.to_owned())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Every rule with the file it came from.
+    pub fn rules(&self) -> impl Iterator<Item = (&Rule, &str)> {
+        self.rules.iter().map(|(r, f)| (r, f.as_str()))
+    }
+
+    /// A rule by id.
+    pub fn get(&self, id: &str) -> Option<&Rule> {
+        self.rules.iter().map(|(r, _)| r).find(|r| r.id == id)
+    }
+
+    /// The node rule for `finding`, given the checks open on its node: the most specific
+    /// match (co-occurring checks count most, then evidence conditions, then a subject
+    /// pattern); among equals the first in the catalog.
+    pub fn for_finding(&self, finding: &Finding, open_checks: &[&str]) -> Option<&Rule> {
+        self.rules
+            .iter()
+            .map(|(r, _)| r)
+            .filter(|r| r.scope == Scope::Node && matches(&r.matcher, finding, open_checks))
+            .max_by_key(|r| {
+                let m = &r.matcher;
+                // max_by_key keeps the last of equals: negate the position to keep the first.
+                (
+                    m.with.len() * 4
+                        + (m.evidence.len() + m.text.len()) * 2
+                        + usize::from(m.subject.is_some()),
+                    std::cmp::Reverse(self.position(&r.id)),
+                )
+            })
+    }
+
+    fn position(&self, id: &str) -> usize {
+        self.rules
+            .iter()
+            .position(|(r, _)| r.id == id)
+            .unwrap_or(usize::MAX)
+    }
+}
+
+fn matches(m: &Match, f: &Finding, open_checks: &[&str]) -> bool {
+    m.checks.contains(&f.check)
+        && m.subject
+            .as_deref()
+            .is_none_or(|pattern| glob(pattern, &f.subject))
+        && m.evidence.iter().all(|(key, bound)| {
+            f.number(key).is_some_and(|v| {
+                bound.above.is_none_or(|a| v > a) && bound.below.is_none_or(|b| v < b)
+            })
+        })
+        && m.text.iter().all(|(key, pattern)| {
+            f.evidence.iter().any(|e| {
+                e.key == *key
+                    && matches!(&e.value, Some(evidence::Value::Text(t)) if glob(pattern, t))
+            })
+        })
+        && m.with.iter().all(|c| open_checks.contains(&c.as_str()))
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+fn glob(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((head, rest)) => {
+            let Some(tail) = text.strip_prefix(head) else {
+                return false;
+            };
+            (0..=tail.len())
+                .filter(|i| tail.is_char_boundary(*i))
+                .any(|i| glob(rest, &tail[i..]))
+        }
+    }
+}
+
+fn is_check_id(check: &str) -> bool {
+    check.contains('.')
+        && check.split('.').all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        })
+}
+
+fn validate(rule: &Rule) -> Result<(), String> {
+    if rule.id.is_empty()
+        || !rule
+            .id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err("id must be lower-case letters, digits and '-'".into());
+    }
+    let m = &rule.matcher;
+    if m.checks.is_empty() {
+        return Err("match.checks is empty".into());
+    }
+    if let Some(bad) = m.checks.iter().chain(&m.with).find(|c| !is_check_id(c)) {
+        return Err(format!("{bad:?} is not a check id like disk.space"));
+    }
+    match rule.scope {
+        Scope::Node if m.min_nodes.is_some() || m.min_share.is_some() => {
+            return Err("min_nodes and min_share belong to scope: cluster".into());
+        }
+        Scope::Cluster if m.min_nodes.is_none() && m.min_share.is_none() => {
+            return Err("scope: cluster needs min_nodes or min_share".into());
+        }
+        _ => {}
+    }
+    if m.min_share.is_some_and(|s| !(s > 0.0 && s <= 1.0)) {
+        return Err("min_share must be above 0 and at most 1".into());
+    }
+    if rule.remediation.steps.is_empty() {
+        return Err("remediation.steps is empty".into());
+    }
+    for step in &rule.remediation.steps {
+        for text in [Some(&step.text), step.command.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            render::placeholders(text).try_for_each(|p| {
+                if PLACEHOLDERS.contains(&p) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "unknown placeholder {{{{{p}}}}} in {text:?}; known: {}",
+                        PLACEHOLDERS.join(", ")
+                    ))
+                }
+            })?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nodemedic_proto::v1::Evidence;
+
+    #[test]
+    fn the_builtin_catalog_loads_and_covers_every_check() {
+        let c = Catalog::builtin();
+        for check in [
+            "disk.space",
+            "disk.inodes",
+            "disk.readonly",
+            "disk.fill_rate",
+            "memory.available",
+            "memory.pressure",
+            "memory.oom_kills",
+            "memory.swap",
+            "system.pids",
+            "system.file_descriptors",
+            "system.conntrack",
+            "system.cpu_pressure",
+            "dns.unreachable",
+            "dns.failing",
+            "dns.slow",
+            "dns.timeouts_5s",
+            "dns.config",
+            "probe.failed",
+            "node.silent",
+        ] {
+            let f = Finding::fail(check, Severity::Warning, "/", String::new());
+            assert!(c.for_finding(&f, &[check]).is_some(), "no rule for {check}");
+        }
+        assert!(
+            c.rules().any(|(r, _)| r.scope == Scope::Cluster),
+            "cluster rules are in the catalog"
+        );
+    }
+
+    #[test]
+    fn the_most_specific_rule_wins() {
+        let c = Catalog::builtin();
+        let images = Finding::fail(
+            "disk.space",
+            Severity::Critical,
+            "/var/lib/containerd",
+            String::new(),
+        )
+        .with(Evidence::text("roles", "images"));
+        assert_eq!(
+            c.for_finding(&images, &["disk.space"]).unwrap().id,
+            "disk-full-images"
+        );
+        let kubelet = Finding::fail(
+            "disk.space",
+            Severity::Critical,
+            "/var/lib/kubelet",
+            String::new(),
+        );
+        assert_eq!(
+            c.for_finding(&kubelet, &["disk.space"]).unwrap().id,
+            "disk-full"
+        );
+        let oom = Finding::fail("memory.available", Severity::Critical, "", String::new());
+        assert_eq!(
+            c.for_finding(&oom, &["memory.available", "memory.oom_kills"])
+                .unwrap()
+                .id,
+            "memory-pressure-oom-kills"
+        );
+        assert_eq!(
+            c.for_finding(&oom, &["memory.available"]).unwrap().id,
+            "memory-pressure"
+        );
+    }
+
+    #[test]
+    fn user_rules_replace_builtin_ones_and_bad_files_name_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("ours.yaml"),
+            "rules:\n  - id: disk-full\n    title: Ours\n    match:\n      checks: [disk.space]\n    remediation:\n      steps:\n        - text: Call the storage team about {{node}}\n      recovery: an hour\n      data_loss: none\n      verify: the finding resolves\n",
+        )
+        .unwrap();
+        let c = Catalog::with_dir(dir.path()).unwrap();
+        assert_eq!(c.get("disk-full").unwrap().title, "Ours");
+        assert_eq!(c.rules().count(), Catalog::builtin().rules().count());
+
+        std::fs::write(
+            dir.path().join("bad.yaml"),
+            "rules:\n  - id: x\n    title: t\n    match:\n      checkz: [disk.space]\n",
+        )
+        .unwrap();
+        let err = Catalog::with_dir(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("bad.yaml") && err.contains("line 5") && err.contains("checkz"),
+            "{err}"
+        );
+
+        std::fs::write(dir.path().join("bad.yaml"), "rules:\n  - id: y\n    title: t\n    scope: cluster\n    match:\n      checks: [dns.failing]\n    remediation:\n      steps: [{text: \"restart {{deployment}}\"}]\n      recovery: r\n      data_loss: d\n      verify: v\n").unwrap();
+        let err = Catalog::with_dir(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("needs min_nodes or min_share"), "{err}");
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob("/var/lib/*", "/var/lib/docker"));
+        assert!(glob("*containerd*", "/var/lib/containerd"));
+        assert!(!glob("/var/lib/*", "/var/log"));
+        assert!(glob("exact", "exact") && !glob("exact", "exactly"));
+    }
+}
