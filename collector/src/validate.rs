@@ -49,7 +49,7 @@ pub fn node_name(name: &str) -> Result<(), Error> {
 }
 
 /// A check id: `probe.condition`, lower-case letters, digits and `_`.
-fn check_id(check: &str) -> bool {
+pub fn check_id(check: &str) -> bool {
     check.len() <= 128
         && check.contains('.')
         && check.split('.').all(|part| {

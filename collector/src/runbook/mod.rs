@@ -15,6 +15,8 @@ use serde::Deserialize;
 
 pub use render::render;
 
+use crate::validate;
+
 /// The built-in rule files, by name.
 const BUILTIN: &[(&str, &str)] = &[
     ("disk.yaml", include_str!("../../runbooks/disk.yaml")),
@@ -318,15 +320,6 @@ fn glob(pattern: &str, text: &str) -> bool {
     }
 }
 
-fn is_check_id(check: &str) -> bool {
-    check.contains('.')
-        && check.split('.').all(|p| {
-            !p.is_empty()
-                && p.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        })
-}
-
 fn validate(rule: &Rule) -> Result<(), String> {
     if rule.id.is_empty()
         || !rule
@@ -340,7 +333,12 @@ fn validate(rule: &Rule) -> Result<(), String> {
     if m.checks.is_empty() {
         return Err("match.checks is empty".into());
     }
-    if let Some(bad) = m.checks.iter().chain(&m.with).find(|c| !is_check_id(c)) {
+    if let Some(bad) = m
+        .checks
+        .iter()
+        .chain(&m.with)
+        .find(|c| !validate::check_id(c))
+    {
         return Err(format!("{bad:?} is not a check id like disk.space"));
     }
     match rule.scope {
