@@ -12,7 +12,7 @@
 //!   section of the report and judges it against [`config::Thresholds`].
 //! - [`collect`]: one collection, probes to [`nodemedic_proto::v1::NodeReport`].
 //! - [`reporter`]: the loop that streams reports to the collector and resends what was
-//!   not acknowledged.
+//!   not acknowledged; [`spool`] keeps those reports on disk across agent restarts.
 //! - [`config`]: the YAML config file and its defaults.
 
 pub mod collect;
@@ -22,6 +22,7 @@ pub mod parse;
 pub mod probe;
 pub mod probes;
 pub mod reporter;
+pub mod spool;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 

@@ -9,6 +9,7 @@ use nodemedic_agent::{
     config::Config,
     host::HostRoot,
     reporter::{self, ReporterOptions},
+    spool::SpoolLimits,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -41,6 +42,15 @@ struct Args {
     /// Unacknowledged reports kept for resending while the collector is away
     #[arg(long, default_value_t = 360)]
     max_pending: usize,
+    /// Directory where unacknowledged reports survive an agent restart (zstd files)
+    #[arg(long)]
+    spool_dir: Option<PathBuf>,
+    /// Most bytes the spool holds; the oldest reports are dropped past it
+    #[arg(long, default_value_t = 64 << 20)]
+    spool_max_bytes: u64,
+    /// Spooled reports older than this are dropped
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    spool_max_age: Duration,
 }
 
 #[tokio::main]
@@ -64,6 +74,15 @@ async fn main() -> anyhow::Result<()> {
         once: args.once,
         once_deadline: args.once_timeout,
         max_pending: args.max_pending,
+        spool: args.spool_dir.map(|dir| {
+            (
+                dir,
+                SpoolLimits {
+                    max_bytes: args.spool_max_bytes,
+                    max_age: args.spool_max_age,
+                },
+            )
+        }),
     };
     tracing::info!(message = "Starting.", node = collector.node(), host_root = %args.host_root.display(), interval = ?args.interval);
     reporter::run(&collector, &opts, shutdown_signal()).await?;

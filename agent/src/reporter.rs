@@ -7,7 +7,7 @@
 //! ones it already has. Reports collected while the collector is unreachable wait in the
 //! same queue, up to `max_pending`; the oldest go first when it overflows.
 
-use std::{collections::VecDeque, time::Duration};
+use std::{collections::VecDeque, path::PathBuf, time::Duration};
 
 use nodemedic_proto::{
     time::duration,
@@ -27,7 +27,10 @@ use tonic::{
 };
 use tracing::{debug, info, warn};
 
-use crate::collect::{AGENT_VERSION, Collector};
+use crate::{
+    collect::{AGENT_VERSION, Collector},
+    spool::{Spool, SpoolError, SpoolLimits},
+};
 
 /// Why the reporting loop stopped.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +54,9 @@ pub enum ReportError {
         /// The last thing that went wrong.
         last_error: String,
     },
+    /// The spool directory cannot be used.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
     /// The collector refused the agent for a reason retrying cannot fix.
     #[error("the collector refused this agent: {0}")]
     Refused(String),
@@ -69,6 +75,8 @@ pub struct ReporterOptions {
     pub once_deadline: Duration,
     /// Unacknowledged reports kept for resending.
     pub max_pending: usize,
+    /// Where unacknowledged reports survive a restart of the agent; memory only without.
+    pub spool: Option<(PathBuf, SpoolLimits)>,
 }
 
 /// An open `AgentGateway.Connect` stream, after the collector's Welcome.
@@ -121,45 +129,153 @@ impl Connection {
     }
 }
 
-/// Reports and their seq numbering across connections.
+/// Reports and their seq numbering across connections, optionally backed by the spool.
 struct Queue {
-    /// Oldest first; `seq` 0 until the first Welcome says where to start.
-    pending: VecDeque<NodeReport>,
+    /// Oldest first, with their ids; `seq` 0 until the first Welcome says where to start.
+    pending: VecDeque<(u64, NodeReport)>,
     next_seq: Option<u64>,
     max: usize,
+    spool: Option<Spool>,
+    next_id: u64,
+    dropped: u64,
 }
 
 impl Queue {
+    fn new(max: usize, spool: Option<(Spool, Vec<(u64, NodeReport)>)>) -> Self {
+        let (spool, restored) = match spool {
+            Some((spool, restored)) => (Some(spool), restored),
+            None => (None, Vec::new()),
+        };
+        if !restored.is_empty() {
+            info!(
+                message = "Resending reports from the spool.",
+                count = restored.len()
+            );
+        }
+        Queue {
+            pending: restored.into(),
+            next_seq: None,
+            max: max.max(1),
+            spool,
+            next_id: 1,
+            dropped: 0,
+        }
+    }
+
+    fn new_id(&mut self) -> u64 {
+        match self.spool.as_mut() {
+            Some(s) => s.next_id(),
+            None => {
+                self.next_id += 1;
+                self.next_id
+            }
+        }
+    }
+
+    fn persist(&mut self, id: u64, report: &NodeReport) {
+        if let Some(spool) = self.spool.as_mut()
+            && let Err(e) = spool.write(id, report)
+        {
+            warn!(message = "Cannot spool a report; it is kept in memory only.", error = %e);
+        }
+    }
+
     fn push(&mut self, mut report: NodeReport) -> Option<NodeReport> {
         if let Some(seq) = self.next_seq.as_mut() {
             report.seq = *seq;
             *seq += 1;
         }
-        self.pending.push_back(report.clone());
+        let id = self.new_id();
+        self.persist(id, &report);
+        self.pending.push_back((id, report.clone()));
+        let mut over: Vec<u64> = self
+            .spool
+            .as_ref()
+            .map(|s| s.over_limits(std::time::SystemTime::now()))
+            .unwrap_or_default();
         if self.pending.len() > self.max {
-            let dropped = self.pending.pop_front();
-            warn!(
-                message = "Dropping the oldest unacknowledged report: the queue is full.",
-                max = self.max,
-                seq = dropped.map(|r| r.seq)
+            over.extend(
+                self.pending
+                    .iter()
+                    .take(self.pending.len() - self.max)
+                    .map(|(id, _)| *id),
             );
         }
-        self.next_seq.is_some().then_some(report)
+        over.sort_unstable();
+        over.dedup();
+        for id in over {
+            if let Some(i) = self.pending.iter().position(|(p, _)| *p == id) {
+                let (_, dropped) = self.pending.remove(i).expect("a pending report");
+                self.dropped += 1;
+                warn!(
+                    message =
+                        "Dropping the oldest unacknowledged report: the queue or spool is full.",
+                    seq = dropped.seq,
+                    dropped_total = self.dropped
+                );
+            }
+            if let Some(s) = self.spool.as_mut() {
+                s.remove(id);
+            }
+        }
+        report.reports_dropped = self.dropped;
+        self.pending
+            .iter()
+            .any(|(p, _)| *p == id)
+            .then_some(report)
+            .filter(|_| self.next_seq.is_some())
     }
 
     /// After a Welcome: forget what the collector has, number what was waiting.
     fn welcome(&mut self, last_seq: u64) {
-        self.pending.retain(|r| r.seq == 0 || r.seq > last_seq);
-        let mut next = self.next_seq.unwrap_or(0).max(last_seq + 1);
-        for report in self.pending.iter_mut().filter(|r| r.seq == 0) {
+        let stored: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, r)| r.seq != 0 && r.seq <= last_seq)
+            .map(|(id, _)| *id)
+            .collect();
+        self.forget(&stored);
+        // Above what the collector stored, and above the seqs spooled reports already carry.
+        let spooled = self
+            .pending
+            .iter()
+            .map(|(_, r)| r.seq + 1)
+            .max()
+            .unwrap_or(0);
+        let mut next = self.next_seq.unwrap_or(0).max(last_seq + 1).max(spooled);
+        let mut renumbered = Vec::new();
+        for (id, report) in self.pending.iter_mut().filter(|(_, r)| r.seq == 0) {
             report.seq = next;
             next += 1;
+            renumbered.push((*id, report.clone()));
+        }
+        for (id, report) in renumbered {
+            self.persist(id, &report);
         }
         self.next_seq = Some(next);
     }
 
     fn ack(&mut self, seq: u64) {
-        self.pending.retain(|r| r.seq > seq);
+        let acked: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, r)| r.seq <= seq)
+            .map(|(id, _)| *id)
+            .collect();
+        self.forget(&acked);
+    }
+
+    fn forget(&mut self, ids: &[u64]) {
+        self.pending.retain(|(id, _)| !ids.contains(id));
+        if let Some(s) = self.spool.as_mut() {
+            for id in ids {
+                s.remove(*id);
+            }
+        }
+    }
+
+    fn reports(&self) -> impl Iterator<Item = &NodeReport> {
+        self.pending.iter().map(|(_, r)| r)
     }
 }
 
@@ -180,11 +296,11 @@ pub async fn run(
         .keep_alive_timeout(Duration::from_secs(10))
         .tcp_keepalive(Some(Duration::from_secs(60)));
     let started = Instant::now();
-    let mut queue = Queue {
-        pending: VecDeque::new(),
-        next_seq: None,
-        max: opts.max_pending.max(1),
+    let spool = match &opts.spool {
+        Some((dir, limits)) => Some(Spool::open(dir, *limits)?),
+        None => None,
     };
+    let mut queue = Queue::new(opts.max_pending, spool);
     let mut conn: Option<Connection> = None;
     let mut backoff = Backoff::new(collector.node());
     let mut reconnect_at = Instant::now();
@@ -246,7 +362,7 @@ pub async fn run(
                         info!(message = "Connected to the collector.", url = %opts.collector_url, last_seq, resending = queue.pending.len());
                         backoff.reset();
                         queue.welcome(last_seq);
-                        for report in &queue.pending {
+                        for report in queue.reports() {
                             if c.outbound.try_send(report_message(report.clone())).is_err() {
                                 warn!(message = "Could not queue a report on the new stream.");
                             }
@@ -381,18 +497,17 @@ mod tests {
         }
     }
 
+    fn seqs(q: &Queue) -> Vec<u64> {
+        q.reports().map(|r| r.seq).collect()
+    }
+
     #[test]
     fn reports_before_the_first_welcome_are_numbered_above_the_stored_ones() {
-        let mut q = Queue {
-            pending: VecDeque::new(),
-            next_seq: None,
-            max: 10,
-        };
+        let mut q = Queue::new(10, None);
         assert!(q.push(report()).is_none(), "not sendable before a Welcome");
         q.push(report());
         q.welcome(41);
-        let seqs: Vec<u64> = q.pending.iter().map(|r| r.seq).collect();
-        assert_eq!(seqs, [42, 43]);
+        assert_eq!(seqs(&q), [42, 43]);
         assert_eq!(q.push(report()).unwrap().seq, 44);
         q.ack(43);
         assert_eq!(q.pending.len(), 1);
@@ -403,17 +518,50 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_drops_the_oldest() {
-        let mut q = Queue {
-            pending: VecDeque::new(),
-            next_seq: Some(1),
-            max: 2,
+    fn a_full_queue_drops_the_oldest_and_counts() {
+        let mut q = Queue::new(2, None);
+        q.welcome(0);
+        let last = (0..3).map(|_| q.push(report())).last().flatten().unwrap();
+        assert_eq!(seqs(&q), [2, 3]);
+        assert_eq!(last.reports_dropped, 1);
+    }
+
+    #[test]
+    fn the_spool_survives_a_restart_and_drops_the_oldest_past_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = SpoolLimits {
+            max_bytes: 1 << 20,
+            max_age: Duration::from_secs(3600),
         };
+        let mut q = Queue::new(100, Some(Spool::open(dir.path(), limits).unwrap()));
         for _ in 0..3 {
             q.push(report());
         }
-        let seqs: Vec<u64> = q.pending.iter().map(|r| r.seq).collect();
-        assert_eq!(seqs, [2, 3]);
+        q.welcome(10);
+        q.ack(11);
+        drop(q);
+        // A new agent process: the two unacknowledged reports come back, numbered, in order.
+        let mut q = Queue::new(100, Some(Spool::open(dir.path(), limits).unwrap()));
+        assert_eq!(seqs(&q), [12, 13]);
+        q.welcome(12);
+        assert_eq!(seqs(&q), [13]);
+        assert_eq!(q.push(report()).unwrap().seq, 14);
+
+        let one = q.spool.as_ref().unwrap().bytes() / 2;
+        let tiny = SpoolLimits {
+            max_bytes: one * 2,
+            ..limits
+        };
+        let mut q = Queue::new(100, Some(Spool::open(dir.path(), tiny).unwrap()));
+        q.welcome(0);
+        let last = q.push(report()).unwrap();
+        assert_eq!(
+            seqs(&q),
+            [14, 15],
+            "the oldest (13) went to keep the spool under its size"
+        );
+        assert_eq!(last.reports_dropped, 1);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 
     #[test]

@@ -116,8 +116,8 @@ pub fn eventually<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option
 }
 
 /// Starts `nodemedic-agent` reporting every second as `node`, reading the host tree at
-/// `host_root`.
-pub fn agent(collector_url: &str, node: &str, host_root: &Path) -> Process {
+/// `host_root`, with `extra` flags.
+pub fn agent(collector_url: &str, node: &str, host_root: &Path, extra: &[&str]) -> Process {
     Process(
         Command::new(binary("nodemedic-agent"))
             .args([
@@ -130,6 +130,7 @@ pub fn agent(collector_url: &str, node: &str, host_root: &Path) -> Process {
                 "--host-root",
             ])
             .arg(host_root)
+            .args(extra)
             .env("RUST_LOG", "warn")
             .spawn()
             .expect("start nodemedic-agent"),

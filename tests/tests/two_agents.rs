@@ -41,8 +41,8 @@ fn two_agents_report_and_the_cli_sees_their_findings() {
 
     let data = tempfile::tempdir().unwrap();
     let collector = CollectorProcess::start(data.path(), "127.0.0.1:0");
-    let _agent_a = agent(&collector.grpc_url, "node-a", a.root().dir());
-    let _agent_b = agent(&collector.grpc_url, "node-b", b.root().dir());
+    let _agent_a = agent(&collector.grpc_url, "node-a", a.root().dir(), &[]);
+    let _agent_b = agent(&collector.grpc_url, "node-b", b.root().dir(), &[]);
 
     let expected = vec![
         (
