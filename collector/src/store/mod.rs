@@ -141,6 +141,11 @@ impl Reader {
 
     /// Every node, by name, with its open findings counted.
     pub fn nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
+        self.node_rows(None)
+    }
+
+    /// Node rows, all of them or the one named; `?1 IS NULL` selects all.
+    fn node_rows(&self, name: Option<&str>) -> Result<Vec<NodeRow>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT n.name, n.first_seen, n.last_report, n.last_seq, n.agent_version,
@@ -148,9 +153,10 @@ impl Reader {
                     COUNT(f.id) FILTER (WHERE f.severity = 2),
                     COUNT(f.id) FILTER (WHERE f.severity = 1)
              FROM nodes n LEFT JOIN findings f ON f.node = n.name AND f.resolved_at IS NULL
+             WHERE ?1 IS NULL OR n.name = ?1
              GROUP BY n.name ORDER BY n.name",
         )?;
-        let rows = stmt.query_map([], |r| {
+        let rows = stmt.query_map([name], |r| {
             Ok(NodeRow {
                 name: r.get(0)?,
                 first_seen: r.get(1)?,
@@ -165,7 +171,7 @@ impl Reader {
 
     /// One node's row and latest report.
     pub fn node(&self, name: &str) -> Result<Option<(NodeRow, Option<NodeReport>)>, StoreError> {
-        let Some(row) = self.nodes()?.into_iter().find(|n| n.name == name) else {
+        let Some(row) = self.node_rows(Some(name))?.into_iter().next() else {
             return Ok(None);
         };
         let body: Option<Vec<u8>> = self
