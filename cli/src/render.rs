@@ -24,11 +24,7 @@ fn roles(roles: &[i32]) -> String {
     roles
         .iter()
         .filter_map(|r| MountRole::try_from(*r).ok())
-        .map(|r| {
-            r.as_str_name()
-                .trim_start_matches("MOUNT_ROLE_")
-                .to_lowercase()
-        })
+        .map(MountRole::label)
         .collect::<Vec<_>>()
         .join(",")
 }

@@ -1,6 +1,6 @@
 //! Building [`Finding`]s and [`Evidence`], and naming severities the way people read them.
 
-use crate::v1::{Evidence, Finding, FindingStatus, Severity, evidence};
+use crate::v1::{Evidence, Finding, FindingStatus, MountRole, Severity, evidence};
 
 impl Finding {
     /// A failed check: the condition holds.
@@ -108,6 +108,20 @@ impl FindingStatus {
             FindingStatus::Unspecified => "none",
             FindingStatus::Fail => "fail",
             FindingStatus::Unknown => "unknown",
+        }
+    }
+}
+
+impl MountRole {
+    /// Lower-case name as printed and as carried in `roles` evidence (runbook rules match it).
+    pub fn label(self) -> &'static str {
+        match self {
+            MountRole::Unspecified => "",
+            MountRole::Root => "root",
+            MountRole::Kubelet => "kubelet",
+            MountRole::Images => "images",
+            MountRole::Logs => "logs",
+            MountRole::Volume => "pod volume",
         }
     }
 }

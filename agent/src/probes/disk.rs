@@ -130,14 +130,7 @@ fn role_names(m: &Mount) -> Vec<&'static str> {
     m.roles
         .iter()
         .filter_map(|r| MountRole::try_from(*r).ok())
-        .map(|r| match r {
-            MountRole::Root => "root",
-            MountRole::Kubelet => "kubelet",
-            MountRole::Images => "images",
-            MountRole::Logs => "logs",
-            MountRole::Volume => "pod volume",
-            MountRole::Unspecified => "",
-        })
+        .map(MountRole::label)
         .collect()
 }
 
