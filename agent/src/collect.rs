@@ -61,8 +61,9 @@ impl Collector {
         self.probes.ids()
     }
 
-    /// Collects a report stamped `now`; its `seq` is left for the sender to set.
-    pub async fn collect_at(&self, now: SystemTime) -> NodeReport {
+    /// Collects a report now; its `seq` is left for the sender to set.
+    pub async fn collect(&self) -> NodeReport {
+        let now = SystemTime::now();
         let ctx = ProbeContext {
             host: self.host.clone(),
             now,
@@ -76,10 +77,5 @@ impl Collector {
         };
         self.probes.collect(&ctx, &mut report).await;
         report
-    }
-
-    /// Collects a report now.
-    pub async fn collect(&self) -> NodeReport {
-        self.collect_at(SystemTime::now()).await
     }
 }
