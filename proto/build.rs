@@ -8,6 +8,7 @@ use prost::Message;
 const PROTOS: &[&str] = &[
     "nodemedic/v1/report.proto",
     "nodemedic/v1/agent.proto",
+    "nodemedic/v1/incident.proto",
     "nodemedic/v1/diagnostics.proto",
 ];
 

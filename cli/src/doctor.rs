@@ -1,14 +1,14 @@
 //! `nodemedic doctor`: the agent's probes and the collector's analysis, in-process, on this
 //! machine now. No collector, no network.
 
-use std::{path::PathBuf, time::SystemTime};
+use std::{path::PathBuf, sync::Arc, time::SystemTime};
 
 use nodemedic_agent::{Collector, collect::node_name, config::Config, host::HostRoot};
 use nodemedic_collector::{
-    analysis::{Diagnosis, Remedy, diagnose},
+    analysis::{Diagnosis, diagnose},
     runbook::Catalog,
 };
-use nodemedic_proto::v1::{Finding, NodeReport, Severity};
+use nodemedic_proto::v1::{Incident, NodeReport, Severity};
 use serde::Serialize;
 
 use crate::{
@@ -36,17 +36,10 @@ pub struct DoctorArgs {
 }
 
 #[derive(Serialize)]
-struct Entry<'a> {
-    finding: &'a Finding,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    remedy: Option<&'a Remedy>,
-}
-
-#[derive(Serialize)]
 struct Output<'a> {
     node: &'a str,
     worst: &'static str,
-    findings: Vec<Entry<'a>>,
+    incidents: &'a [Incident],
     report: &'a NodeReport,
 }
 
@@ -57,7 +50,7 @@ pub async fn run(args: DoctorArgs, format: Format) -> anyhow::Result<u8> {
     let collector = Collector::new(node, HostRoot::new(&args.host_root), config);
     let mut report = collector.collect().await;
     report.seq = 1;
-    let diagnosis = diagnose(report, &Catalog::builtin())?;
+    let diagnosis = diagnose(report, Arc::new(Catalog::builtin()))?;
     print(&diagnosis, format)?;
     Ok(match diagnosis.worst() {
         Severity::Critical => EXIT_CRITICAL,
@@ -73,14 +66,7 @@ fn print(d: &Diagnosis, format: Format) -> anyhow::Result<()> {
             Severity::Unspecified => "healthy",
             s => s.label(),
         },
-        findings: d
-            .findings
-            .iter()
-            .map(|(finding, remedy)| Entry {
-                finding,
-                remedy: remedy.as_ref(),
-            })
-            .collect(),
+        incidents: &d.incidents,
         report: &d.report,
     };
     if structured(format, &out)? {
@@ -88,6 +74,6 @@ fn print(d: &Diagnosis, format: Format) -> anyhow::Result<()> {
     }
     println!("Node {}: {}", d.report.node, out.worst);
     print!("{}", render::report(&d.report));
-    print!("{}", render::findings(&d.findings, SystemTime::now()));
+    print!("{}", render::incidents(&d.incidents, SystemTime::now()));
     Ok(())
 }

@@ -1,18 +1,20 @@
 //! # nodemedic-cli
 //!
 //! The `nodemedic` command: `doctor` diagnoses this machine in-process (the agent's probes
-//! and the collector's analysis, no server); `nodes`, `node`, `findings`, `watch` and
-//! `collect` ask a collector's Diagnostics API. Tables follow kubectl's style; `-o json`
+//! and the collector's analysis, no server); `nodes`, `node`, `findings`, `watch`,
+//! `incidents`, `incident` and `collect` ask a collector's Diagnostics API. Tables follow kubectl's style; `-o json`
 //! and `-o yaml` print the protos' JSON mapping.
 //!
 //! ## Layout
 //! - [`doctor`]: local diagnosis and its exit codes (0 healthy, 4 warning, 3 critical).
-//! - [`query`]: the collector commands.
-//! - [`render`]: report and findings views shared by `doctor` and `node`.
+//! - [`query`]: the collector commands; [`incidents`]: `incidents` and `incident ID`.
+//! - [`render`]: report, findings and incident views shared by `doctor`, `node` and
+//!   `incident`.
 //! - [`runbook`]: the runbook catalog offline (list, show, validate).
 //! - [`table`], [`output`]: kubectl-style tables and the structured formats.
 
 pub mod doctor;
+pub mod incidents;
 pub mod output;
 pub mod query;
 pub mod render;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use nodemedic_cli::{
     doctor::{self, DoctorArgs},
+    incidents::{self, IncidentsArgs},
     output::Format,
     query::{self, FindingsArgs, WatchArgs},
     runbook::{self, RunbookCommand},
@@ -35,12 +36,22 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Diagnose this machine now: disk, memory and kernel limits, with what to do.
-    /// Exits 0 when healthy, 4 when the worst finding is a warning, 3 when critical.
+    /// Diagnose this machine now: disk, memory, kernel limits and DNS, as incidents with
+    /// what to do. Exits 0 when healthy, 4 when the worst finding is a warning, 3 when
+    /// critical.
     Doctor(DoctorArgs),
+    /// List incidents: findings correlated on a node and across nodes (open ones by
+    /// default); -w follows them
+    Incidents(IncidentsArgs),
+    /// Show one incident: cause, affected nodes and objects, findings, the commands to run,
+    /// and its timeline
+    Incident {
+        /// Incident id (from `nodemedic incidents`)
+        id: u64,
+    },
     /// List the nodes that report to the collector
     Nodes,
-    /// Show one node: its latest measurements and open findings with what to do
+    /// Show one node: its latest measurements, its incidents with what to do, and findings
     Node {
         /// Node name
         name: String,
@@ -90,6 +101,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Runbook { dir, command } => return runbook::run(command, dir, format),
         Command::Nodes => query::nodes(client().await?, format).await?,
         Command::Node { name } => query::node(client().await?, name, format).await?,
+        Command::Incidents(args) => incidents::list(client().await?, args, format).await?,
+        Command::Incident { id } => incidents::show(client().await?, id, format).await?,
         Command::Findings(args) => query::findings(client().await?, args, format).await?,
         Command::Watch(args) => query::watch(client().await?, args, format).await?,
         Command::Collect { node } => query::collect(client().await?, node, format).await?,

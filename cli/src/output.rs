@@ -28,3 +28,19 @@ pub fn structured<T: Serialize>(format: Format, value: &T) -> anyhow::Result<boo
         }
     }
 }
+
+/// Prints one event of a stream: a JSON line, or a YAML document; `false` for
+/// `Format::Table` (the caller prints a line of its own).
+pub fn streamed<T: Serialize>(format: Format, value: &T) -> anyhow::Result<bool> {
+    match format {
+        Format::Table => Ok(false),
+        Format::Json => {
+            println!("{}", serde_json::to_string(value)?);
+            Ok(true)
+        }
+        Format::Yaml => {
+            print!("---\n{}", serde_saphyr::to_string(value)?);
+            Ok(true)
+        }
+    }
+}

@@ -1,9 +1,9 @@
-//! The commands that ask a collector: `nodes`, `node`, `findings`, `watch`, `collect`.
+//! The commands that ask a collector: `nodes`, `node`, `findings`, `watch`, `collect`
+//! (incidents are in [`crate::incidents`]).
 
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use nodemedic_collector::{analysis::with_remedies, runbook::Catalog};
 use nodemedic_proto::{
     time::{system_time, timestamp},
     v1::{
@@ -16,7 +16,7 @@ use tokio_stream::StreamExt;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::{
-    output::{Format, structured},
+    output::{Format, streamed, structured},
     render,
     table::{Table, age},
 };
@@ -34,7 +34,8 @@ pub async fn client(url: &str) -> anyhow::Result<DiagnosticsClient<Channel>> {
     Ok(DiagnosticsClient::new(channel))
 }
 
-fn severity_arg(s: &str) -> Result<Severity, String> {
+/// Parses `--severity`.
+pub fn severity_arg(s: &str) -> Result<Severity, String> {
     Severity::from_label(s).ok_or_else(|| format!("{s:?} is not one of info, warning, critical"))
 }
 
@@ -72,7 +73,8 @@ pub struct WatchArgs {
     pub severity: Option<Severity>,
 }
 
-fn status_text(e: tonic::Status) -> anyhow::Error {
+/// A gRPC error as the user should read it.
+pub fn status_text(e: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}: {}", e.code().description(), e.message())
 }
 
@@ -157,8 +159,22 @@ pub async fn node(
     if let Some(latest) = &resp.latest {
         print!("{}", render::report(latest));
     }
-    let with_remedies = with_remedies(&Catalog::builtin(), resp.open_findings);
-    print!("{}", render::findings(&with_remedies, now));
+    print!("{}", render::incidents(&resp.incidents, now));
+    let held: Vec<_> = resp
+        .open_findings
+        .into_iter()
+        .filter(|f| {
+            !resp
+                .incidents
+                .iter()
+                .flat_map(|i| &i.findings)
+                .any(|g| g.id == f.id)
+        })
+        .collect();
+    if !held.is_empty() {
+        println!("\nFindings not (yet) in an incident (held until they persist):");
+        print!("{}", render::findings(&held, now));
+    }
     Ok(())
 }
 
@@ -240,31 +256,28 @@ pub async fn watch(
     }
     while let Some(event) = stream.next().await {
         let event = event.map_err(status_text)?;
-        match format {
-            Format::Json => println!("{}", serde_json::to_string(&event)?),
-            Format::Yaml => print!("---\n{}", serde_saphyr::to_string(&event)?),
-            Format::Table => {
-                let Some(f) = &event.finding else { continue };
-                let kind = match event.kind() {
-                    finding_event::Kind::Opened => "OPENED",
-                    finding_event::Kind::Changed => "CHANGED",
-                    finding_event::Kind::Resolved => "RESOLVED",
-                    finding_event::Kind::Unspecified => "?",
-                };
-                let subject = if f.subject.is_empty() {
-                    "<none>"
-                } else {
-                    &f.subject
-                };
-                println!(
-                    "{kind:<10} {}   {}   {}   {subject}   {}",
-                    f.node,
-                    f.severity().label(),
-                    f.check,
-                    f.message
-                );
-            }
+        if streamed(format, &event)? {
+            continue;
         }
+        let Some(f) = &event.finding else { continue };
+        let kind = match event.kind() {
+            finding_event::Kind::Opened => "OPENED",
+            finding_event::Kind::Changed => "CHANGED",
+            finding_event::Kind::Resolved => "RESOLVED",
+            finding_event::Kind::Unspecified => "?",
+        };
+        let subject = if f.subject.is_empty() {
+            "<none>"
+        } else {
+            &f.subject
+        };
+        println!(
+            "{kind:<10} {}   {}   {}   {subject}   {}",
+            f.node,
+            f.severity().label(),
+            f.check,
+            f.message
+        );
     }
     Ok(())
 }

@@ -1,14 +1,14 @@
-//! Human-readable views of a report and its findings, shared by `doctor` and `node`.
+//! Human-readable views of a report, its findings and incidents, shared by `doctor`,
+//! `node` and `incident`.
 
 use std::time::SystemTime;
 
 use nodemedic_proto::{
+    Timestamp,
     finding::human_bytes,
     time::system_time,
-    v1::{Finding, MountRole, NodeReport, Severity},
+    v1::{Finding, Incident, IncidentScope, IncidentState, MountRole, NodeReport, Remediation},
 };
-
-use nodemedic_collector::analysis::Remedy;
 
 use crate::table::{Table, age};
 
@@ -117,48 +117,95 @@ pub fn report(r: &NodeReport) -> String {
     out
 }
 
-/// Findings grouped by severity, worst first, each followed by what to do.
-pub fn findings(findings: &[(Finding, Option<Remedy>)], now: SystemTime) -> String {
-    if findings.is_empty() {
-        return "No findings: healthy.\n".into();
-    }
-    let mut out = String::new();
-    for severity in [Severity::Critical, Severity::Warning, Severity::Info] {
-        let group: Vec<&(Finding, Option<Remedy>)> = findings
-            .iter()
-            .filter(|(f, _)| f.severity() == severity)
-            .collect();
-        if group.is_empty() {
-            continue;
-        }
-        out.push_str(&format!(
-            "\n{} ({}):\n",
-            severity.label().to_uppercase(),
-            group.len()
-        ));
-        for (f, remedy) in group {
-            let since = f
-                .first_seen
+/// Findings as a table, worst first.
+pub fn findings(findings: &[Finding], now: SystemTime) -> String {
+    let mut sorted: Vec<&Finding> = findings.iter().collect();
+    sorted.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then_with(|| a.check.cmp(&b.check))
+            .then_with(|| a.subject.cmp(&b.subject))
+    });
+    let mut t = Table::new(&["SEVERITY", "NODE", "CHECK", "SUBJECT", "AGE", "MESSAGE"]);
+    for f in sorted {
+        let unknown = f.status() == nodemedic_proto::v1::FindingStatus::Unknown;
+        t.row(vec![
+            format!("{}{}", f.severity().label(), if unknown { "?" } else { "" }),
+            f.node.clone(),
+            f.check.clone(),
+            f.subject.clone(),
+            f.first_seen
                 .as_ref()
-                .map(|t| format!(" [{}]", age(system_time(t), now)))
-                .unwrap_or_default();
-            let status = if f.status() == nodemedic_proto::v1::FindingStatus::Unknown {
-                " (unknown)"
-            } else {
-                ""
-            };
-            let subject = if f.subject.is_empty() {
-                String::new()
-            } else {
-                format!(" {}", f.subject)
-            };
-            out.push_str(&format!(
-                "  {}{subject}{status}{since}\n    {}\n",
-                f.check, f.message
-            ));
-            if let Some(r) = remedy {
-                out.push_str(&remedy_text(r, "    "));
-            }
+                .map(|t| age(system_time(t), now))
+                .unwrap_or_default(),
+            f.message.clone(),
+        ]);
+    }
+    t.render("  ")
+}
+
+/// Incidents, each with its findings and what to do; "healthy" when there are none.
+pub fn incidents(incidents: &[Incident], now: SystemTime) -> String {
+    if incidents.is_empty() {
+        return "No incidents: healthy.\n".into();
+    }
+    incidents
+        .iter()
+        .map(|i| format!("\n{}", incident(i, now, false)))
+        .collect()
+}
+
+/// One incident: what, where, since when, its findings, what to do; with `timeline`, its
+/// history too.
+pub fn incident(i: &Incident, now: SystemTime, timeline: bool) -> String {
+    let ago = |t: &Option<Timestamp>| {
+        t.as_ref()
+            .map_or("-".into(), |t| format!("{} ago", age(system_time(t), now)))
+    };
+    let mut out = format!(
+        "Incident {} [{}, {}, {}]: {}\n",
+        i.id,
+        i.severity().label(),
+        match i.scope() {
+            IncidentScope::Cluster => "cluster",
+            _ => "node",
+        },
+        match i.state() {
+            IncidentState::Resolved => "resolved",
+            _ => "open",
+        },
+        i.title
+    );
+    out.push_str(&format!("  {}\n", i.summary));
+    out.push_str(&format!("  nodes:   {}\n", i.nodes.join(", ")));
+    if !i.objects.is_empty() {
+        out.push_str(&format!("  objects: {}\n", i.objects.join(", ")));
+    }
+    out.push_str(&format!(
+        "  seen:    first {}, last {}{}\n",
+        ago(&i.first_seen),
+        ago(&i.last_seen),
+        i.resolved_at
+            .as_ref()
+            .map(|_| format!(", resolved {}", ago(&i.resolved_at)))
+            .unwrap_or_default()
+    ));
+    if let Some(at) = &i.failure_expected_at {
+        let at = system_time(at);
+        let when = match at.duration_since(now) {
+            Ok(d) => format!("in {}", age(now, now + d)),
+            Err(_) => "now".into(),
+        };
+        out.push_str(&format!("  expected to fail: {when}\n"));
+    }
+    out.push_str(&findings(&i.findings, now));
+    if let Some(r) = &i.remediation {
+        out.push_str(&remediation(r, "  "));
+    }
+    if timeline {
+        out.push_str("  timeline:\n");
+        for e in &i.timeline {
+            out.push_str(&format!("    {:>8}  {}\n", ago(&e.at), e.text));
         }
     }
     out
@@ -204,12 +251,14 @@ fn dns(d: &nodemedic_proto::v1::DnsSection) -> String {
     out
 }
 
-/// A remedy as numbered steps with their commands, then recovery, risk and verification.
-pub fn remedy_text(r: &Remedy, indent: &str) -> String {
+/// A remediation as numbered steps with their commands, then recovery, risk and
+/// verification.
+pub fn remediation(r: &Remediation, indent: &str) -> String {
     let mut out = format!("{indent}what to do ({}: {}):\n", r.rule, r.title);
     for (i, step) in r.steps.iter().enumerate() {
         out.push_str(&format!("{indent}  {}. {}\n", i + 1, step.text));
-        if let Some(command) = &step.command {
+        if !step.command.is_empty() {
+            let command = &step.command;
             out.push_str(&format!("{indent}     $ {command}\n"));
         }
     }

@@ -124,6 +124,8 @@ fn main() {
             silent_after: 3,
             max_message_bytes: 4 << 20,
             limits: ReportLimits::default(),
+            catalog: std::sync::Arc::new(nodemedic_collector::runbook::Catalog::builtin()),
+            incidents: nodemedic_collector::incidents::IncidentConfig::default(),
         })
         .await
         .unwrap();

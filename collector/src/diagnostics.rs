@@ -5,10 +5,12 @@ use std::{pin::Pin, sync::Arc};
 use nodemedic_proto::{
     time::{timestamp_from_millis, timestamp_millis},
     v1::{
-        CollectNow, Command, FindingEvent, FindingState, GetNodeRequest, GetNodeResponse,
-        ListFindingsRequest, ListFindingsResponse, ListNodesRequest, ListNodesResponse,
-        NodeSummary, Severity, TriggerCollectionRequest, TriggerCollectionResponse,
-        WatchFindingsRequest, command, diagnostics_server::Diagnostics,
+        CollectNow, Command, FindingEvent, FindingState, GetIncidentRequest, GetNodeRequest,
+        GetNodeResponse, Incident, IncidentEvent, IncidentState, ListFindingsRequest,
+        ListFindingsResponse, ListIncidentsRequest, ListIncidentsResponse, ListNodesRequest,
+        ListNodesResponse, NodeSummary, Severity, TriggerCollectionRequest,
+        TriggerCollectionResponse, WatchFindingsRequest, WatchIncidentsRequest, command,
+        diagnostics_server::Diagnostics,
     },
 };
 use tokio::sync::broadcast;
@@ -19,7 +21,7 @@ use tracing::info;
 use crate::{
     error::Error,
     registry::Registry,
-    store::{FindingFilter, NodeRow, Reader},
+    store::{FindingFilter, IncidentFilter, NodeRow, Reader, writer::Events},
     validate,
 };
 
@@ -33,7 +35,7 @@ const MAX_LIMIT: usize = 100_000;
 pub struct DiagnosticsService {
     pub(crate) reader: Arc<Reader>,
     pub(crate) registry: Arc<Registry>,
-    pub(crate) events: broadcast::Sender<FindingEvent>,
+    pub(crate) events: Events,
     /// Changes when the collector shuts down: every watch ends.
     pub(crate) shutdown: tokio::sync::watch::Receiver<()>,
 }
@@ -77,6 +79,38 @@ impl DiagnosticsService {
     }
 }
 
+/// A watch: the events `keep` lets through until the collector shuts down; a watcher that
+/// falls behind is told so once and ended.
+fn watch<E: Clone + Send + 'static>(
+    events: &broadcast::Sender<E>,
+    keep: impl Fn(&E) -> bool + Send + 'static,
+    what: &'static str,
+    mut shutdown: tokio::sync::watch::Receiver<()>,
+) -> Pin<Box<dyn Stream<Item = Result<E, Status>> + Send>> {
+    let stream = BroadcastStream::new(events.subscribe()).filter_map(move |event| match event {
+        Ok(e) => keep(&e).then_some(Ok(e)),
+        Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => Some(Err(Status::resource_exhausted(
+            format!("this watcher fell {n} events behind and missed them; list the {what} again and start a new watch"),
+        ))),
+    });
+    let mut ended = false;
+    let stream = stream.take_while(move |item| {
+        let keep = !ended;
+        ended = item.is_err();
+        keep
+    });
+    Box::pin(futures::StreamExt::take_until(stream, async move {
+        let _ = shutdown.changed().await;
+    }))
+}
+
+fn limit(requested: u32) -> usize {
+    match requested as usize {
+        0 => DEFAULT_LIMIT,
+        n => n.min(MAX_LIMIT),
+    }
+}
+
 fn min_severity(value: i32) -> Result<Option<Severity>, Status> {
     match Severity::try_from(value) {
         Ok(Severity::Unspecified) => Ok(None),
@@ -116,10 +150,18 @@ impl Diagnostics for DiagnosticsService {
             ..Default::default()
         };
         let (open_findings, _) = self.read(move |r| r.findings(&filter)).await?;
+        let filter = IncidentFilter {
+            nodes: vec![row.name.clone()],
+            state: IncidentState::Open,
+            limit: MAX_LIMIT,
+            ..Default::default()
+        };
+        let (incidents, _) = self.read(move |r| r.incidents(&filter)).await?;
         Ok(Response::new(GetNodeResponse {
             node: Some(self.summary(row)),
             latest,
             open_findings,
+            incidents,
         }))
     }
 
@@ -131,10 +173,6 @@ impl Diagnostics for DiagnosticsService {
         for node in &req.nodes {
             validate::node_name(node)?;
         }
-        let limit = match req.limit as usize {
-            0 => DEFAULT_LIMIT,
-            n => n.min(MAX_LIMIT),
-        };
         let filter = FindingFilter {
             nodes: req.nodes,
             checks: req.checks,
@@ -143,7 +181,7 @@ impl Diagnostics for DiagnosticsService {
                 .map_err(|_| Status::invalid_argument(format!("unknown state {}", req.state)))?,
             since: req.since.as_ref().map(timestamp_millis),
             until: req.until.as_ref().map(timestamp_millis),
-            limit,
+            limit: limit(req.limit),
         };
         let (findings, truncated) = self.read(move |r| r.findings(&filter)).await?;
         Ok(Response::new(ListFindingsResponse {
@@ -161,27 +199,65 @@ impl Diagnostics for DiagnosticsService {
         let req = request.into_inner();
         let min = min_severity(req.min_severity)?.map_or(0, |s| s as i32);
         let nodes = req.nodes;
-        let stream = BroadcastStream::new(self.events.subscribe()).filter_map(move |event| match event {
-            Ok(e) => {
-                let f = e.finding.as_ref()?;
-                (f.severity >= min && (nodes.is_empty() || nodes.contains(&f.node))).then_some(Ok(e))
-            }
-            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => Some(Err(Status::resource_exhausted(
-                format!("this watcher fell {n} events behind and missed them; list the findings again and start a new watch"),
-            ))),
-        });
-        // A lagging watcher is told once and then ended.
-        let mut ended = false;
-        let stream = stream.take_while(move |item| {
-            let keep = !ended;
-            ended = item.is_err();
-            keep
-        });
-        let mut shutdown = self.shutdown.clone();
-        let stream = futures::StreamExt::take_until(stream, async move {
-            let _ = shutdown.changed().await;
-        });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(watch(
+            &self.events.findings,
+            move |e: &FindingEvent| {
+                e.finding.as_ref().is_some_and(|f| {
+                    f.severity >= min && (nodes.is_empty() || nodes.contains(&f.node))
+                })
+            },
+            "findings",
+            self.shutdown.clone(),
+        )))
+    }
+
+    async fn list_incidents(
+        &self,
+        request: Request<ListIncidentsRequest>,
+    ) -> Result<Response<ListIncidentsResponse>, Status> {
+        let req = request.into_inner();
+        for node in &req.nodes {
+            validate::node_name(node)?;
+        }
+        let filter = IncidentFilter {
+            nodes: req.nodes,
+            state: IncidentState::try_from(req.state)
+                .map_err(|_| Status::invalid_argument(format!("unknown state {}", req.state)))?,
+            min_severity: min_severity(req.min_severity)?,
+            limit: limit(req.limit),
+        };
+        let (incidents, truncated) = self.read(move |r| r.incidents(&filter)).await?;
+        Ok(Response::new(ListIncidentsResponse {
+            incidents,
+            truncated,
+        }))
+    }
+
+    async fn get_incident(
+        &self,
+        request: Request<GetIncidentRequest>,
+    ) -> Result<Response<Incident>, Status> {
+        let id = request.into_inner().id;
+        let incident = self
+            .read(move |r| r.incident(id))
+            .await?
+            .ok_or(Error::UnknownIncident(id))?;
+        Ok(Response::new(incident))
+    }
+
+    type WatchIncidentsStream = Pin<Box<dyn Stream<Item = Result<IncidentEvent, Status>> + Send>>;
+
+    async fn watch_incidents(
+        &self,
+        request: Request<WatchIncidentsRequest>,
+    ) -> Result<Response<Self::WatchIncidentsStream>, Status> {
+        let min = min_severity(request.into_inner().min_severity)?.map_or(0, |s| s as i32);
+        Ok(Response::new(watch(
+            &self.events.incidents,
+            move |e: &IncidentEvent| e.incident.as_ref().is_some_and(|i| i.severity >= min),
+            "incidents",
+            self.shutdown.clone(),
+        )))
     }
 
     async fn trigger_collection(

@@ -14,6 +14,9 @@ pub enum Error {
     /// The named node is not known.
     #[error("no node named {0:?}")]
     UnknownNode(String),
+    /// No incident has this id (or it is past retention).
+    #[error("no incident {0}")]
+    UnknownIncident(u64),
     /// The node's agent is not connected.
     #[error("node {0:?} has no connected agent")]
     NotConnected(String),
@@ -31,7 +34,9 @@ impl From<Error> for Status {
         match e {
             Error::Store(_) | Error::Unavailable(_) => Status::unavailable(message),
             Error::Invalid(_) => Status::invalid_argument(message),
-            Error::UnknownNode(_) | Error::NotConnected(_) => Status::not_found(message),
+            Error::UnknownNode(_) | Error::UnknownIncident(_) | Error::NotConnected(_) => {
+                Status::not_found(message)
+            }
             Error::AlreadyConnected(_) => Status::already_exists(message),
         }
     }

@@ -8,6 +8,8 @@
 //! - [`validate`]: what is accepted (node names, report rules, limits).
 //! - [`store`]: SQLite. [`store::writer`] is the single writer thread that batches
 //!   commits and owns the finding lifecycle; [`store::Reader`] answers queries.
+//! - [`incidents`]: correlation; the writer hands it each node's open findings and stores
+//!   the incidents it opens, updates and resolves.
 //! - [`diagnostics`]: the `Diagnostics` query service.
 //! - [`registry`]: which nodes are connected; commands down their streams.
 //! - [`runbook`]: the runbook catalog, rules as data (`collector/runbooks/*.yaml`), and
@@ -21,6 +23,7 @@ pub mod diagnostics;
 pub mod error;
 pub mod gateway;
 pub mod http;
+pub mod incidents;
 pub mod metrics;
 pub mod registry;
 pub mod runbook;

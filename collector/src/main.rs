@@ -1,17 +1,20 @@
 //! `nodemedic-collector`: the central service.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
+use anyhow::Context;
 use clap::Parser;
 use nodemedic_collector::{
+    incidents::IncidentConfig,
+    runbook::Catalog,
     server::{Bound, Config},
     validate::ReportLimits,
 };
 use tracing_subscriber::EnvFilter;
 
 /// Receives reports from nodemedic agents, stores them in SQLite under --data-dir, tracks
-/// findings, and answers the Diagnostics gRPC API. /healthz, /readyz and /metrics are served
-/// on --http-listen.
+/// findings, correlates them into incidents with the runbook's remediation, and answers the
+/// Diagnostics gRPC API. /healthz, /readyz and /metrics are served on --http-listen.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
 struct Args {
@@ -36,6 +39,20 @@ struct Args {
     /// Most findings accepted in one report
     #[arg(long, default_value_t = 1000)]
     max_findings: usize,
+    /// Directory of runbook rule files (*.yaml) added to the built-in catalog; a rule with a
+    /// built-in id replaces it. The collector refuses to start if a rule is broken (check
+    /// with `nodemedic runbook validate DIR`)
+    #[arg(long)]
+    runbook_dir: Option<PathBuf>,
+    /// How long a finding must persist before it opens or joins an incident
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    incident_hold: Duration,
+    /// ... or how often it must open within --incident-repeat-window
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    incident_repeat: u32,
+    /// The window for --incident-repeat
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+    incident_repeat_window: Duration,
 }
 
 #[tokio::main]
@@ -47,6 +64,10 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    let catalog = match &args.runbook_dir {
+        Some(dir) => Catalog::with_dir(dir).context("the runbook catalog is broken")?,
+        None => Catalog::builtin(),
+    };
     let bound = Bound::bind(Config {
         grpc_listen: args.grpc_listen,
         http_listen: args.http_listen,
@@ -56,6 +77,12 @@ async fn main() -> anyhow::Result<()> {
         max_message_bytes: args.max_message_bytes,
         limits: ReportLimits {
             max_findings: args.max_findings,
+        },
+        catalog: Arc::new(catalog),
+        incidents: IncidentConfig {
+            hold: args.incident_hold,
+            repeat: args.incident_repeat,
+            repeat_window: args.incident_repeat_window,
         },
     })
     .await?;

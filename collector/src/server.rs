@@ -6,7 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 use nodemedic_proto::v1::{
     agent_gateway_server::AgentGatewayServer, diagnostics_server::DiagnosticsServer,
 };
-use tokio::{net::TcpListener, sync::broadcast};
+use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
@@ -14,8 +14,10 @@ use crate::{
     diagnostics::DiagnosticsService,
     gateway::Gateway,
     http,
+    incidents::IncidentConfig,
     metrics::Metrics,
     registry::Registry,
+    runbook::Catalog,
     store::{self, Reader, StoreError, writer},
     validate::ReportLimits,
 };
@@ -66,6 +68,10 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Limits on a report's contents.
     pub limits: ReportLimits,
+    /// The runbook rules in force.
+    pub catalog: Arc<Catalog>,
+    /// When findings become incidents.
+    pub incidents: IncidentConfig,
 }
 
 /// A collector with its listeners bound, not yet serving.
@@ -109,13 +115,15 @@ impl Bound {
     ) -> Result<(), ServerError> {
         let Bound { config, grpc, http } = self;
         let metrics = Arc::new(Metrics::default());
-        let (events, _) = broadcast::channel(4096);
+        let events = writer::Events::default();
         let conn = store::open_for_writing(&config.data_dir)?;
         let (writer, writer_thread) = writer::spawn(
             conn,
             writer::WriterConfig {
                 retention: config.retention,
                 silent_after: config.silent_after,
+                catalog: Arc::clone(&config.catalog),
+                incidents: config.incidents.clone(),
             },
             events.clone(),
             Arc::clone(&metrics),

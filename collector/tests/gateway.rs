@@ -37,6 +37,8 @@ impl Running {
             silent_after,
             max_message_bytes: 64 * 1024,
             limits: ReportLimits::default(),
+            catalog: std::sync::Arc::new(nodemedic_collector::runbook::Catalog::builtin()),
+            incidents: nodemedic_collector::incidents::IncidentConfig::default(),
         })
         .await
         .unwrap();

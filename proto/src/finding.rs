@@ -45,6 +45,27 @@ impl Finding {
                 _ => None,
             })
     }
+
+    /// A text of the evidence, by key.
+    pub fn text(&self, key: &str) -> Option<&str> {
+        self.evidence
+            .iter()
+            .find(|e| e.key == key)
+            .and_then(|e| match &e.value {
+                Some(evidence::Value::Text(t)) => Some(t.as_str()),
+                _ => None,
+            })
+    }
+}
+
+impl crate::v1::Remediation {
+    /// The commands of its steps, in order (steps without one are skipped).
+    pub fn commands(&self) -> impl Iterator<Item = &str> {
+        self.steps
+            .iter()
+            .map(|s| s.command.as_str())
+            .filter(|c| !c.is_empty())
+    }
 }
 
 impl Evidence {

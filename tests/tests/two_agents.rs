@@ -76,6 +76,44 @@ fn two_agents_report_and_the_cli_sees_their_findings() {
         "{table}"
     );
 
+    // Each finding persists past the hold: one incident per node, with what to run.
+    let incidents = eventually(Duration::from_secs(30), "two incidents", || {
+        let (code, out) = cli(&[
+            "--collector",
+            &collector.grpc_url,
+            "incidents",
+            "-o",
+            "json",
+        ]);
+        assert_eq!(code, 0, "{out}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        let mut found: Vec<(String, String, String)> = v["incidents"]
+            .as_array()?
+            .iter()
+            .map(|i| {
+                (
+                    i["nodes"][0].as_str().unwrap().to_owned(),
+                    i["rule"].as_str().unwrap().to_owned(),
+                    i["id"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        found.sort();
+        (found.len() == 2).then_some(found)
+    });
+    assert_eq!(
+        incidents
+            .iter()
+            .map(|(n, r, _)| (n.as_str(), r.as_str()))
+            .collect::<Vec<_>>(),
+        [("node-a", "memory-pressure"), ("node-b", "swap-in-use")]
+    );
+    let (code, table) = cli(&["--collector", &collector.grpc_url, "incidents"]);
+    assert_eq!(code, 0);
+    assert!(
+        table.starts_with("ID ") && table.contains("memory-pressure") && table.contains("node-a"),
+        "{table}"
+    );
     let (code, node) = cli(&["--collector", &collector.grpc_url, "node", "node-a"]);
     assert_eq!(code, 0);
     assert!(
@@ -84,6 +122,21 @@ fn two_agents_report_and_the_cli_sees_their_findings() {
             && node.contains("$ kubectl top pods -A --sort-by=memory"),
         "{node}"
     );
+    let (code, one) = cli(&[
+        "--collector",
+        &collector.grpc_url,
+        "incident",
+        &incidents[0].2,
+    ]);
+    assert_eq!(code, 0);
+    assert!(
+        one.contains("[critical, node, open]")
+            && one.contains("timeline:")
+            && one.contains("+ memory.available on node-a"),
+        "{one}"
+    );
+    let (code, _) = cli(&["--collector", &collector.grpc_url, "incident", "999999"]);
+    assert_eq!(code, 1, "an unknown incident is an error");
 
     // The problem goes away on node-b: the next report resolves its finding.
     b.set_memory(8 * GIB_KB, 4 * GIB_KB, 0, 0);
@@ -101,6 +154,17 @@ fn two_agents_report_and_the_cli_sees_their_findings() {
     ]);
     assert!(
         resolved.contains("memory.swap") && resolved.contains("resolved"),
+        "{resolved}"
+    );
+    let (_, resolved) = cli(&[
+        "--collector",
+        &collector.grpc_url,
+        "incidents",
+        "--state",
+        "resolved",
+    ]);
+    assert!(
+        resolved.contains("swap-in-use") && resolved.contains("resolved"),
         "{resolved}"
     );
 
@@ -142,6 +206,12 @@ fn doctor_exit_codes_follow_the_worst_finding() {
     let (_, out) = cli(&["doctor", "--host-root", &root, "-o", "yaml"]);
     assert!(
         out.contains("check: memory.available") && out.contains("rule: memory-pressure"),
+        "{out}"
+    );
+    let (_, out) = cli(&["doctor", "--host-root", &root, "--node-name", "n1"]);
+    assert!(
+        out.contains("Incident 1 [critical, node, open]: The node is short of memory")
+            && out.contains("what to do (memory-pressure:"),
         "{out}"
     );
     let (code, _) = cli(&["--collector", "http://127.0.0.1:1", "nodes"]);
@@ -229,4 +299,35 @@ fn runbook_validate_names_the_file_and_line_of_a_broken_rule() {
             && stderr.contains("remedation"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_collector_with_a_broken_runbook_refuses_to_start_and_names_the_line() {
+    let rules = tempfile::tempdir().unwrap();
+    std::fs::write(
+        rules.path().join("team.yaml"),
+        "rules:\n  - id: ours\n    title: t\n    match:\n      checks: [disk.space]\n      sujbect: /var\n",
+    )
+    .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(binary("nodemedic-collector"))
+        .args([
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(data.path())
+        .arg("--runbook-dir")
+        .arg(rules.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("team.yaml") && err.contains("line 6") && err.contains("sujbect"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "it never listened");
 }

@@ -10,7 +10,7 @@ mod render;
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
-use nodemedic_proto::v1::{Finding, Severity, evidence};
+use nodemedic_proto::v1::{Finding, Severity};
 use serde::Deserialize;
 
 pub use render::render;
@@ -168,6 +168,19 @@ pub struct Rule {
     /// What it matches.
     #[serde(rename = "match")]
     pub matcher: Match,
+    /// Checks that are consequences of this rule's trouble on the same node: while a
+    /// finding of this rule is open there, findings of these checks join its incident
+    /// instead of opening their own (disk pressure -> evictions -> crash loops).
+    #[serde(default)]
+    pub consequences: Vec<String>,
+    /// Cluster scope: nodes are counted per value of this text evidence (e.g. `registry`),
+    /// one incident per value; a finding without it does not match.
+    #[serde(default)]
+    pub group_by: Option<String>,
+    /// An evidence number (in hours) that says how far away the failure is, e.g. `full_in`:
+    /// the incident then carries the expected time of failure.
+    #[serde(default)]
+    pub forecast: Option<String>,
     /// What to run.
     pub remediation: Remediation,
 }
@@ -262,27 +275,51 @@ impl Catalog {
     /// match (co-occurring checks count most, then evidence conditions, then a subject
     /// pattern); among equals the first in the catalog.
     pub fn for_finding(&self, finding: &Finding, open_checks: &[&str]) -> Option<&Rule> {
+        self.node_rule(finding, open_checks).map(|i| self.at(i))
+    }
+
+    /// [`Catalog::for_finding`], as a position in the catalog.
+    pub fn node_rule(&self, finding: &Finding, open_checks: &[&str]) -> Option<usize> {
         self.rules
             .iter()
-            .map(|(r, _)| r)
-            .filter(|r| r.scope == Scope::Node && matches(&r.matcher, finding, open_checks))
-            .max_by_key(|r| {
+            .enumerate()
+            .filter(|(_, (r, _))| {
+                r.scope == Scope::Node && matches(&r.matcher, finding, open_checks)
+            })
+            .max_by_key(|(i, (r, _))| {
                 let m = &r.matcher;
                 // max_by_key keeps the last of equals: negate the position to keep the first.
                 (
                     m.with.len() * 4
                         + (m.evidence.len() + m.text.len()) * 2
                         + usize::from(m.subject.is_some()),
-                    std::cmp::Reverse(self.position(&r.id)),
+                    std::cmp::Reverse(*i),
                 )
             })
+            .map(|(i, _)| i)
     }
 
-    fn position(&self, id: &str) -> usize {
-        self.rules
-            .iter()
-            .position(|(r, _)| r.id == id)
-            .unwrap_or(usize::MAX)
+    /// The cluster rules `finding` counts toward, by position in the catalog, each with
+    /// its group (the `group_by` evidence, or empty).
+    pub fn cluster_matches<'a>(
+        &'a self,
+        finding: &'a Finding,
+    ) -> impl Iterator<Item = (usize, String)> + 'a {
+        self.rules.iter().enumerate().filter_map(|(i, (r, _))| {
+            if r.scope != Scope::Cluster || !matches(&r.matcher, finding, &[]) {
+                return None;
+            }
+            match &r.group_by {
+                None => Some((i, String::new())),
+                Some(key) => finding.text(key).map(|g| (i, g.to_owned())),
+            }
+        })
+    }
+
+    /// The rule at `position` (as given by [`Catalog::node_rule`] and
+    /// [`Catalog::cluster_matches`]).
+    pub fn at(&self, position: usize) -> &Rule {
+        &self.rules[position].0
     }
 }
 
@@ -296,12 +333,9 @@ fn matches(m: &Match, f: &Finding, open_checks: &[&str]) -> bool {
                 bound.above.is_none_or(|a| v > a) && bound.below.is_none_or(|b| v < b)
             })
         })
-        && m.text.iter().all(|(key, pattern)| {
-            f.evidence.iter().any(|e| {
-                e.key == *key
-                    && matches!(&e.value, Some(evidence::Value::Text(t)) if glob(pattern, t))
-            })
-        })
+        && m.text
+            .iter()
+            .all(|(key, pattern)| f.text(key).is_some_and(|t| glob(pattern, t)))
         && m.with.iter().all(|c| open_checks.contains(&c.as_str()))
 }
 
@@ -341,14 +375,28 @@ fn validate(rule: &Rule) -> Result<(), String> {
     {
         return Err(format!("{bad:?} is not a check id like disk.space"));
     }
+    if let Some(bad) = rule.consequences.iter().find(|c| !validate::check_id(c)) {
+        return Err(format!(
+            "consequence {bad:?} is not a check id like pod.evicted"
+        ));
+    }
     match rule.scope {
         Scope::Node if m.min_nodes.is_some() || m.min_share.is_some() => {
             return Err("min_nodes and min_share belong to scope: cluster".into());
+        }
+        Scope::Node if rule.group_by.is_some() || m.within.is_some() => {
+            return Err("group_by and within belong to scope: cluster".into());
+        }
+        Scope::Cluster if !m.with.is_empty() || !rule.consequences.is_empty() => {
+            return Err("with and consequences belong to scope: node".into());
         }
         Scope::Cluster if m.min_nodes.is_none() && m.min_share.is_none() => {
             return Err("scope: cluster needs min_nodes or min_share".into());
         }
         _ => {}
+    }
+    if m.min_nodes == Some(0) {
+        return Err("min_nodes must be at least 1".into());
     }
     if m.min_share.is_some_and(|s| !(s > 0.0 && s <= 1.0)) {
         return Err("min_share must be above 0 and at most 1".into());

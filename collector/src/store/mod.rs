@@ -15,7 +15,7 @@ use std::{
 
 use nodemedic_proto::{
     time::timestamp_from_millis,
-    v1::{Finding, FindingState, NodeReport, Severity},
+    v1::{Finding, FindingState, Incident, IncidentState, NodeReport, Severity},
 };
 use prost::Message;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params_from_iter, types::Value};
@@ -45,7 +45,9 @@ pub enum StoreError {
         source: prost::DecodeError,
     },
     /// The database was written by a newer nodemedic.
-    #[error("the database schema version {0} is newer than this collector understands (1)")]
+    #[error(
+        "the database schema version {0} is newer than this collector understands ({SCHEMA_VERSION})"
+    )]
     SchemaTooNew(i64),
     /// The transaction holding this write failed to commit.
     #[error("the batch holding this write failed: {0}")]
@@ -54,6 +56,9 @@ pub enum StoreError {
     #[error("the store writer has stopped")]
     WriterGone,
 }
+
+/// The schema version `schema.sql` creates.
+const SCHEMA_VERSION: i64 = 2;
 
 /// The database file in a data directory.
 pub fn database_path(data_dir: &Path) -> PathBuf {
@@ -72,7 +77,7 @@ pub fn open_for_writing(data_dir: &Path) -> Result<Connection, StoreError> {
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;",
     )?;
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if version > 1 {
+    if version > SCHEMA_VERSION {
         return Err(StoreError::SchemaTooNew(version));
     }
     conn.execute_batch(include_str!("schema.sql"))?;
@@ -96,6 +101,36 @@ pub struct NodeRow {
     pub open: [u32; 3],
 }
 
+/// A finding open on a node, as the writer holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenFinding {
+    /// Row id.
+    pub id: i64,
+    /// First seen, unix ms.
+    pub first_seen: i64,
+    /// Latest report that had it, unix ms.
+    pub last_seen: i64,
+    /// As last reported (without the collector's fields).
+    pub finding: Finding,
+}
+
+impl OpenFinding {
+    /// The finding with the collector's fields (id, first/last seen, resolution) set.
+    pub fn stamped(&self, resolved_at: Option<i64>) -> Finding {
+        let mut f = self.finding.clone();
+        f.id = self.id as u64;
+        f.first_seen = Some(timestamp_from_millis(self.first_seen));
+        f.last_seen = Some(timestamp_from_millis(self.last_seen));
+        f.resolved_at = resolved_at.map(timestamp_from_millis);
+        f
+    }
+
+    /// The finding's key on its node: check and subject.
+    pub fn key(&self) -> (&str, &str) {
+        (&self.finding.check, &self.finding.subject)
+    }
+}
+
 /// Which findings to list.
 #[derive(Debug, Clone, Default)]
 pub struct FindingFilter {
@@ -111,6 +146,19 @@ pub struct FindingFilter {
     pub since: Option<i64>,
     /// First seen at or before this (unix ms).
     pub until: Option<i64>,
+    /// At most this many, newest first.
+    pub limit: usize,
+}
+
+/// Which incidents to list.
+#[derive(Debug, Clone, Default)]
+pub struct IncidentFilter {
+    /// Only incidents affecting one of these nodes (all when empty).
+    pub nodes: Vec<String>,
+    /// Open, resolved, or both.
+    pub state: IncidentState,
+    /// At least this severity.
+    pub min_severity: Option<Severity>,
     /// At most this many, newest first.
     pub limit: usize,
 }
@@ -237,6 +285,56 @@ impl Reader {
         Ok((findings, truncated))
     }
 
+    /// Incidents matching `filter`, newest first, and whether more matched than the limit.
+    pub fn incidents(&self, filter: &IncidentFilter) -> Result<(Vec<Incident>, bool), StoreError> {
+        let mut sql = "SELECT body FROM incidents i WHERE 1=1".to_owned();
+        let mut args: Vec<Value> = Vec::new();
+        if !filter.nodes.is_empty() {
+            sql.push_str(&format!(
+                " AND id IN (SELECT incident_id FROM incident_nodes WHERE node IN ({}))",
+                vec!["?"; filter.nodes.len()].join(",")
+            ));
+            args.extend(filter.nodes.iter().cloned().map(Value::Text));
+        }
+        if let Some(s) = filter.min_severity {
+            sql.push_str(&format!(" AND severity >= {}", s as i32));
+        }
+        match filter.state {
+            IncidentState::Open => sql.push_str(" AND resolved_at IS NULL"),
+            IncidentState::Resolved => sql.push_str(" AND resolved_at IS NOT NULL"),
+            IncidentState::Unspecified => {}
+        }
+        sql.push_str(&format!(
+            " ORDER BY (resolved_at IS NULL) DESC, updated_at DESC, id DESC LIMIT {}",
+            filter.limit + 1
+        ));
+        let conn = self.conn();
+        let bodies: Vec<Vec<u8>> = conn
+            .prepare(&sql)?
+            .query_map(params_from_iter(args), |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let truncated = bodies.len() > filter.limit;
+        let incidents = bodies
+            .iter()
+            .take(filter.limit)
+            .map(|b| current(&conn, b))
+            .collect::<Result<_, _>>()?;
+        Ok((incidents, truncated))
+    }
+
+    /// One incident by id.
+    pub fn incident(&self, id: u64) -> Result<Option<Incident>, StoreError> {
+        let conn = self.conn();
+        let body: Option<Vec<u8>> = conn
+            .query_row(
+                "SELECT body FROM incidents WHERE id = ?1",
+                [id as i64],
+                |r| r.get(0),
+            )
+            .optional()?;
+        body.map(|b| current(&conn, &b)).transpose()
+    }
+
     /// A node's stored reports received at or after `since` (unix ms), oldest first.
     pub fn history(&self, node: &str, since: i64) -> Result<Vec<NodeReport>, StoreError> {
         let conn = self.conn();
@@ -253,6 +351,35 @@ impl Reader {
             })
             .collect()
     }
+}
+
+/// A stored incident with, while it is open, its findings as last reported (the stored
+/// body keeps them as of the incident's last change) and its last seen from them.
+fn current(conn: &Connection, body: &[u8]) -> Result<Incident, StoreError> {
+    let mut incident = Incident::decode(body).map_err(|source| StoreError::Corrupt {
+        what: "incident",
+        source,
+    })?;
+    if incident.state() == IncidentState::Open {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {FINDING_COLUMNS} FROM findings WHERE id = ?1"
+        ))?;
+        for f in &mut incident.findings {
+            if let Some(now) = stmt
+                .query_row([f.id as i64], finding_from_row)
+                .optional()?
+                .transpose()?
+            {
+                *f = now;
+            }
+        }
+        incident.last_seen = incident
+            .findings
+            .iter()
+            .filter_map(|f| f.last_seen)
+            .max_by_key(|t| (t.seconds, t.nanos));
+    }
+    Ok(incident)
 }
 
 /// A finding row: the stored body with the collector's fields set.

@@ -1,4 +1,4 @@
--- nodemedic collector store, schema version 1.
+-- nodemedic collector store, schema version 2 (2 added incidents; a version 1 store is upgraded in place).
 CREATE TABLE IF NOT EXISTS nodes (
     name             TEXT PRIMARY KEY,
     first_seen       INTEGER NOT NULL,          -- unix ms
@@ -35,4 +35,24 @@ CREATE UNIQUE INDEX IF NOT EXISTS findings_open ON findings (node, check_id, sub
 CREATE INDEX IF NOT EXISTS findings_last_seen ON findings (last_seen);
 CREATE INDEX IF NOT EXISTS findings_node ON findings (node, last_seen);
 
-PRAGMA user_version = 1;
+-- Incidents: findings correlated by the runbook rules (collector/src/incidents).
+CREATE TABLE IF NOT EXISTS incidents (
+    id          INTEGER PRIMARY KEY,
+    key         TEXT NOT NULL,                  -- correlation key, unique while open
+    severity    INTEGER NOT NULL,
+    first_seen  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    resolved_at INTEGER,                        -- NULL while open
+    body        BLOB NOT NULL                   -- protobuf Incident
+) STRICT;
+CREATE UNIQUE INDEX IF NOT EXISTS incidents_open ON incidents (key) WHERE resolved_at IS NULL;
+CREATE INDEX IF NOT EXISTS incidents_updated ON incidents (updated_at);
+
+-- The nodes each incident affects, for "incidents on node X".
+CREATE TABLE IF NOT EXISTS incident_nodes (
+    node        TEXT NOT NULL,
+    incident_id INTEGER NOT NULL,
+    PRIMARY KEY (node, incident_id)
+) STRICT, WITHOUT ROWID;
+
+PRAGMA user_version = 2;

@@ -9,9 +9,12 @@
 //! - an open finding absent from the report is **resolved**, unless the probe that owns its
 //!   check failed in this report (then nothing is known, and it stays open).
 //!
+//! After a node's findings change, the [`Correlator`] says which incidents opened, changed
+//! or resolved; they are stored in the same transaction as the report.
+//!
 //! Maintenance runs on [`WriterHandle::tick`]: `node.silent` for nodes that missed
-//! `silent_after` intervals, and deletion of reports and resolved findings past retention
-//! (the latest report of each node is always kept).
+//! `silent_after` intervals, and deletion of reports, resolved findings and resolved
+//! incidents past retention (the latest report of each node is always kept).
 
 use std::{
     collections::HashMap,
@@ -23,16 +26,23 @@ use std::{
 };
 
 use nodemedic_proto::{
-    time::{timestamp_from_millis, timestamp_millis},
-    v1::{Evidence, Finding, FindingEvent, NodeReport, Severity, finding_event::Kind},
+    time::timestamp_millis,
+    v1::{
+        Evidence, Finding, FindingEvent, Incident, IncidentEvent, NodeReport, Severity,
+        finding_event::Kind,
+    },
 };
 use prost::Message;
 use rusqlite::{Connection, params};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{error, info, warn};
 
-use super::StoreError;
-use crate::metrics::{Metrics, SeverityLabel};
+use super::{OpenFinding, StoreError};
+use crate::{
+    incidents::{Change, Correlator, IncidentConfig, SILENT_CHECK},
+    metrics::{Metrics, SeverityLabel},
+    runbook::Catalog,
+};
 
 /// Most writes in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -46,6 +56,28 @@ pub struct WriterConfig {
     pub retention: Duration,
     /// A node is silent after this many of its intervals without a report.
     pub silent_after: u32,
+    /// The rules that describe findings and correlate them.
+    pub catalog: Arc<Catalog>,
+    /// When findings become incidents.
+    pub incidents: IncidentConfig,
+}
+
+/// Where the writer announces committed changes.
+#[derive(Debug, Clone)]
+pub struct Events {
+    /// Findings opened, changed, resolved.
+    pub findings: broadcast::Sender<FindingEvent>,
+    /// Incidents opened, updated, resolved.
+    pub incidents: broadcast::Sender<IncidentEvent>,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Events {
+            findings: broadcast::channel(4096).0,
+            incidents: broadcast::channel(1024).0,
+        }
+    }
 }
 
 /// The result of ingesting one report.
@@ -75,6 +107,7 @@ enum Op {
     },
     Tick {
         now: i64,
+        reply: Reply<()>,
     },
 }
 
@@ -128,9 +161,11 @@ impl WriterHandle {
         Ok(async move { rx.await.map_err(|_| StoreError::WriterGone)? })
     }
 
-    /// Runs maintenance (silence, retention) as of `now`.
+    /// Runs maintenance (silence, retention) as of `now`; returns once it has committed.
     pub async fn tick(&self, now: i64) -> Result<(), StoreError> {
-        self.send(Op::Tick { now }).await
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Tick { now, reply }).await?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
     }
 
     /// The writer thread is running.
@@ -147,15 +182,16 @@ impl WriterHandle {
 pub fn spawn(
     conn: Connection,
     config: WriterConfig,
-    events: broadcast::Sender<FindingEvent>,
+    events: Events,
     metrics: Arc<Metrics>,
 ) -> Result<(WriterHandle, std::thread::JoinHandle<()>), StoreError> {
+    let view = View::new(&config);
     let mut writer = Writer {
         conn,
         config,
         events,
         metrics,
-        view: View::default(),
+        view,
     };
     writer.load()?;
     let (tx, rx) = mpsc::channel(8 * MAX_BATCH);
@@ -174,13 +210,6 @@ pub fn spawn(
     Ok((WriterHandle { tx, alive }, thread))
 }
 
-#[derive(Debug, Clone)]
-struct OpenFinding {
-    id: i64,
-    first_seen: i64,
-    finding: Finding,
-}
-
 #[derive(Debug, Default)]
 struct NodeState {
     last_seq: u64,
@@ -192,20 +221,34 @@ struct NodeState {
 struct Writer {
     conn: Connection,
     config: WriterConfig,
-    events: broadcast::Sender<FindingEvent>,
+    events: Events,
     metrics: Arc<Metrics>,
     view: View,
 }
 
 /// What the writer knows without reading the database: loaded at start, changed only after
 /// the statements of a write succeed, reloaded after a failed commit.
-#[derive(Debug, Default)]
 struct View {
     nodes: HashMap<String, NodeState>,
     /// Open findings by severity value (0..=3).
     open_counts: [i64; 4],
     /// When retention last ran (unix ms).
     last_retention: Option<i64>,
+    correlator: Correlator,
+    /// The correlator changed for a write that was rolled back: reload after the batch.
+    stale: bool,
+}
+
+impl View {
+    fn new(config: &WriterConfig) -> Self {
+        View {
+            nodes: HashMap::new(),
+            open_counts: [0; 4],
+            last_retention: None,
+            correlator: Correlator::new(Arc::clone(&config.catalog), config.incidents.clone(), 0),
+            stale: false,
+        }
+    }
 }
 
 /// What to do once the batch holding an op has committed (or failed to).
@@ -229,7 +272,7 @@ impl Writer {
     fn process(&mut self, batch: Vec<Op>) {
         self.metrics.batch_size.observe(batch.len() as f64);
         let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
-        let mut events: Vec<FindingEvent> = Vec::new();
+        let mut events = Announcements::default();
         let result = (|| -> Result<(), StoreError> {
             let mut tx = self.conn.transaction()?;
             for op in batch {
@@ -259,12 +302,16 @@ impl Writer {
         })();
         match result {
             Ok(()) => {
+                // Announced before the writes are answered: what is acknowledged has been
+                // announced. No watcher is not an error.
+                for event in events.findings {
+                    let _ = self.events.findings.send(event);
+                }
+                for event in events.incidents {
+                    let _ = self.events.incidents.send(event);
+                }
                 for done in completions {
                     done(Ok(()));
-                }
-                for event in events {
-                    // No watcher is not an error.
-                    let _ = self.events.send(event);
                 }
             }
             Err(e) => {
@@ -272,10 +319,13 @@ impl Writer {
                 for done in completions {
                     done(Err(&e));
                 }
-                if let Err(e) = self.load() {
-                    error!(message = "Could not reload the store's state.", error = %e);
-                }
+                self.view.stale = true;
             }
+        }
+        if self.view.stale
+            && let Err(e) = self.load()
+        {
+            error!(message = "Could not reload the store's state.", error = %e);
         }
         for (severity, label) in [
             (Severity::Info, "info"),
@@ -291,10 +341,14 @@ impl Writer {
         }
     }
 
-    /// Loads last seqs and open findings from the database.
+    /// Loads last seqs, open findings and open incidents from the database.
     fn load(&mut self) -> Result<(), StoreError> {
-        self.view.nodes.clear();
-        self.view.open_counts = [0; 4];
+        self.view = View::new(&self.config);
+        self.load_findings()?;
+        self.load_incidents()
+    }
+
+    fn load_findings(&mut self) -> Result<(), StoreError> {
         let mut stmt = self
             .conn
             .prepare("SELECT name, last_seq, last_report, interval_ms FROM nodes")?;
@@ -318,19 +372,20 @@ impl Writer {
                 },
             );
         }
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, node, first_seen, body FROM findings WHERE resolved_at IS NULL")?;
+        let mut stmt = self.conn.prepare(
+            "SELECT id, node, first_seen, last_seen, body FROM findings WHERE resolved_at IS NULL",
+        )?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, String>(1)?,
                 r.get::<_, i64>(2)?,
-                r.get::<_, Vec<u8>>(3)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, Vec<u8>>(4)?,
             ))
         })?;
         for row in rows {
-            let (id, node, first_seen, body) = row?;
+            let (id, node, first_seen, last_seen, body) = row?;
             let finding =
                 Finding::decode(body.as_slice()).map_err(|source| StoreError::Corrupt {
                     what: "finding",
@@ -343,12 +398,97 @@ impl Writer {
                 OpenFinding {
                     id,
                     first_seen,
+                    last_seen,
                     finding,
                 },
             );
         }
         Ok(())
     }
+
+    /// Rebuilds the correlator from the open incidents and findings.
+    fn load_incidents(&mut self) -> Result<(), StoreError> {
+        let max_id: i64 =
+            self.conn
+                .query_row("SELECT COALESCE(MAX(id), 0) FROM incidents", [], |r| {
+                    r.get(0)
+                })?;
+        let correlator = &mut self.view.correlator;
+        *correlator = Correlator::new(
+            Arc::clone(&self.config.catalog),
+            self.config.incidents.clone(),
+            max_id as u64,
+        );
+        let mut stmt = self
+            .conn
+            .prepare("SELECT key, body FROM incidents WHERE resolved_at IS NULL")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?;
+        let restored = rows.collect::<Result<Vec<_>, _>>()?;
+        drop(stmt);
+        for (key, body) in restored {
+            let incident =
+                Incident::decode(body.as_slice()).map_err(|source| StoreError::Corrupt {
+                    what: "incident",
+                    source,
+                })?;
+            correlator.restore_incident(key, incident);
+        }
+        for (name, state) in &self.view.nodes {
+            if state.last_report.is_some() {
+                let open: Vec<OpenFinding> = state.open.values().cloned().collect();
+                correlator.restore_node(name, &open);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a batch announces once it has committed.
+#[derive(Default)]
+struct Announcements {
+    findings: Vec<FindingEvent>,
+    incidents: Vec<IncidentEvent>,
+}
+
+/// Stores incident changes (as part of the current write).
+fn store_incidents(
+    db: &Connection,
+    changes: Vec<Change>,
+    now: i64,
+    events: &mut Vec<IncidentEvent>,
+) -> Result<(), StoreError> {
+    for change in changes {
+        let Some(incident) = &change.event.incident else {
+            continue;
+        };
+        let first_seen = incident.first_seen.as_ref().map_or(now, timestamp_millis);
+        let resolved_at = incident.resolved_at.as_ref().map(timestamp_millis);
+        db.prepare_cached(
+            "INSERT INTO incidents (id, key, severity, first_seen, updated_at, resolved_at, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (id) DO UPDATE SET key = excluded.key, severity = excluded.severity,
+                 updated_at = excluded.updated_at, resolved_at = excluded.resolved_at, body = excluded.body",
+        )?
+        .execute(params![
+            incident.id as i64,
+            change.key,
+            incident.severity,
+            first_seen,
+            now,
+            resolved_at,
+            incident.encode_to_vec()
+        ])?;
+        db.prepare_cached("DELETE FROM incident_nodes WHERE incident_id = ?1")?
+            .execute([incident.id as i64])?;
+        for node in &incident.nodes {
+            db.prepare_cached("INSERT INTO incident_nodes (node, incident_id) VALUES (?1, ?2)")?
+                .execute(params![node, incident.id as i64])?;
+        }
+        events.push(change.event);
+    }
+    Ok(())
 }
 
 fn severity_index(f: &Finding) -> usize {
@@ -364,7 +504,7 @@ fn apply(
     view: &mut View,
     config: &WriterConfig,
     op: Op,
-    events: &mut Vec<FindingEvent>,
+    events: &mut Announcements,
     metrics: &Arc<Metrics>,
 ) -> Result<Completion, Failure> {
     match op {
@@ -424,8 +564,15 @@ fn apply(
                 &mut view.open_counts,
                 &report,
                 received_at,
-                events,
-            ) {
+                &mut events.findings,
+            )
+            .and_then(|()| {
+                let changes =
+                    view.correlator
+                        .observe(&report.node, state.open.values(), received_at);
+                store_incidents(db, changes, received_at, &mut events.incidents)
+                    .inspect_err(|_| view.stale = true)
+            }) {
                 Ok(()) => {
                     let metrics = Arc::clone(metrics);
                     Ok(Box::new(move |r| {
@@ -452,11 +599,22 @@ fn apply(
                 )),
             }
         }
-        Op::Tick { now } => match retention(db, view, config, now)
+        Op::Tick { now, reply } => match retention(db, view, config, now)
             .and_then(|()| mark_silent(db, view, config, now, events))
         {
-            Ok(()) => Ok(Box::new(|_| {})),
-            Err(e) => Err((e, Box::new(|_| {}))),
+            Ok(()) => Ok(Box::new(move |r| {
+                let _ = reply.send(r.map_err(|e| StoreError::Batch(e.to_string())));
+            })),
+            Err(e) => {
+                // Part of the tick may have reached the in-memory view: reload it.
+                view.stale = true;
+                Err((
+                    e,
+                    Box::new(move |r| {
+                        let _ = reply.send(Err(to_error(r)));
+                    }),
+                ))
+            }
         },
     }
 }
@@ -474,15 +632,10 @@ fn probe_failed(check: &str, report: &NodeReport) -> bool {
     report.probes.iter().any(|p| p.probe == probe && !p.ok)
 }
 
-fn event(kind: Kind, o: &OpenFinding, last_seen: i64, resolved_at: Option<i64>) -> FindingEvent {
-    let mut f = o.finding.clone();
-    f.id = o.id as u64;
-    f.first_seen = Some(timestamp_from_millis(o.first_seen));
-    f.last_seen = Some(timestamp_from_millis(last_seen));
-    f.resolved_at = resolved_at.map(timestamp_from_millis);
+fn event(kind: Kind, o: &OpenFinding, resolved_at: Option<i64>) -> FindingEvent {
     FindingEvent {
         kind: kind as i32,
-        finding: Some(f),
+        finding: Some(o.stamped(resolved_at)),
     }
 }
 
@@ -534,10 +687,11 @@ fn store_report(
                 let entry = OpenFinding {
                     id: prev.id,
                     first_seen: prev.first_seen,
+                    last_seen: received_at,
                     finding,
                 };
                 if changed {
-                    new_events.push(event(Kind::Changed, &entry, received_at, None));
+                    new_events.push(event(Kind::Changed, &entry, None));
                 }
                 entry
             }
@@ -550,9 +704,10 @@ fn store_report(
                 let entry = OpenFinding {
                     id: db.last_insert_rowid(),
                     first_seen: received_at,
+                    last_seen: received_at,
                     finding,
                 };
-                new_events.push(event(Kind::Opened, &entry, received_at, None));
+                new_events.push(event(Kind::Opened, &entry, None));
                 entry
             }
         };
@@ -568,7 +723,9 @@ fn store_report(
         } else {
             db.prepare_cached("UPDATE findings SET resolved_at = ?1 WHERE id = ?2")?
                 .execute(params![received_at, prev.id])?;
-            new_events.push(event(Kind::Resolved, prev, received_at, Some(received_at)));
+            let mut gone = prev.clone();
+            gone.last_seen = received_at;
+            new_events.push(event(Kind::Resolved, &gone, Some(received_at)));
             resolved.push(key.clone());
         }
     }
@@ -591,9 +748,9 @@ fn mark_silent(
     view: &mut View,
     config: &WriterConfig,
     now: i64,
-    events: &mut Vec<FindingEvent>,
+    events: &mut Announcements,
 ) -> Result<(), StoreError> {
-    let key = ("node.silent".to_owned(), String::new());
+    let key = (SILENT_CHECK.to_owned(), String::new());
     for (name, state) in view.nodes.iter_mut() {
         let Some(last) = state.last_report else {
             continue;
@@ -634,12 +791,15 @@ fn mark_silent(
         let entry = OpenFinding {
             id: db.last_insert_rowid(),
             first_seen: now,
+            last_seen: now,
             finding,
         };
         warn!(message = "Node is silent.", node = %name, last_report_ms_ago = now - last);
-        events.push(event(Kind::Opened, &entry, now, None));
+        events.findings.push(event(Kind::Opened, &entry, None));
         view.open_counts[severity_index(&entry.finding)] += 1;
         state.open.insert(key.clone(), entry);
+        let changes = view.correlator.observe(name, state.open.values(), now);
+        store_incidents(db, changes, now, &mut events.incidents)?;
     }
     Ok(())
 }
@@ -665,8 +825,16 @@ fn retention(
         [cutoff],
     )?;
     let findings = db.execute("DELETE FROM findings WHERE resolved_at < ?1", [cutoff])?;
-    if reports + findings > 0 {
-        info!(message = "Retention deleted old data.", reports, findings);
+    db.execute(
+        "DELETE FROM incident_nodes WHERE incident_id IN (SELECT id FROM incidents WHERE resolved_at < ?1)",
+        [cutoff],
+    )?;
+    let incidents = db.execute("DELETE FROM incidents WHERE resolved_at < ?1", [cutoff])?;
+    if reports + findings + incidents > 0 {
+        info!(
+            message = "Retention deleted old data.",
+            reports, findings, incidents
+        );
     }
     view.last_retention = Some(now);
     Ok(())
@@ -676,7 +844,10 @@ fn retention(
 mod tests {
     use super::*;
     use crate::store::{FindingFilter, Reader, open_for_writing};
-    use nodemedic_proto::v1::{FindingState, ProbeRun};
+    use nodemedic_proto::{
+        time::timestamp_from_millis,
+        v1::{FindingState, ProbeRun},
+    };
 
     const HOUR: i64 = 3_600_000;
     const NOW: i64 = 1_700_000_000_000;
@@ -708,12 +879,13 @@ mod tests {
         let config = WriterConfig {
             retention: Duration::from_secs(3600),
             silent_after: 3,
+            catalog: Arc::new(Catalog::builtin()),
+            incidents: IncidentConfig::default(),
         };
-        let (events, _) = broadcast::channel(16);
         let (writer, thread) = spawn(
             open_for_writing(dir.path()).unwrap(),
             config,
-            events,
+            Events::default(),
             Arc::default(),
         )
         .unwrap();
