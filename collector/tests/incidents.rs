@@ -273,12 +273,14 @@ async fn dns_dead_on_one_node_then_on_most_becomes_one_cluster_incident() {
     assert_eq!(node_incident.rule, "dns-failing-node");
     assert_eq!(node_incident.nodes, ["n1"]);
 
-    // Then n2..n4 fail too: 4 of 5.
+    // Then n2..n4 fail too: 4 of 5. (The collector ticks every second; an open incident's
+    // updates are stored at most once a second.)
     for _ in 0..6 {
         for n in nodes {
             let f = if n == "n5" { vec![] } else { vec![dns_down()] };
             c.report(n, t, f).await;
         }
+        c.tick(t + SECOND).await;
         t += 10 * SECOND;
     }
     let open = c.open();
@@ -321,14 +323,20 @@ async fn dns_dead_on_one_node_then_on_most_becomes_one_cluster_incident() {
         "{resolved:#?}"
     );
 
-    // CoreDNS recovers: everything resolves.
-    for n in nodes {
-        c.report(n, t, vec![]).await;
+    // CoreDNS recovers: the incident resolves once DNS has worked for the hold (30 s after
+    // the last failing report, at t - 10 s).
+    for (at, open) in [(t, 1), (t + 10 * SECOND, 1), (t + 20 * SECOND, 0)] {
+        for n in nodes {
+            c.report(n, at, vec![]).await;
+        }
+        assert_eq!(c.open().len(), open);
     }
-    assert!(c.open().is_empty());
     let done = c.reader().incident(cluster.id).unwrap().unwrap();
     assert_eq!(done.state(), IncidentState::Resolved);
-    assert_eq!(done.resolved_at.as_ref().map(timestamp_millis), Some(t));
+    assert_eq!(
+        done.resolved_at.as_ref().map(timestamp_millis),
+        Some(t + 20 * SECOND)
+    );
 }
 
 #[tokio::test]
@@ -374,14 +382,19 @@ async fn a_disk_pressure_eviction_chain_is_one_incident_and_recovery_resolves_it
         open[0].summary
     );
 
-    // Cleaned up: the disk recovers, then the pods.
+    // Cleaned up: the disk recovers, then the pods. Each counts as gone once it has
+    // stayed away for the hold (30 s).
     c.report(
         "n1",
         T0 + 70 * SECOND,
         vec![pod("pod.crashloop", "shop", "api-5c8b")],
     )
     .await;
-    c.report("n1", T0 + 80 * SECOND, vec![]).await;
+    for at in [80, 90] {
+        c.report("n1", T0 + at * SECOND, vec![]).await;
+        assert_eq!(c.open().len(), 1);
+    }
+    c.report("n1", T0 + 100 * SECOND, vec![]).await;
     assert!(c.open().is_empty());
     let mut kinds = Vec::new();
     while let Ok(e) = events.try_recv() {
@@ -457,6 +470,12 @@ async fn incidents_survive_a_restart() {
     assert!(open.iter().all(|i| i.id >= before[0].id));
     c.restart();
     c.report("n1", T0 + 90 * SECOND, vec![]).await;
+    assert_eq!(
+        c.open().len(),
+        2,
+        "held for 30 s after the trouble went away"
+    );
+    c.report("n1", T0 + 120 * SECOND, vec![]).await;
     assert!(c.open().is_empty(), "resolved after the restart");
 }
 

@@ -6,7 +6,9 @@
 //!
 //! - **Hold**: a finding counts once it has persisted for `hold` (first to last seen) or
 //!   opened `repeat` times within `repeat_window`; a finding the collector raises itself
-//!   (`node.silent`) counts at once. A finding that comes and goes opens nothing.
+//!   (`node.silent`) counts at once. A finding that comes and goes opens nothing. Once
+//!   counted, it keeps counting for `hold` after it resolves, so an incident resolves only
+//!   when its trouble has stayed away that long.
 //! - **Node incidents**: a counted finding is described by its node rule (the most
 //!   specific, [`Catalog::node_rule`]); findings of the checks a rule lists as
 //!   `consequences` join the incident of that rule's finding on the same node. One incident
@@ -44,6 +46,10 @@ pub const SILENT_CHECK: &str = "node.silent";
 const MAX_TIMELINE: usize = 100;
 /// A forecast moving by more than this share updates its incident.
 const FORECAST_TOLERANCE: f64 = 0.1;
+/// An open incident is re-described and stored at most this often (unix ms); changes in
+/// between wait for [`Correlator::flush`]. A cluster incident that thousands of nodes join
+/// within seconds is then written about once a second, not once per node.
+const UPDATE_EVERY_MS: i64 = 1000;
 
 /// How findings become incidents.
 #[derive(Debug, Clone)]
@@ -107,6 +113,8 @@ struct Tracked {
     /// As last stored (new: not stored yet).
     incident: Incident,
     new: bool,
+    /// When it was last stored (unix ms).
+    described_at: i64,
     /// Where members went when they moved to another incident.
     moved_to: Option<u64>,
 }
@@ -122,6 +130,10 @@ pub struct Correlator {
     by_key: HashMap<String, u64>,
     /// Cluster rule groups: node -> earliest first seen of its matching findings.
     cluster: HashMap<Group, BTreeMap<String, i64>>,
+    /// Incidents changed since they were last stored, waiting for `UPDATE_EVERY_MS`.
+    pending: BTreeSet<u64>,
+    /// While restoring: the incident of each stored member.
+    restored: HashMap<Member, u64>,
     next_id: u64,
 }
 
@@ -136,6 +148,8 @@ impl Correlator {
             open: HashMap::new(),
             by_key: HashMap::new(),
             cluster: HashMap::new(),
+            pending: BTreeSet::new(),
+            restored: HashMap::new(),
             next_id: max_id + 1,
         }
     }
@@ -147,11 +161,14 @@ impl Correlator {
 
     /// Takes back an open incident from the store. Call before [`Correlator::restore_node`].
     pub fn restore_incident(&mut self, key: String, incident: Incident) {
-        let members = incident
+        let members: BTreeSet<Member> = incident
             .findings
             .iter()
             .map(|f| (f.node.clone(), f.check.clone(), f.subject.clone()))
             .collect();
+        for m in &members {
+            self.restored.insert(m.clone(), incident.id);
+        }
         let rule = (!incident.rule.is_empty())
             .then(|| {
                 self.catalog
@@ -173,6 +190,7 @@ impl Correlator {
                 members,
                 incident,
                 new: false,
+                described_at: 0,
                 moved_to: None,
             },
         );
@@ -182,20 +200,14 @@ impl Correlator {
     /// to a restored incident count; the others wait for their next report.
     pub fn restore_node(&mut self, node: &str, open: &[OpenFinding]) {
         let mut state = NodeState::default();
-        let members: HashMap<Member, u64> = self
-            .open
-            .iter()
-            .flat_map(|(id, t)| t.members.iter().map(move |m| (m.clone(), *id)))
-            .filter(|(m, _)| m.0 == node)
-            .collect();
         for f in open {
             let key = (f.finding.check.clone(), f.finding.subject.clone());
             state.seen.insert(key.clone());
             state.silent |= f.finding.check == SILENT_CHECK;
             let member = (node.to_owned(), key.0.clone(), key.1.clone());
-            if let Some(id) = members.get(&member) {
+            if let Some(id) = self.restored.remove(&member) {
                 state.counted.insert(key.clone(), f.clone());
-                state.assigned.insert(key, *id);
+                state.assigned.insert(key, id);
             }
         }
         state.groups = self.groups_of(&state.counted);
@@ -248,25 +260,27 @@ impl Correlator {
             }
         }
 
+        // A finding counts once it persisted or repeated; then it keeps counting while it
+        // is open and for `hold` after it went away, so one that comes and goes keeps its
+        // incident open rather than opening and resolving it again and again.
         let hold = self.config.hold.as_millis() as i64;
         let repeat = self.config.repeat as usize;
-        let counted: BTreeMap<Key, OpenFinding> = open
+        let mut counted: BTreeMap<Key, OpenFinding> = open
             .iter()
-            .filter(|f| {
-                f.finding.check == SILENT_CHECK
+            .filter_map(|f| {
+                let key = (f.finding.check.clone(), f.finding.subject.clone());
+                let counts = f.finding.check == SILENT_CHECK
                     || f.last_seen - f.first_seen >= hold
-                    || state
-                        .openings
-                        .get(&(f.finding.check.clone(), f.finding.subject.clone()))
-                        .is_some_and(|o| o.len() >= repeat)
-            })
-            .map(|f| {
-                (
-                    (f.finding.check.clone(), f.finding.subject.clone()),
-                    (*f).clone(),
-                )
+                    || state.counted.contains_key(&key)
+                    || state.openings.get(&key).is_some_and(|o| o.len() >= repeat);
+                counts.then(|| (key, (*f).clone()))
             })
             .collect();
+        for (key, prev) in &state.counted {
+            if !state.seen.contains(key) && now - prev.last_seen < hold {
+                counted.insert(key.clone(), prev.clone());
+            }
+        }
 
         // Incidents whose findings on this node changed severity or forecast.
         let mut dirty = BTreeSet::new();
@@ -279,7 +293,8 @@ impl Correlator {
                 .get(id)
                 .and_then(|t| t.rule)
                 .and_then(|r| self.catalog.at(r).forecast.as_deref());
-            if prev.finding.severity != f.finding.severity
+            if prev.id != f.id
+                || prev.finding.severity != f.finding.severity
                 || forecast.is_some_and(|k| moved(prev.finding.number(k), f.finding.number(k)))
             {
                 dirty.insert(*id);
@@ -393,6 +408,7 @@ impl Correlator {
                     ..Default::default()
                 },
                 new: true,
+                described_at: 0,
                 moved_to: None,
             },
         );
@@ -510,13 +526,26 @@ impl Correlator {
         }
     }
 
+    /// Stores the changes that waited for `UPDATE_EVERY_MS`; call about once a second.
+    pub fn flush(&mut self, now: i64) -> Vec<Change> {
+        let pending = std::mem::take(&mut self.pending);
+        self.finish(pending, now)
+    }
+
     /// Re-describes the incidents whose findings changed; answers what is to be stored.
+    /// Opening and resolving are stored at once; other changes at most every
+    /// `UPDATE_EVERY_MS`.
     fn finish(&mut self, dirty: BTreeSet<u64>, now: i64) -> Vec<Change> {
         let mut changes = Vec::with_capacity(dirty.len());
         for id in dirty {
             let Some(t) = self.open.get(&id) else {
                 continue;
             };
+            if !t.new && !t.members.is_empty() && now - t.described_at < UPDATE_EVERY_MS {
+                self.pending.insert(id);
+                continue;
+            }
+            self.pending.remove(&id);
             let live = self.live_nodes();
             let findings: Vec<&OpenFinding> = t
                 .members
@@ -547,6 +576,7 @@ impl Correlator {
                 Kind::Updated
             };
             t.new = false;
+            t.described_at = now;
             t.incident = incident.clone();
             let key = t.key.clone();
             if kind == Kind::Resolved {

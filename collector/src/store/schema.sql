@@ -50,9 +50,10 @@ CREATE INDEX IF NOT EXISTS incidents_updated ON incidents (updated_at);
 
 -- The nodes each incident affects, for "incidents on node X".
 CREATE TABLE IF NOT EXISTS incident_nodes (
-    node        TEXT NOT NULL,
     incident_id INTEGER NOT NULL,
-    PRIMARY KEY (node, incident_id)
+    node        TEXT NOT NULL,
+    PRIMARY KEY (incident_id, node)
 ) STRICT, WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS incident_nodes_node ON incident_nodes (node);
 
 PRAGMA user_version = 2;

@@ -601,7 +601,10 @@ fn apply(
         }
         Op::Tick { now, reply } => match retention(db, view, config, now)
             .and_then(|()| mark_silent(db, view, config, now, events))
-        {
+            .and_then(|()| {
+                let changes = view.correlator.flush(now);
+                store_incidents(db, changes, now, &mut events.incidents)
+            }) {
             Ok(()) => Ok(Box::new(move |r| {
                 let _ = reply.send(r.map_err(|e| StoreError::Batch(e.to_string())));
             })),
