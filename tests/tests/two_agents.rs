@@ -157,16 +157,20 @@ fn two_agents_report_and_the_cli_sees_their_findings() {
         "{resolved}"
     );
     // Its incident resolves once the swap has stayed off for the hold.
-    eventually(Duration::from_secs(30), "node-b's incident resolved", || {
-        let (_, resolved) = cli(&[
-            "--collector",
-            &collector.grpc_url,
-            "incidents",
-            "--state",
-            "resolved",
-        ]);
-        (resolved.contains("swap-in-use") && resolved.contains("resolved")).then_some(())
-    });
+    eventually(
+        Duration::from_secs(30),
+        "node-b's incident resolved",
+        || {
+            let (_, resolved) = cli(&[
+                "--collector",
+                &collector.grpc_url,
+                "incidents",
+                "--state",
+                "resolved",
+            ]);
+            (resolved.contains("swap-in-use") && resolved.contains("resolved")).then_some(())
+        },
+    );
 
     let (code, out) = cli(&["--collector", &collector.grpc_url, "collect", "-o", "json"]);
     assert_eq!(code, 0);
