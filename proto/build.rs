@@ -12,6 +12,8 @@ const PROTOS: &[&str] = &[
     "nodemedic/v1/diagnostics.proto",
 ];
 
+const CRI: &str = "cri/runtime/v1/api.proto";
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {
         println!("cargo:rerun-if-changed={proto}");
@@ -34,5 +36,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     pbjson_build::Builder::new()
         .register_descriptors(&descriptor_bytes)?
         .build(&[".nodemedic"])?;
+
+    // The CRI subset the agent's image probe calls: clients only, not in the reflection
+    // descriptors (the collector does not serve it).
+    println!("cargo:rerun-if-changed={CRI}");
+    tonic_prost_build::configure()
+        .build_transport(false)
+        .build_server(false)
+        .compile_fds(protox::compile([CRI], ["."])?)?;
     Ok(())
 }

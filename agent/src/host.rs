@@ -9,7 +9,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::probe::ProbeError;
+use crate::{
+    parse::mountinfo::{self, MountInfo},
+    probe::ProbeError,
+};
 
 /// The directory that stands for the node's `/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +69,48 @@ impl HostRoot {
             other => other.map(Some),
         }
     }
+
+    /// The host's mount table: PID 1's, which is the host's even when the agent runs in its
+    /// own mount namespace; this process's when PID 1's cannot be read.
+    pub fn mount_table(&self) -> Result<Vec<MountInfo>, ProbeError> {
+        let (path, text) = match self.read_if_present("/proc/1/mountinfo") {
+            Ok(Some(text)) => ("/proc/1/mountinfo", text),
+            _ => ("/proc/self/mountinfo", self.read("/proc/self/mountinfo")?),
+        };
+        mountinfo::parse(&text).map_err(|e| ProbeError::parse(self, path, e))
+    }
+
+    /// Size and use of the filesystem holding a host path.
+    pub fn fs_usage(&self, host_path: &str) -> Result<FsUsage, ProbeError> {
+        let path = self.path(host_path);
+        let st = rustix::fs::statvfs(&path).map_err(|e| ProbeError::Io {
+            path: path.clone(),
+            source: e.into(),
+        })?;
+        let frsize = st.f_frsize;
+        Ok(FsUsage {
+            bytes_total: st.f_blocks * frsize,
+            bytes_used: st.f_blocks.saturating_sub(st.f_bfree) * frsize,
+            bytes_available: st.f_bavail * frsize,
+            inodes_total: st.f_files,
+            inodes_free: st.f_ffree,
+        })
+    }
+}
+
+/// What `statvfs` says of a filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsUsage {
+    /// Size.
+    pub bytes_total: u64,
+    /// Used (size minus free, the reserved blocks counting as used).
+    pub bytes_used: u64,
+    /// Available to unprivileged writers: what the kubelet counts.
+    pub bytes_available: u64,
+    /// Inodes.
+    pub inodes_total: u64,
+    /// Free inodes.
+    pub inodes_free: u64,
 }
 
 impl Default for HostRoot {

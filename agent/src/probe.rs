@@ -16,8 +16,8 @@ use std::{
 };
 
 use nodemedic_proto::v1::{
-    DiskSection, DnsSection, Evidence, Finding, MemorySection, NodeReport, ProbeRun, Severity,
-    SystemSection,
+    DiskSection, DnsSection, Evidence, Finding, ImagesSection, MemorySection, NodeReport, ProbeRun,
+    Severity, SystemSection,
 };
 use tracing::warn;
 
@@ -43,6 +43,9 @@ pub enum ProbeError {
         /// What was wrong, with the line.
         reason: String,
     },
+    /// The probe could not start the async runtime its client libraries need.
+    #[error("cannot start an async runtime: {0}")]
+    Runtime(std::io::Error),
     /// The probe missed its deadline.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
@@ -86,6 +89,8 @@ pub enum Section {
     System(SystemSection),
     /// Resolver configuration and live DNS probes.
     Dns(Box<DnsSection>),
+    /// Container image caches.
+    Images(ImagesSection),
 }
 
 impl Section {
@@ -95,6 +100,7 @@ impl Section {
             Section::Memory(s) => report.memory = Some(s),
             Section::System(s) => report.system = Some(s),
             Section::Dns(s) => report.dns = Some(*s),
+            Section::Images(s) => report.images = Some(s),
         }
     }
 }

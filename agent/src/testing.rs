@@ -261,3 +261,200 @@ impl Drop for DnsStub {
         }
     }
 }
+
+/// Runs a command of the test's setup; panics with its output when it fails.
+fn run(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!("cannot run {cmd:?} ({e}): scripts/test installs docker.io and containerd")
+    });
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Waits until `socket` accepts connections, or panics naming `what` and its log.
+fn wait_for_socket(socket: &std::path::Path, what: &str, log: &std::path::Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::os::unix::net::UnixStream::connect(socket).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not listen on {} within 60s; its log:\n{}",
+            socket.display(),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Stops a daemon the way its service manager would (SIGTERM), so it cleans up its mounts.
+fn terminate(child: &mut std::process::Child) {
+    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A real Docker engine of the test's own: `dockerd` with its data root, exec root and
+/// socket under `dir` (a temporary directory, or a tmpfs the test mounted to fill), no
+/// bridge and no iptables changes. Stopped on drop. Panics, never skips, when dockerd is
+/// not installed (scripts/test installs docker.io).
+pub struct Dockerd {
+    child: std::process::Child,
+    /// Its API socket.
+    pub socket: PathBuf,
+    /// Its data root (`DockerRootDir`).
+    pub data_root: PathBuf,
+}
+
+impl Dockerd {
+    /// Starts dockerd under `dir` and waits until its API answers.
+    pub fn start(dir: &std::path::Path) -> Self {
+        std::fs::create_dir_all(dir).expect("the engine's directory");
+        let socket = dir.join("docker.sock");
+        let data_root = dir.join("data");
+        let log = dir.join("dockerd.log");
+        let child = std::process::Command::new("dockerd")
+            .arg("--data-root")
+            .arg(&data_root)
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("dockerd.pid"))
+            .arg("--host")
+            .arg(format!("unix://{}", socket.display()))
+            .args(["--bridge", "none", "--iptables=false", "--ip-masq=false"])
+            .stdout(std::fs::File::create(&log).expect("dockerd log"))
+            .stderr(std::fs::File::create(dir.join("dockerd.err")).expect("dockerd log"))
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start dockerd ({e}): install docker.io (scripts/test does)")
+            });
+        let engine = Dockerd {
+            child,
+            socket,
+            data_root,
+        };
+        wait_for_socket(&engine.socket, "dockerd", &dir.join("dockerd.err"));
+        // The socket accepts before the API is ready: wait for an answer.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !std::process::Command::new("docker")
+            .arg("-H")
+            .arg(format!("unix://{}", engine.socket.display()))
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "dockerd did not answer within 60s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        engine
+    }
+
+    /// Runs the docker CLI against this engine; its output.
+    pub fn docker(&self, args: &[&str]) -> String {
+        run(std::process::Command::new("docker")
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(args))
+    }
+
+    /// Makes an image `FROM scratch` of one layer holding `bytes` random bytes (no
+    /// registry is reachable), named `name`; its id.
+    pub fn image(&self, name: &str, bytes: usize) -> String {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        // Random, so no two images share their layer.
+        let mut blob = vec![0u8; bytes];
+        std::io::Read::read_exact(
+            &mut std::fs::File::open("/dev/urandom").expect("/dev/urandom"),
+            &mut blob,
+        )
+        .expect("random bytes");
+        std::fs::write(dir.path().join("blob"), blob).expect("write the blob");
+        let tar = dir.path().join("layer.tar");
+        run(std::process::Command::new("tar")
+            .arg("-cf")
+            .arg(&tar)
+            .arg("-C")
+            .arg(dir.path())
+            .arg("blob"));
+        self.docker(&["import", &tar.to_string_lossy(), name])
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        terminate(&mut self.child);
+    }
+}
+
+/// A real containerd with its CRI plugin, of the test's own: root, state and socket under
+/// `dir`. Stopped on drop. Panics, never skips, when containerd is not installed
+/// (scripts/test installs it).
+pub struct Containerd {
+    child: std::process::Child,
+    /// Its gRPC socket (CRI and containerd's own API).
+    pub socket: PathBuf,
+}
+
+impl Containerd {
+    /// Starts containerd under `dir` and waits for its socket.
+    pub fn start(dir: &std::path::Path) -> Self {
+        std::fs::create_dir_all(dir).expect("the runtime's directory");
+        let socket = dir.join("containerd.sock");
+        let config = dir.join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = \"{}\"\nstate = \"{}\"\n[grpc]\n  address = \"{}\"\n[ttrpc]\n  address = \"{}\"\n",
+                dir.join("root").display(),
+                dir.join("state").display(),
+                socket.display(),
+                dir.join("ttrpc.sock").display(),
+            ),
+        )
+        .expect("containerd config");
+        let log = dir.join("containerd.log");
+        let child = std::process::Command::new("containerd")
+            .arg("--config")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("containerd log"))
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start containerd ({e}): install containerd (scripts/test does)")
+            });
+        let runtime = Containerd { child, socket };
+        wait_for_socket(&runtime.socket, "containerd", &log);
+        runtime
+    }
+
+    /// Imports a `docker save` archive into the `k8s.io` namespace, where the CRI lists it.
+    pub fn import(&self, archive: &std::path::Path) {
+        run(std::process::Command::new("ctr")
+            .arg("-a")
+            .arg(&self.socket)
+            .args(["-n", "k8s.io", "images", "import"])
+            .arg(archive));
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        terminate(&mut self.child);
+    }
+}

@@ -7,7 +7,10 @@ use nodemedic_proto::{
     Timestamp,
     finding::human_bytes,
     time::system_time,
-    v1::{Finding, Incident, IncidentScope, IncidentState, MountRole, NodeReport, Remediation},
+    v1::{
+        Finding, ImageRuntime, Incident, IncidentScope, IncidentState, MountRole, NodeReport,
+        Remediation,
+    },
 };
 
 use crate::table::{Table, age};
@@ -98,6 +101,9 @@ pub fn report(r: &NodeReport) -> String {
     }
     if let Some(d) = &r.dns {
         out.push_str(&dns(d));
+    }
+    for i in r.images.iter().flat_map(|s| &s.runtimes) {
+        out.push_str(&images(i));
     }
     let slow: Vec<String> = r
         .probes
@@ -207,6 +213,38 @@ pub fn incident(i: &Incident, now: SystemTime, timeline: bool) -> String {
         for e in &i.timeline {
             out.push_str(&format!("    {:>8}  {}\n", ago(&e.at), e.text));
         }
+    }
+    out
+}
+
+fn images(r: &ImageRuntime) -> String {
+    if !r.error.is_empty() {
+        return format!("Images:   {} at {}: {}\n", r.kind, r.endpoint, r.error);
+    }
+    let mut out = format!(
+        "Images:   {} ({}): {} images, {} in use, {}; reclaimable {}; {} dangling ({}); on {} ({} of {} available)\n",
+        r.version,
+        r.endpoint,
+        r.images,
+        r.images_in_use,
+        human_bytes(r.images_bytes as f64),
+        human_bytes(r.reclaimable_bytes as f64),
+        r.dangling,
+        human_bytes(r.dangling_bytes as f64),
+        r.mount_point,
+        human_bytes(r.fs_available_bytes as f64),
+        human_bytes(r.fs_total_bytes as f64),
+    );
+    if r.kind == "docker" {
+        out.push_str(&format!(
+            "          stopped containers {} ({}), unused volumes {} ({}), build cache {} ({} reclaimable)\n",
+            r.stopped_containers,
+            human_bytes(r.stopped_containers_bytes as f64),
+            r.unused_volumes,
+            human_bytes(r.unused_volumes_bytes as f64),
+            human_bytes(r.build_cache_bytes as f64),
+            human_bytes(r.build_cache_reclaimable_bytes as f64),
+        ));
     }
     out
 }

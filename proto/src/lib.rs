@@ -20,6 +20,12 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/nodemedic.v1.serde.rs"));
 }
 
+/// `runtime.v1`: the part of the Kubernetes CRI the agent's image probe calls (clients only).
+#[allow(missing_docs, clippy::all)]
+pub mod cri {
+    tonic::include_proto!("runtime.v1");
+}
+
 /// The encoded `FileDescriptorSet` of the protos, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/nodemedic_descriptor.bin"));

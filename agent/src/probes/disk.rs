@@ -3,7 +3,7 @@
 //! `nodefs.available<10%`, `imagefs.available<15%` and `nodefs.inodesFree<5%`, and starts
 //! image garbage collection at 85% used.
 
-mod forecast;
+pub(crate) mod forecast;
 pub mod mounts;
 
 use std::sync::Mutex;
@@ -18,7 +18,6 @@ use self::{forecast::History, mounts::Candidate};
 use super::percent;
 use crate::{
     config::DiskThresholds,
-    parse::mountinfo,
     probe::{Probe, ProbeContext, ProbeError, ProbeOutput, Section},
 };
 
@@ -35,15 +34,7 @@ impl Probe for DiskProbe {
 
     fn run(&self, ctx: &ProbeContext) -> Result<ProbeOutput, ProbeError> {
         let t = &ctx.thresholds.disk;
-        // PID 1's table is the host's even when the agent runs in its own mount namespace.
-        let (path, text) = match ctx.host.read_if_present("/proc/1/mountinfo") {
-            Ok(Some(text)) => ("/proc/1/mountinfo", text),
-            _ => (
-                "/proc/self/mountinfo",
-                ctx.host.read("/proc/self/mountinfo")?,
-            ),
-        };
-        let table = mountinfo::parse(&text).map_err(|e| ProbeError::parse(&ctx.host, path, e))?;
+        let table = ctx.host.mount_table()?;
 
         let mut section = DiskSection::default();
         let exists = |p: &str| ctx.host.path(p).is_dir();
@@ -88,24 +79,19 @@ impl Probe for DiskProbe {
 }
 
 fn measure(ctx: &ProbeContext, c: &Candidate) -> Result<Mount, ProbeError> {
-    let path = ctx.host.path(&c.info.mount_point);
-    let st = rustix::fs::statvfs(&path).map_err(|e| ProbeError::Io {
-        path: path.clone(),
-        source: e.into(),
-    })?;
-    let frsize = st.f_frsize;
+    let u = ctx.host.fs_usage(&c.info.mount_point)?;
     Ok(Mount {
         mount_point: c.info.mount_point.clone(),
         device: c.info.source.clone(),
         fs_type: c.info.fs_type.clone(),
         roles: c.roles.iter().map(|r| *r as i32).collect(),
         read_only: c.info.read_only(),
-        bytes_total: st.f_blocks * frsize,
-        bytes_used: st.f_blocks.saturating_sub(st.f_bfree) * frsize,
-        bytes_available: st.f_bavail * frsize,
-        inodes_total: st.f_files,
-        inodes_used: st.f_files.saturating_sub(st.f_ffree),
-        inodes_available: st.f_ffree,
+        bytes_total: u.bytes_total,
+        bytes_used: u.bytes_used,
+        bytes_available: u.bytes_available,
+        inodes_total: u.inodes_total,
+        inodes_used: u.inodes_total.saturating_sub(u.inodes_free),
+        inodes_available: u.inodes_free,
         fill_rate_bytes_per_hour: None,
         full_in_hours: None,
     })

@@ -8,6 +8,7 @@ use crate::{config::Config, probe::Probe};
 
 pub mod disk;
 pub mod dns;
+pub mod images;
 pub mod memory;
 pub mod system;
 
@@ -18,6 +19,7 @@ pub fn default_probes(config: &Config) -> Vec<Arc<dyn Probe>> {
         Arc::new(memory::MemoryProbe::default()),
         Arc::new(system::SystemProbe),
         Arc::new(dns::DnsProbe::new(config.dns.clone())),
+        Arc::new(images::ImagesProbe::new(config.images.clone())),
     ]
 }
 

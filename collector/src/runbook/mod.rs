@@ -23,6 +23,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("memory.yaml", include_str!("../../runbooks/memory.yaml")),
     ("system.yaml", include_str!("../../runbooks/system.yaml")),
     ("dns.yaml", include_str!("../../runbooks/dns.yaml")),
+    ("images.yaml", include_str!("../../runbooks/images.yaml")),
     ("pods.yaml", include_str!("../../runbooks/pods.yaml")),
     ("nodes.yaml", include_str!("../../runbooks/nodes.yaml")),
 ];
@@ -39,6 +40,8 @@ pub const PLACEHOLDERS: &[&str] = &[
     "container",
     "image",
     "bytes",
+    "endpoint",
+    "top_reclaimable",
 ];
 
 /// A rule file that cannot be used.
@@ -450,10 +453,16 @@ mod tests {
             "dns.slow",
             "dns.timeouts_5s",
             "dns.config",
+            "images.reclaimable",
+            "images.dangling",
+            "images.gc_imminent",
+            "images.runtime_unreachable",
             "probe.failed",
             "node.silent",
         ] {
-            let f = Finding::fail(check, Severity::Warning, "/", String::new());
+            // Image findings always say which runtime they are about.
+            let f = Finding::fail(check, Severity::Warning, "/", String::new())
+                .with(Evidence::text("runtime", "cri"));
             assert!(c.for_finding(&f, &[check]).is_some(), "no rule for {check}");
         }
         assert!(

@@ -1,0 +1,140 @@
+//! CRI runtimes (containerd, CRI-O, cri-dockerd) through the Kubernetes CRI v1 gRPC API on
+//! their unix socket: the image filesystem (`ImageFsInfo`), the images (`ListImages`) and
+//! the containers (`ListContainers`), so images used by no container are known.
+
+use std::{collections::HashSet, path::Path};
+
+use hyper_util::rt::TokioIo;
+use nodemedic_proto::cri::{
+    ImageFsInfoRequest, ListContainersRequest, ListImagesRequest, VersionRequest,
+    image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient,
+};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use super::{
+    ImagesError,
+    inventory::{ImageEntry, Inventory},
+};
+
+/// The sockets CRI runtimes listen on by default, in the order they are tried.
+pub const DEFAULT_ENDPOINTS: &[&str] = &[
+    "/run/containerd/containerd.sock",
+    "/run/k3s/containerd/containerd.sock",
+    "/var/run/crio/crio.sock",
+    "/var/run/cri-dockerd.sock",
+];
+
+/// A gRPC channel to the runtime at `socket`, with `timeout` per request.
+pub async fn connect(socket: &Path, timeout: std::time::Duration) -> Result<Channel, ImagesError> {
+    let socket = socket.to_owned();
+    // The URI is required but unused: every connection goes to the socket.
+    Endpoint::from_static("http://cri.invalid")
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+        .map_err(|e| ImagesError::Cri(format!("cannot connect: {e}")))
+}
+
+fn status(what: &'static str) -> impl Fn(tonic::Status) -> ImagesError {
+    move |s| {
+        ImagesError::Cri(format!(
+            "{what}: {}: {}",
+            s.code().description(),
+            s.message()
+        ))
+    }
+}
+
+/// What the runtime holds.
+pub async fn inventory(channel: Channel) -> Result<Inventory, ImagesError> {
+    let mut runtime = RuntimeServiceClient::new(channel.clone());
+    let mut images = ImageServiceClient::new(channel);
+    let version = runtime
+        .version(VersionRequest {
+            version: "v1".into(),
+        })
+        .await
+        .map_err(status("Version"))?
+        .into_inner();
+    let fs = images
+        .image_fs_info(ImageFsInfoRequest {})
+        .await
+        .map_err(status("ImageFsInfo"))?
+        .into_inner();
+    let listed = images
+        .list_images(ListImagesRequest { filter: None })
+        .await
+        .map_err(status("ListImages"))?
+        .into_inner()
+        .images;
+    let used = images_in_use(&mut runtime).await?;
+    let image_fs = fs.image_filesystems.first();
+    Ok(Inventory {
+        version: format!("{} {}", version.runtime_name, version.runtime_version),
+        root_dir: image_fs
+            .and_then(|f| f.fs_id.as_ref())
+            .map(|id| id.mountpoint.clone())
+            .unwrap_or_default(),
+        images: listed
+            .into_iter()
+            .map(|i| {
+                let containers = used
+                    .iter()
+                    .filter(|refs| {
+                        refs.iter().any(|r| {
+                            *r == i.id || i.repo_tags.contains(r) || i.repo_digests.contains(r)
+                        })
+                    })
+                    .count() as u32;
+                ImageEntry {
+                    containers,
+                    id: i.id,
+                    tags: i.repo_tags,
+                    digests: i.repo_digests,
+                    size: i.size,
+                    shared: None,
+                    pinned: i.pinned,
+                    created: None,
+                }
+            })
+            .collect(),
+        image_fs: image_fs.map(|f| {
+            (
+                f.used_bytes.as_ref().map_or(0, |v| v.value),
+                f.inodes_used.as_ref().map_or(0, |v| v.value),
+            )
+        }),
+        ..Default::default()
+    })
+}
+
+/// For each container, the references it makes to its image (id, digest or name: runtimes
+/// differ in which they fill).
+pub async fn images_in_use(
+    runtime: &mut RuntimeServiceClient<Channel>,
+) -> Result<Vec<HashSet<String>>, ImagesError> {
+    let containers = runtime
+        .list_containers(ListContainersRequest { filter: None })
+        .await
+        .map_err(status("ListContainers"))?
+        .into_inner()
+        .containers;
+    Ok(containers
+        .into_iter()
+        .map(|c| {
+            [c.image_id, c.image_ref]
+                .into_iter()
+                .chain(c.image.map(|s| s.image))
+                .filter(|r| !r.is_empty())
+                .collect()
+        })
+        .collect())
+}
