@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "nodemedic/v1/report.proto",
     "nodemedic/v1/agent.proto",
     "nodemedic/v1/incident.proto",
+    "nodemedic/v1/action.proto",
     "nodemedic/v1/diagnostics.proto",
 ];
 

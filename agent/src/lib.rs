@@ -15,6 +15,7 @@
 //!   not acknowledged; [`spool`] keeps those reports on disk across agent restarts.
 //! - [`config`]: the YAML config file and its defaults.
 
+pub mod actions;
 pub mod collect;
 pub mod config;
 pub mod host;

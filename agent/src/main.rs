@@ -1,10 +1,11 @@
 //! `nodemedic-agent`: measure this node and stream reports to the collector.
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use clap::Parser;
 use nodemedic_agent::{
     Collector,
+    actions::Actions,
     collect::node_name,
     config::Config,
     host::HostRoot,
@@ -51,6 +52,11 @@ struct Args {
     /// Spooled reports older than this are dropped
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     spool_max_age: Duration,
+    /// Remediation actions the collector may ask this agent to plan and apply (repeatable;
+    /// none by default): images.prune_dangling, images.prune_unused,
+    /// images.prune_stopped_containers, images.prune_build_cache, or images.* for all
+    #[arg(long = "allow-action", value_name = "ACTION")]
+    allow_actions: Vec<String>,
 }
 
 #[tokio::main]
@@ -67,6 +73,12 @@ async fn main() -> anyhow::Result<()> {
     }
     let config = Config::load_or_default(args.config.as_deref())?;
     let node = node_name(args.node_name)?;
+    let actions = Arc::new(Actions::new(
+        &node,
+        &args.allow_actions,
+        HostRoot::new(&args.host_root),
+        config.images.clone(),
+    )?);
     let collector = Collector::new(node, HostRoot::new(&args.host_root), config);
     let opts = ReporterOptions {
         collector_url: args.collector,
@@ -84,8 +96,8 @@ async fn main() -> anyhow::Result<()> {
             )
         }),
     };
-    tracing::info!(message = "Starting.", node = collector.node(), host_root = %args.host_root.display(), interval = ?args.interval);
-    reporter::run(&collector, &opts, shutdown_signal()).await?;
+    tracing::info!(message = "Starting.", node = collector.node(), host_root = %args.host_root.display(), interval = ?args.interval, actions = ?args.allow_actions);
+    reporter::run(&collector, &opts, actions, shutdown_signal()).await?;
     Ok(())
 }
 

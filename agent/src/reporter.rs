@@ -7,7 +7,7 @@
 //! ones it already has. Reports collected while the collector is unreachable wait in the
 //! same queue, up to `max_pending`; the oldest go first when it overflows.
 
-use std::{collections::VecDeque, path::PathBuf, time::Duration};
+use std::{collections::VecDeque, path::PathBuf, sync::Arc, time::Duration};
 
 use nodemedic_proto::{
     time::duration,
@@ -28,6 +28,7 @@ use tonic::{
 use tracing::{debug, info, warn};
 
 use crate::{
+    actions::Actions,
     collect::{AGENT_VERSION, Collector},
     spool::{Spool, SpoolError, SpoolLimits},
 };
@@ -284,6 +285,7 @@ impl Queue {
 pub async fn run(
     collector: &Collector,
     opts: &ReporterOptions,
+    actions: Arc<Actions>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ReportError> {
     let endpoint = Endpoint::from_shared(opts.collector_url.clone())
@@ -339,14 +341,32 @@ pub async fn run(
                         return Ok(());
                     }
                 }
-                Ok(CollectorMessage { kind: Some(collector_message::Kind::Command(cmd)) }) => {
-                    if let Some(command::Kind::CollectNow(now)) = cmd.kind {
+                Ok(CollectorMessage { kind: Some(collector_message::Kind::Command(cmd)) }) => match cmd.kind {
+                    Some(command::Kind::CollectNow(now)) => {
                         info!(message = "Collecting now on the collector's request.", reason = %now.reason);
                         if let Some(report) = queue.push(collector.collect().await) {
                             send(&mut conn, report);
                         }
                     }
-                }
+                    Some(command::Kind::Action(request)) => {
+                        // Actions can take minutes: they run beside the reports, and the
+                        // answer goes back on the stream they came from.
+                        if let Some(c) = &conn {
+                            let outbound = c.outbound.clone();
+                            let actions = Arc::clone(&actions);
+                            tokio::spawn(async move {
+                                let result = actions.handle(request).await;
+                                let message = AgentMessage {
+                                    kind: Some(agent_message::Kind::ActionResult(result)),
+                                };
+                                if outbound.send(message).await.is_err() {
+                                    warn!(message = "The stream closed before an action's result could be sent.");
+                                }
+                            });
+                        }
+                    }
+                    None => warn!(message = "Ignoring an empty command."),
+                },
                 Ok(other) => warn!(message = "Ignoring an unexpected message.", ?other),
                 Err(status) => {
                     warn!(message = "Lost the collector stream.", code = ?status.code(), error = %status.message());

@@ -8,6 +8,7 @@ use nodemedic_cli::{
     incidents::{self, IncidentsArgs},
     output::Format,
     query::{self, FindingsArgs, WatchArgs},
+    remediate::{self, RemediateCommand},
     runbook::{self, RunbookCommand},
 };
 use tracing_subscriber::EnvFilter;
@@ -68,6 +69,11 @@ enum Command {
         #[command(subcommand)]
         command: RunbookCommand,
     },
+    /// Plan and apply a node's remediation actions (image prunes), and their history
+    Remediate {
+        #[command(subcommand)]
+        command: RemediateCommand,
+    },
     /// Ask agents to report now: one node, or all connected ones
     Collect {
         /// Node name; all connected nodes when omitted
@@ -105,6 +111,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Incident { id } => incidents::show(client().await?, id, format).await?,
         Command::Findings(args) => query::findings(client().await?, args, format).await?,
         Command::Watch(args) => query::watch(client().await?, args, format).await?,
+        Command::Remediate { command } => remediate::run(client().await?, command, format).await?,
         Command::Collect { node } => query::collect(client().await?, node, format).await?,
     }
     Ok(0)

@@ -206,7 +206,11 @@ pub fn incident(i: &Incident, now: SystemTime, timeline: bool) -> String {
     }
     out.push_str(&findings(&i.findings, now));
     if let Some(r) = &i.remediation {
-        out.push_str(&remediation(r, "  "));
+        let node = match i.nodes.as_slice() {
+            [one] => one.as_str(),
+            _ => "<node>",
+        };
+        out.push_str(&remediation(r, node, "  "));
     }
     if timeline {
         out.push_str("  timeline:\n");
@@ -289,15 +293,21 @@ fn dns(d: &nodemedic_proto::v1::DnsSection) -> String {
     out
 }
 
-/// A remediation as numbered steps with their commands, then recovery, risk and
-/// verification.
-pub fn remediation(r: &Remediation, indent: &str) -> String {
+/// A remediation as numbered steps with their commands (and the nodemedic action that does
+/// a step on `node`, where there is one), then recovery, risk and verification.
+pub fn remediation(r: &Remediation, node: &str, indent: &str) -> String {
     let mut out = format!("{indent}what to do ({}: {}):\n", r.rule, r.title);
     for (i, step) in r.steps.iter().enumerate() {
         out.push_str(&format!("{indent}  {}. {}\n", i + 1, step.text));
         if !step.command.is_empty() {
             let command = &step.command;
             out.push_str(&format!("{indent}     $ {command}\n"));
+        }
+        if !step.action.is_empty() {
+            out.push_str(&format!(
+                "{indent}     or let the agent do it: nodemedic remediate plan {node} {}\n",
+                step.action
+            ));
         }
     }
     out.push_str(&format!(

@@ -5,12 +5,13 @@ use std::{pin::Pin, sync::Arc};
 use nodemedic_proto::{
     time::{timestamp_from_millis, timestamp_millis},
     v1::{
-        CollectNow, Command, FindingEvent, FindingState, GetIncidentRequest, GetNodeRequest,
-        GetNodeResponse, Incident, IncidentEvent, IncidentState, ListFindingsRequest,
-        ListFindingsResponse, ListIncidentsRequest, ListIncidentsResponse, ListNodesRequest,
-        ListNodesResponse, NodeSummary, Severity, TriggerCollectionRequest,
-        TriggerCollectionResponse, WatchFindingsRequest, WatchIncidentsRequest, command,
-        diagnostics_server::Diagnostics,
+        ActionOutcome, ActionPlan, ApplyRemediationRequest, CollectNow, Command, FindingEvent,
+        FindingState, GetIncidentRequest, GetNodeRequest, GetNodeResponse, Incident, IncidentEvent,
+        IncidentState, ListFindingsRequest, ListFindingsResponse, ListIncidentsRequest,
+        ListIncidentsResponse, ListNodesRequest, ListNodesResponse, ListRemediationsRequest,
+        ListRemediationsResponse, NodeSummary, PlanRemediationRequest, Severity,
+        TriggerCollectionRequest, TriggerCollectionResponse, WatchFindingsRequest,
+        WatchIncidentsRequest, command, diagnostics_server::Diagnostics,
     },
 };
 use tokio::sync::broadcast;
@@ -21,7 +22,11 @@ use tracing::info;
 use crate::{
     error::Error,
     registry::Registry,
-    store::{FindingFilter, IncidentFilter, NodeRow, Reader, writer::Events},
+    remediation,
+    store::{
+        FindingFilter, IncidentFilter, NodeRow, Reader,
+        writer::{Events, WriterHandle},
+    },
     validate,
 };
 
@@ -36,6 +41,7 @@ pub struct DiagnosticsService {
     pub(crate) reader: Arc<Reader>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) events: Events,
+    pub(crate) writer: WriterHandle,
     /// Changes when the collector shuts down: every watch ends.
     pub(crate) shutdown: tokio::sync::watch::Receiver<()>,
 }
@@ -258,6 +264,46 @@ impl Diagnostics for DiagnosticsService {
             "incidents",
             self.shutdown.clone(),
         )))
+    }
+
+    async fn plan_remediation(
+        &self,
+        request: Request<PlanRemediationRequest>,
+    ) -> Result<Response<ActionPlan>, Status> {
+        let plan = remediation::plan(&self.registry, request.into_inner()).await?;
+        Ok(Response::new(plan))
+    }
+
+    async fn apply_remediation(
+        &self,
+        request: Request<ApplyRemediationRequest>,
+    ) -> Result<Response<ActionOutcome>, Status> {
+        let peer = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let outcome =
+            remediation::apply(&self.registry, &self.writer, request.into_inner(), peer).await?;
+        Ok(Response::new(outcome))
+    }
+
+    async fn list_remediations(
+        &self,
+        request: Request<ListRemediationsRequest>,
+    ) -> Result<Response<ListRemediationsResponse>, Status> {
+        let req = request.into_inner();
+        if !req.node.is_empty() {
+            validate::node_name(&req.node)?;
+        }
+        let node = (!req.node.is_empty()).then_some(req.node);
+        let limit = match req.limit {
+            0 => 100,
+            n => (n as usize).min(MAX_LIMIT),
+        };
+        let records = self
+            .read(move |r| r.remediations(node.as_deref(), limit))
+            .await?;
+        Ok(Response::new(ListRemediationsResponse { records }))
     }
 
     async fn trigger_collection(

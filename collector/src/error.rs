@@ -23,6 +23,9 @@ pub enum Error {
     /// Another live stream already reports as this node.
     #[error("node {0:?} is already reporting on another stream; a node runs one agent")]
     AlreadyConnected(String),
+    /// The agent refused or could not run an action.
+    #[error("the agent did not act: {0}")]
+    Action(String),
     /// The collector is shutting down or its writer stopped.
     #[error("the collector is not accepting writes: {0}")]
     Unavailable(String),
@@ -38,6 +41,7 @@ impl From<Error> for Status {
                 Status::not_found(message)
             }
             Error::AlreadyConnected(_) => Status::already_exists(message),
+            Error::Action(_) => Status::failed_precondition(message),
         }
     }
 }

@@ -168,6 +168,9 @@ impl Gateway {
                             Err(e) => break Some(Error::from(e).into()),
                         }
                     }
+                    Some(Ok(AgentMessage { kind: Some(agent_message::Kind::ActionResult(result)) })) => {
+                        self.registry.answer(result);
+                    }
                     Some(Ok(other)) => {
                         break Some(self.refuse("unexpected_message", Status::invalid_argument(format!("expected a Report after Hello, got {other:?}"))));
                     }

@@ -11,7 +11,9 @@
 //! - [`incidents`]: correlation; the writer hands it each node's open findings and stores
 //!   the incidents it opens, updates and resolves.
 //! - [`diagnostics`]: the `Diagnostics` query service.
-//! - [`registry`]: which nodes are connected; commands down their streams.
+//! - [`registry`]: which nodes are connected; commands down their streams, and requests
+//!   waiting for an agent's answer; [`remediation`]: plan and apply actions through them,
+//!   recording every apply.
 //! - [`runbook`]: the runbook catalog, rules as data (`collector/runbooks/*.yaml`), and
 //!   [`analysis`]: a node's findings ordered worst first with the remediation of their rule
 //!   (used by `nodemedic doctor` in-process and by `nodemedic node`).
@@ -26,6 +28,7 @@ pub mod http;
 pub mod incidents;
 pub mod metrics;
 pub mod registry;
+pub mod remediation;
 pub mod runbook;
 pub mod server;
 pub mod store;

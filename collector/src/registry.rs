@@ -1,4 +1,5 @@
-//! The live agent streams: one per node, and the way to send a node a command.
+//! The live agent streams: one per node, the way to send a node a command, and the
+//! requests (actions) waiting for an agent's answer.
 
 use std::{
     collections::HashMap,
@@ -8,8 +9,11 @@ use std::{
     },
 };
 
-use nodemedic_proto::v1::Command;
-use tokio::sync::mpsc;
+use std::time::Duration;
+
+use nodemedic_proto::v1::{ActionRequest, ActionResult, Command, command};
+use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
 
 use crate::{error::Error, metrics::Metrics};
 
@@ -22,6 +26,9 @@ struct Live {
 pub struct Registry {
     live: Mutex<HashMap<String, Live>>,
     next_stream: AtomicU64,
+    /// Requests sent to agents, by request id, waiting for their answer.
+    waiting: Mutex<HashMap<String, oneshot::Sender<ActionResult>>>,
+    next_request: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
@@ -51,6 +58,8 @@ impl Registry {
         Arc::new(Registry {
             live: Mutex::default(),
             next_stream: AtomicU64::new(1),
+            waiting: Mutex::default(),
+            next_request: AtomicU64::new(1),
             metrics,
         })
     }
@@ -102,6 +111,57 @@ impl Registry {
             .collect();
         reached.sort();
         Ok(reached)
+    }
+}
+
+impl Registry {
+    /// Sends `request` to `node`'s agent and waits up to `within` for its answer.
+    pub async fn ask(
+        &self,
+        node: &str,
+        mut request: ActionRequest,
+        within: Duration,
+    ) -> Result<ActionResult, Error> {
+        let id = format!("r{}", self.next_request.fetch_add(1, Ordering::Relaxed));
+        request.request_id.clone_from(&id);
+        let (tx, rx) = oneshot::channel();
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), tx);
+        let command = Command {
+            kind: Some(command::Kind::Action(request)),
+        };
+        let sent = self.send(Some(node), &command);
+        let answer = match sent {
+            Ok(reached) if reached.is_empty() => Err(Error::NotConnected(node.to_owned())),
+            Ok(_) => tokio::time::timeout(within, rx).await.map_err(|_| {
+                Error::Unavailable(format!("{node}'s agent did not answer within {within:?}"))
+            }),
+            Err(e) => Err(e),
+        };
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        answer?.map_err(|_| Error::Unavailable(format!("{node}'s agent stream closed")))
+    }
+
+    /// An agent's answer to a request; one nobody waits for any more is dropped.
+    pub fn answer(&self, result: ActionResult) {
+        let waiting = self
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&result.request_id);
+        match waiting {
+            Some(tx) => {
+                let _ = tx.send(result);
+            }
+            None => {
+                warn!(message = "An answer came for no waiting request (too late?).", request = %result.request_id)
+            }
+        }
     }
 }
 

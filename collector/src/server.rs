@@ -156,6 +156,7 @@ impl Bound {
         let diagnostics = DiagnosticsService {
             reader,
             registry,
+            writer: writer.clone(),
             events,
             shutdown: stop_rx.clone(),
         };

@@ -15,7 +15,7 @@ use std::{
 
 use nodemedic_proto::{
     time::timestamp_from_millis,
-    v1::{Finding, FindingState, Incident, IncidentState, NodeReport, Severity},
+    v1::{Finding, FindingState, Incident, IncidentState, NodeReport, RemediationRecord, Severity},
 };
 use prost::Message;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params_from_iter, types::Value};
@@ -333,6 +333,29 @@ impl Reader {
             )
             .optional()?;
         body.map(|b| current(&conn, &b)).transpose()
+    }
+
+    /// Recorded remediation applies, newest first: of one node, or all.
+    pub fn remediations(
+        &self,
+        node: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RemediationRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT body FROM remediations WHERE ?1 IS NULL OR node = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let bodies = stmt.query_map(rusqlite::params![node, limit as i64], |r| {
+            r.get::<_, Vec<u8>>(0)
+        })?;
+        bodies
+            .map(|b| {
+                RemediationRecord::decode(b?.as_slice()).map_err(|source| StoreError::Corrupt {
+                    what: "remediation",
+                    source,
+                })
+            })
+            .collect()
     }
 
     /// A node's stored reports received at or after `since` (unix ms), oldest first.

@@ -56,4 +56,13 @@ CREATE TABLE IF NOT EXISTS incident_nodes (
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS incident_nodes_node ON incident_nodes (node);
 
+-- Remediation applies, as an audit log (who, when, what, result); not subject to retention.
+CREATE TABLE IF NOT EXISTS remediations (
+    id           INTEGER PRIMARY KEY,
+    node         TEXT NOT NULL,
+    requested_at INTEGER NOT NULL,
+    body         BLOB NOT NULL                  -- protobuf RemediationRecord
+) STRICT;
+CREATE INDEX IF NOT EXISTS remediations_node ON remediations (node, id);
+
 PRAGMA user_version = 2;

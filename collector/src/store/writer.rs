@@ -28,8 +28,8 @@ use std::{
 use nodemedic_proto::{
     time::timestamp_millis,
     v1::{
-        Evidence, Finding, FindingEvent, Incident, IncidentEvent, NodeReport, Severity,
-        finding_event::Kind,
+        Evidence, Finding, FindingEvent, Incident, IncidentEvent, NodeReport, RemediationRecord,
+        Severity, finding_event::Kind,
     },
 };
 use prost::Message;
@@ -109,6 +109,10 @@ enum Op {
         now: i64,
         reply: Reply<()>,
     },
+    Remediation {
+        record: Box<RemediationRecord>,
+        reply: Reply<u64>,
+    },
 }
 
 /// The async side of the writer. Cloning is cheap; the thread stops when every handle is
@@ -165,6 +169,18 @@ impl WriterHandle {
     pub async fn tick(&self, now: i64) -> Result<(), StoreError> {
         let (reply, rx) = oneshot::channel();
         self.send(Op::Tick { now, reply }).await?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Stores a remediation record (a new one when its id is 0, else replacing that one);
+    /// answers its id once committed.
+    pub async fn remediation(&self, record: RemediationRecord) -> Result<u64, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Remediation {
+            record: Box::new(record),
+            reply,
+        })
+        .await?;
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
 
@@ -593,6 +609,46 @@ fn apply(
                 }
                 Err(e) => Err((
                     e,
+                    Box::new(move |r| {
+                        let _ = reply.send(Err(to_error(r)));
+                    }),
+                )),
+            }
+        }
+        Op::Remediation { record, reply } => {
+            let requested_at = record.requested_at.as_ref().map_or(0, timestamp_millis);
+            let result = if record.id == 0 {
+                db.prepare_cached(
+                    "INSERT INTO remediations (node, requested_at, body) VALUES (?1, ?2, ?3)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![record.node, requested_at, record.encode_to_vec()])
+                })
+                .map(|_| db.last_insert_rowid() as u64)
+                .and_then(|id| {
+                    // The body carries its own id.
+                    let mut stored = (*record).clone();
+                    stored.id = id;
+                    db.execute(
+                        "UPDATE remediations SET body = ?1 WHERE id = ?2",
+                        params![stored.encode_to_vec(), id as i64],
+                    )
+                    .map(|_| id)
+                })
+            } else {
+                db.execute(
+                    "UPDATE remediations SET body = ?1 WHERE id = ?2",
+                    params![record.encode_to_vec(), record.id as i64],
+                )
+                .map(|_| record.id)
+            };
+            match result {
+                Ok(id) => Ok(Box::new(move |r| {
+                    let _ =
+                        reply.send(r.map(|()| id).map_err(|e| StoreError::Batch(e.to_string())));
+                })),
+                Err(e) => Err((
+                    e.into(),
                     Box::new(move |r| {
                         let _ = reply.send(Err(to_error(r)));
                     }),

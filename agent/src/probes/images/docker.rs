@@ -9,7 +9,7 @@
 //! expect, while every engine in use on nodes (20.10 to 28) answers the classic shape at
 //! the versions they support.
 
-use std::{collections::HashMap, path::Path};
+use std::{collections::HashMap, path::Path, time::Duration};
 
 use bollard::{
     API_DEFAULT_VERSION, Docker,
@@ -38,15 +38,15 @@ pub async fn connect(socket: &Path, timeout: std::time::Duration) -> Result<Dock
 pub struct Cache {
     /// The engine's version and root directory: fixed while it runs.
     engine: Option<(String, String)>,
-    /// The last full measurement and when it was made (unix seconds).
-    last: Option<(Inventory, i64)>,
+    /// The last full measurement and when it was made (since the epoch).
+    last: Option<(Inventory, Duration)>,
 }
 
 /// `/system/df` makes the engine measure every layer and container (tens of ms of its CPU
 /// with 200 images), and even listing images costs it a few: a full measurement runs only
 /// when the engine's event log shows an image or container event since the last one, or
 /// at least this often.
-const FULL_EVERY_SECS: i64 = 300;
+const FULL_EVERY: Duration = Duration::from_secs(300);
 
 /// What the engine holds.
 pub async fn inventory(docker: &Docker, cache: &mut Cache) -> Result<Inventory, ImagesError> {
@@ -66,30 +66,38 @@ pub async fn inventory(docker: &Docker, cache: &mut Cache) -> Result<Inventory, 
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs() as i64;
+        .unwrap_or_default();
     if let Some((inventory, at)) = &cache.last
-        && now - at < FULL_EVERY_SECS
+        && now.saturating_sub(*at) < FULL_EVERY
         && !changed_since(docker, *at, now).await?
     {
         return Ok(inventory.clone());
     }
-    let mut inventory = full(docker).await?;
+    let mut inventory = measure(docker).await?;
     inventory.version = version;
     inventory.root_dir = root_dir;
-    // Events of the second the measurement started in count again next time.
+    // Taken before the measurement: an event during it is seen again next time.
     cache.last = Some((inventory.clone(), now));
     Ok(inventory)
 }
 
-/// Whether an image or container event was logged from `since` to `until` (unix seconds).
+/// Docker's `since`/`until` form of a time since the epoch, to the nanosecond.
+fn docker_time(t: Duration) -> String {
+    format!("{}.{:09}", t.as_secs(), t.subsec_nanos())
+}
+
+/// Whether an image or container event was logged from `since` to `until` (since the epoch).
 /// With an `until` that is not in the future the engine answers from its event log and
 /// ends the stream at once.
-async fn changed_since(docker: &Docker, since: i64, until: i64) -> Result<bool, ImagesError> {
+async fn changed_since(
+    docker: &Docker,
+    since: Duration,
+    until: Duration,
+) -> Result<bool, ImagesError> {
     let filters = HashMap::from([("type", vec!["image", "container"])]);
     let options = EventsOptionsBuilder::default()
-        .since(&since.to_string())
-        .until(&until.to_string())
+        .since(&docker_time(since))
+        .until(&docker_time(until))
         .filters(&filters)
         .build();
     let mut events = Box::pin(docker.events(Some(options)));
@@ -100,8 +108,8 @@ async fn changed_since(docker: &Docker, since: i64, until: i64) -> Result<bool, 
     }
 }
 
-/// Everything `/system/df` says.
-async fn full(docker: &Docker) -> Result<Inventory, ImagesError> {
+/// Everything `/system/df` says (not the version and root directory).
+pub async fn measure(docker: &Docker) -> Result<Inventory, ImagesError> {
     let df = docker.df(None::<DataUsageOptions>).await?;
     let images = df
         .images
