@@ -396,6 +396,33 @@ impl Dockerd {
     }
 }
 
+impl Dockerd {
+    /// Builds `FROM scratch` with BuildKit (which leaves build cache behind) from a context
+    /// of `bytes` random bytes; the image id. Uses the Docker CLI of the docker.io package,
+    /// which has BuildKit built in.
+    pub fn build(&self, name: &str, bytes: usize) -> String {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut blob = vec![0u8; bytes];
+        std::io::Read::read_exact(
+            &mut std::fs::File::open("/dev/urandom").expect("/dev/urandom"),
+            &mut blob,
+        )
+        .expect("random bytes");
+        std::fs::write(dir.path().join("blob"), blob).expect("write the blob");
+        std::fs::write(
+            dir.path().join("Dockerfile"),
+            "FROM scratch\nCOPY blob /blob\n",
+        )
+        .expect("write the Dockerfile");
+        run(std::process::Command::new("/usr/bin/docker")
+            .env("DOCKER_BUILDKIT", "1")
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(["build", "-q", "-t", name])
+            .arg(dir.path()))
+    }
+}
+
 impl Drop for Dockerd {
     fn drop(&mut self) {
         terminate(&mut self.child);

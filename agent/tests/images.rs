@@ -371,3 +371,66 @@ async fn cri_plan_and_apply_remove_unused_images() {
         .unwrap();
     assert_eq!(r.images, 0, "the image is gone from the CRI's list");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn docker_stopped_containers_and_build_cache_are_pruned_as_planned() {
+    use nodemedic_agent::actions::Actions;
+    use nodemedic_proto::v1::ActionRequest;
+
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Dockerd::start(dir.path());
+    engine.image("nodemedic.test/base:1", MB);
+    engine.docker(&["create", "--name", "old", "nodemedic.test/base:1", "/blob"]);
+    engine.build("nodemedic.test/built:1", 200_000);
+    let actions = Actions::new(
+        "n1",
+        &[
+            "images.prune_stopped_containers".into(),
+            "images.prune_build_cache".into(),
+        ],
+        HostRoot::new("/"),
+        docker_config(&engine),
+    )
+    .unwrap();
+    let plan = |action: &str| {
+        let actions = &actions;
+        let action = action.to_owned();
+        async move {
+            actions
+                .plan(&ActionRequest {
+                    action,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+        }
+    };
+
+    let containers = plan("images.prune_stopped_containers").await;
+    assert_eq!(containers.items.len(), 1, "{containers:#?}");
+    assert_eq!(containers.items[0].names, ["/old"]);
+    let outcome = actions.apply(&containers.plan_id).await.unwrap();
+    assert_eq!(outcome.removed, 1, "{outcome:#?}");
+    assert_eq!(engine.docker(&["ps", "-aq"]), "");
+
+    let cache = plan("images.prune_build_cache").await;
+    assert!(!cache.items.is_empty(), "BuildKit left cache: {cache:#?}");
+    assert!(cache.bytes >= 200_000, "{cache:#?}");
+    let outcome = actions.apply(&cache.plan_id).await.unwrap();
+    assert_eq!(outcome.failed, 0, "{outcome:#?}");
+    assert_eq!(outcome.removed as usize, cache.items.len(), "{outcome:#?}");
+    assert!(outcome.freed_bytes >= 200_000, "{outcome:#?}");
+    assert!(
+        plan("images.prune_build_cache").await.items.is_empty(),
+        "nothing unused is left"
+    );
+    // Disallowed here: the image prunes.
+    let refused = actions
+        .plan(&ActionRequest {
+            action: "images.prune_unused".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("--allow-action"), "{refused}");
+}
