@@ -1,11 +1,18 @@
 //! `nodemedic doctor`: the agent's probes and the collector's analysis, in-process, on this
 //! machine now. No collector, no network.
 
-use std::{path::PathBuf, sync::Arc, time::SystemTime};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::SystemTime,
+};
+
+use anyhow::Context;
 
 use nodemedic_agent::{Collector, collect::node_name, config::Config, host::HostRoot};
 use nodemedic_collector::{
     analysis::{Diagnosis, diagnose},
+    bundle,
     runbook::Catalog,
 };
 use nodemedic_proto::v1::{Incident, NodeReport, Severity};
@@ -33,6 +40,10 @@ pub struct DoctorArgs {
     /// Name to report as [default: the hostname]
     #[arg(long)]
     pub node_name: Option<String>,
+    /// Also write a diagnostics bundle of this machine to FILE (.tar.zst, the collector's
+    /// layout, credentials redacted)
+    #[arg(long, value_name = "FILE")]
+    pub bundle: Option<PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -50,13 +61,42 @@ pub async fn run(args: DoctorArgs, format: Format) -> anyhow::Result<u8> {
     let collector = Collector::new(node, HostRoot::new(&args.host_root), config);
     let mut report = collector.collect().await;
     report.seq = 1;
-    let diagnosis = diagnose(report, Arc::new(Catalog::builtin()))?;
+    let catalog = Arc::new(Catalog::builtin());
+    let diagnosis = diagnose(report, Arc::clone(&catalog))?;
     print(&diagnosis, format)?;
+    if let Some(file) = &args.bundle {
+        write_bundle(&diagnosis, catalog, file).await?;
+    }
     Ok(match diagnosis.worst() {
         Severity::Critical => EXIT_CRITICAL,
         Severity::Warning => EXIT_WARNING,
         Severity::Info | Severity::Unspecified => 0,
     })
+}
+
+/// Writes the one-report bundle, to FILE.partial first.
+async fn write_bundle(d: &Diagnosis, catalog: Arc<Catalog>, file: &Path) -> anyhow::Result<()> {
+    let partial = crate::bundle::partial_name(file);
+    let out = std::fs::File::create(&partial)
+        .with_context(|| format!("cannot create {}", partial.display()))?;
+    let info =
+        serde_json::json!({"version": env!("CARGO_PKG_VERSION"), "source": "nodemedic doctor"});
+    match bundle::of_report(d.report.clone(), catalog, info, out).await {
+        Ok(manifest) => {
+            std::fs::rename(&partial, file)?;
+            eprintln!(
+                "wrote {} ({} files, {} values redacted)",
+                file.display(),
+                manifest.files.len(),
+                manifest.redacted
+            );
+            Ok(())
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            Err(anyhow::Error::new(e).context("could not write the bundle"))
+        }
+    }
 }
 
 fn print(d: &Diagnosis, format: Format) -> anyhow::Result<()> {

@@ -6,6 +6,7 @@
 //! and `-o yaml` print the protos' JSON mapping.
 //!
 //! ## Layout
+//! - [`bundle`]: download and inspect diagnostics bundles.
 //! - [`doctor`]: local diagnosis and its exit codes (0 healthy, 4 warning, 3 critical).
 //! - [`query`]: the collector commands; [`incidents`]: `incidents` and `incident ID`.
 //! - [`render`]: report, findings and incident views shared by `doctor`, `node` and
@@ -14,6 +15,7 @@
 //! - [`runbook`]: the runbook catalog offline (list, show, validate).
 //! - [`table`], [`output`]: kubectl-style tables and the structured formats.
 
+pub mod bundle;
 pub mod doctor;
 pub mod incidents;
 pub mod output;

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use nodemedic_cli::{
+    bundle::{self, BundleArgs, BundleCommand},
     doctor::{self, DoctorArgs},
     incidents::{self, IncidentsArgs},
     output::Format,
@@ -69,6 +70,9 @@ enum Command {
         #[command(subcommand)]
         command: RunbookCommand,
     },
+    /// Download a diagnostics bundle (.tar.zst: incidents, findings, each node's reports,
+    /// the runbook; credentials redacted) with -f FILE, or check one with `bundle inspect FILE`
+    Bundle(BundleArgs),
     /// Plan and apply a node's remediation actions (image prunes), and their history
     Remediate {
         #[command(subcommand)]
@@ -111,6 +115,11 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Incident { id } => incidents::show(client().await?, id, format).await?,
         Command::Findings(args) => query::findings(client().await?, args, format).await?,
         Command::Watch(args) => query::watch(client().await?, args, format).await?,
+        Command::Bundle(BundleArgs {
+            command: Some(BundleCommand::Inspect { file }),
+            ..
+        }) => bundle::inspect(&file, format)?,
+        Command::Bundle(args) => bundle::download(client().await?, args).await?,
         Command::Remediate { command } => remediate::run(client().await?, command, format).await?,
         Command::Collect { node } => query::collect(client().await?, node, format).await?,
     }

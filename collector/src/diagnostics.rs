@@ -3,14 +3,14 @@
 use std::{pin::Pin, sync::Arc};
 
 use nodemedic_proto::{
-    time::{timestamp_from_millis, timestamp_millis},
+    time::{std_duration, timestamp_from_millis, timestamp_millis},
     v1::{
-        ActionOutcome, ActionPlan, ApplyRemediationRequest, CollectNow, Command, FindingEvent,
-        FindingState, GetIncidentRequest, GetNodeRequest, GetNodeResponse, Incident, IncidentEvent,
-        IncidentState, ListFindingsRequest, ListFindingsResponse, ListIncidentsRequest,
-        ListIncidentsResponse, ListNodesRequest, ListNodesResponse, ListRemediationsRequest,
-        ListRemediationsResponse, NodeSummary, PlanRemediationRequest, Severity,
-        TriggerCollectionRequest, TriggerCollectionResponse, WatchFindingsRequest,
+        ActionOutcome, ActionPlan, ApplyRemediationRequest, BundleChunk, BundleRequest, CollectNow,
+        Command, FindingEvent, FindingState, GetIncidentRequest, GetNodeRequest, GetNodeResponse,
+        Incident, IncidentEvent, IncidentState, ListFindingsRequest, ListFindingsResponse,
+        ListIncidentsRequest, ListIncidentsResponse, ListNodesRequest, ListNodesResponse,
+        ListRemediationsRequest, ListRemediationsResponse, NodeSummary, PlanRemediationRequest,
+        Severity, TriggerCollectionRequest, TriggerCollectionResponse, WatchFindingsRequest,
         WatchIncidentsRequest, command, diagnostics_server::Diagnostics,
     },
 };
@@ -20,9 +20,11 @@ use tonic::{Request, Response, Status};
 use tracing::info;
 
 use crate::{
+    bundle,
     error::Error,
     registry::Registry,
     remediation,
+    runbook::Catalog,
     store::{
         FindingFilter, IncidentFilter, NodeRow, Reader,
         writer::{Events, WriterHandle},
@@ -42,6 +44,9 @@ pub struct DiagnosticsService {
     pub(crate) registry: Arc<Registry>,
     pub(crate) events: Events,
     pub(crate) writer: WriterHandle,
+    pub(crate) catalog: Arc<Catalog>,
+    /// `collector/info.json` of bundles.
+    pub(crate) info: serde_json::Value,
     /// Changes when the collector shuts down: every watch ends.
     pub(crate) shutdown: tokio::sync::watch::Receiver<()>,
 }
@@ -108,6 +113,24 @@ fn watch<E: Clone + Send + 'static>(
     Box::pin(futures::StreamExt::take_until(stream, async move {
         let _ = shutdown.changed().await;
     }))
+}
+
+/// A bundle request from the API's fields, node names checked.
+pub(crate) fn bundle_request(
+    nodes: Vec<String>,
+    since: Option<std::time::Duration>,
+    incidents_only: bool,
+    no_redact: bool,
+) -> Result<bundle::BundleRequest, Status> {
+    for node in &nodes {
+        validate::node_name(node)?;
+    }
+    Ok(bundle::BundleRequest {
+        nodes,
+        since,
+        incidents_only,
+        no_redact,
+    })
 }
 
 fn limit(requested: u32) -> usize {
@@ -230,6 +253,7 @@ impl Diagnostics for DiagnosticsService {
             state: IncidentState::try_from(req.state)
                 .map_err(|_| Status::invalid_argument(format!("unknown state {}", req.state)))?,
             min_severity: min_severity(req.min_severity)?,
+            since: None,
             limit: limit(req.limit),
         };
         let (incidents, truncated) = self.read(move |r| r.incidents(&filter)).await?;
@@ -304,6 +328,37 @@ impl Diagnostics for DiagnosticsService {
             .read(move |r| r.remediations(node.as_deref(), limit))
             .await?;
         Ok(Response::new(ListRemediationsResponse { records }))
+    }
+
+    type DownloadBundleStream = Pin<Box<dyn Stream<Item = Result<BundleChunk, Status>> + Send>>;
+
+    async fn download_bundle(
+        &self,
+        request: Request<BundleRequest>,
+    ) -> Result<Response<Self::DownloadBundleStream>, Status> {
+        let req = request.into_inner();
+        let request = bundle_request(
+            req.nodes,
+            req.since.as_ref().map(std_duration),
+            req.incidents_only,
+            req.no_redact,
+        )?;
+        let chunks = bundle::stream::spawn(
+            Arc::clone(&self.reader),
+            Arc::clone(&self.catalog),
+            self.info.clone(),
+            request,
+            nodemedic_proto::time::unix_millis(std::time::SystemTime::now()),
+        );
+        let stream = tokio_stream::wrappers::ReceiverStream::new(chunks).map(|chunk| {
+            chunk
+                .map(|(data, files)| BundleChunk {
+                    data: data.to_vec(),
+                    files: files as u32,
+                })
+                .map_err(|e| Status::internal(e.to_string()))
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn trigger_collection(

@@ -1,27 +1,116 @@
 //! The HTTP listener: `/healthz` (the process answers), `/readyz` (the store accepts
-//! writes) and `/metrics` (Prometheus text format).
+//! writes), `/metrics` (Prometheus text format) and `/api/v1/bundle` (a diagnostics bundle
+//! for curl: `?node=a&node=b&since=2h&incidents_only=true`).
 
 use std::sync::Arc;
 
 use axum::{
-    Router, extract::State, http::StatusCode, http::header, response::IntoResponse, routing::get,
+    Router,
+    extract::{RawQuery, State},
+    http::StatusCode,
+    http::header,
+    response::IntoResponse,
+    routing::get,
+};
+use tokio_stream::StreamExt;
+
+use crate::{
+    bundle, diagnostics::bundle_request, metrics::Metrics, runbook::Catalog, store::Reader,
+    store::writer::WriterHandle,
 };
 
-use crate::{metrics::Metrics, store::writer::WriterHandle};
+/// What `/api/v1/bundle` builds bundles from.
+#[derive(Clone)]
+pub struct Bundles {
+    /// The store.
+    pub reader: Arc<Reader>,
+    /// The rules in force.
+    pub catalog: Arc<Catalog>,
+    /// `collector/info.json`.
+    pub info: serde_json::Value,
+}
 
 #[derive(Clone)]
 struct AppState {
     metrics: Arc<Metrics>,
     writer: WriterHandle,
+    bundles: Bundles,
 }
 
 /// The routes.
-pub fn router(metrics: Arc<Metrics>, writer: WriterHandle) -> Router {
+pub fn router(metrics: Arc<Metrics>, writer: WriterHandle, bundles: Bundles) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(AppState { metrics, writer })
+        .route("/api/v1/bundle", get(bundle_download))
+        .with_state(AppState {
+            metrics,
+            writer,
+            bundles,
+        })
+}
+
+/// `GET /api/v1/bundle?node=N&since=2h&incidents_only=true`: the bundle as the body.
+async fn bundle_download(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> axum::response::Response {
+    let mut nodes = Vec::new();
+    let mut since = None;
+    let mut incidents_only = false;
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "node" => nodes.push(value.to_owned()),
+            "since" => match humantime::parse_duration(value) {
+                Ok(d) => since = Some(d),
+                Err(e) => {
+                    return (StatusCode::BAD_REQUEST, format!("since={value}: {e}\n"))
+                        .into_response();
+                }
+            },
+            "incidents_only" => incidents_only = value == "true" || value == "1",
+            other => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown parameter {other:?}; known: node, since, incidents_only\n"),
+                )
+                    .into_response();
+            }
+        }
+    }
+    // Redaction cannot be turned off over plain HTTP.
+    let request = match bundle_request(nodes, since, incidents_only, false) {
+        Ok(r) => r,
+        Err(status) => {
+            return (StatusCode::BAD_REQUEST, format!("{}\n", status.message())).into_response();
+        }
+    };
+    let chunks = bundle::stream::spawn(
+        Arc::clone(&state.bundles.reader),
+        Arc::clone(&state.bundles.catalog),
+        state.bundles.info.clone(),
+        request,
+        nodemedic_proto::time::unix_millis(std::time::SystemTime::now()),
+    );
+    let body = tokio_stream::wrappers::ReceiverStream::new(chunks)
+        .map(|c| c.map(|(data, _)| data).map_err(std::io::Error::other));
+    (
+        [
+            (header::CONTENT_TYPE, "application/zstd"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"nodemedic-bundle.tar.zst\"",
+            ),
+        ],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response()
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {

@@ -17,10 +17,12 @@
 //! - [`runbook`]: the runbook catalog, rules as data (`collector/runbooks/*.yaml`), and
 //!   [`analysis`]: a node's findings ordered worst first with the remediation of their rule
 //!   (used by `nodemedic doctor` in-process and by `nodemedic node`).
+//! - [`bundle`]: diagnostics bundles (`.tar.zst`) built from the store, and their checking.
 //! - [`http`] and [`metrics`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`server`]: binds and wires it all; `main.rs` only parses flags.
 
 pub mod analysis;
+pub mod bundle;
 pub mod diagnostics;
 pub mod error;
 pub mod gateway;

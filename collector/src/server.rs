@@ -153,10 +153,25 @@ impl Bound {
             limits: config.limits,
             shutdown: stop_rx.clone(),
         };
+        let info = serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "config": {
+                "retention": humantime::format_duration(config.retention).to_string(),
+                "silent_after": config.silent_after,
+                "max_message_bytes": config.max_message_bytes,
+                "max_findings": config.limits.max_findings,
+                "incident_hold": humantime::format_duration(config.incidents.hold).to_string(),
+                "incident_repeat": config.incidents.repeat,
+                "incident_repeat_window": humantime::format_duration(config.incidents.repeat_window).to_string(),
+                "runbook_rules": config.catalog.rules().count(),
+            },
+        });
         let diagnostics = DiagnosticsService {
-            reader,
+            reader: Arc::clone(&reader),
             registry,
             writer: writer.clone(),
+            catalog: Arc::clone(&config.catalog),
+            info: info.clone(),
             events,
             shutdown: stop_rx.clone(),
         };
@@ -185,8 +200,16 @@ impl Bound {
             )
             .add_service(DiagnosticsServer::new(diagnostics).max_encoding_message_size(64 << 20))
             .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped(stop_rx.clone()));
-        let http_server = axum::serve(http, http::router(Arc::clone(&metrics), writer.clone()))
-            .with_graceful_shutdown(stopped(stop_rx.clone()));
+        let bundles = http::Bundles {
+            reader,
+            catalog: Arc::clone(&config.catalog),
+            info,
+        };
+        let http_server = axum::serve(
+            http,
+            http::router(Arc::clone(&metrics), writer.clone(), bundles),
+        )
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
         drop(writer);
 
         tokio::spawn(async move {

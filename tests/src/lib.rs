@@ -43,6 +43,8 @@ pub struct CollectorProcess {
     pub process: Process,
     /// `http://127.0.0.1:PORT` of its gRPC listener.
     pub grpc_url: String,
+    /// `127.0.0.1:PORT` of its HTTP listener.
+    pub http_addr: String,
 }
 
 impl CollectorProcess {
@@ -74,8 +76,13 @@ impl CollectorProcess {
             .split_whitespace()
             .find_map(|w| w.strip_prefix("grpc="))
             .unwrap_or_else(|| panic!("no grpc= in the collector's first line: {line:?}"));
+        let http = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("http="))
+            .unwrap_or_else(|| panic!("no http= in the collector's first line: {line:?}"));
         CollectorProcess {
             grpc_url: format!("http://{grpc}"),
+            http_addr: http.to_owned(),
             process: Process(child),
         }
     }
@@ -138,4 +145,51 @@ pub fn agent(collector_url: &str, node: &str, host_root: &Path, extra: &[&str]) 
             .spawn()
             .expect("start nodemedic-agent"),
     )
+}
+
+/// A plain HTTP/1.1 GET to `addr` (the tests' own loopback collector); answers (status,
+/// body).
+pub fn http_get(addr: &str, path: &str) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect(addr).expect("connect to the collector's HTTP port");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP response");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let mut body = raw[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    (status, body)
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("a chunk size");
+        let size = usize::from_str_radix(std::str::from_utf8(&raw[..line_end]).unwrap().trim(), 16)
+            .expect("a hex chunk size");
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
+    }
 }

@@ -11,7 +11,7 @@ mod render;
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use nodemedic_proto::v1::{Finding, Severity};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use render::render;
 
@@ -55,7 +55,7 @@ pub struct RuleError {
 }
 
 /// Whether a rule looks at one node or at the cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Findings of one node.
@@ -66,7 +66,7 @@ pub enum Scope {
 }
 
 /// A severity as written in a rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RuleSeverity {
     /// Info.
@@ -88,7 +88,7 @@ impl From<RuleSeverity> for Severity {
 }
 
 /// Bounds on a number of a finding's evidence.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Bound {
     /// Strictly above.
@@ -98,7 +98,7 @@ pub struct Bound {
 }
 
 /// What a rule matches.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Match {
     /// Any of these checks.
@@ -127,7 +127,7 @@ pub struct Match {
 }
 
 /// One step of a remediation.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
     /// What to do, in a sentence.
@@ -141,7 +141,7 @@ pub struct Step {
 }
 
 /// What to do about it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Remediation {
     /// Ordered steps.
@@ -155,7 +155,7 @@ pub struct Remediation {
 }
 
 /// A runbook rule.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     /// Stable id, lower-case words joined by `-`.

@@ -159,8 +159,29 @@ pub struct IncidentFilter {
     pub state: IncidentState,
     /// At least this severity.
     pub min_severity: Option<Severity>,
+    /// Open at some moment at or after this (unix ms).
+    pub since: Option<i64>,
     /// At most this many, newest first.
     pub limit: usize,
+}
+
+/// How much the store holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct StoreStats {
+    /// Nodes known.
+    pub nodes: u64,
+    /// Reports kept.
+    pub reports: u64,
+    /// Findings kept, and the open ones.
+    pub findings: u64,
+    /// Open findings.
+    pub open_findings: u64,
+    /// Incidents kept.
+    pub incidents: u64,
+    /// Recorded remediation applies.
+    pub remediations: u64,
+    /// The database file's size.
+    pub database_bytes: u64,
 }
 
 /// Read-only queries, on their own connection.
@@ -299,6 +320,11 @@ impl Reader {
         if let Some(s) = filter.min_severity {
             sql.push_str(&format!(" AND severity >= {}", s as i32));
         }
+        if let Some(since) = filter.since {
+            sql.push_str(&format!(
+                " AND (resolved_at IS NULL OR resolved_at >= {since})"
+            ));
+        }
         match filter.state {
             IncidentState::Open => sql.push_str(" AND resolved_at IS NULL"),
             IncidentState::Resolved => sql.push_str(" AND resolved_at IS NOT NULL"),
@@ -333,6 +359,25 @@ impl Reader {
             )
             .optional()?;
         body.map(|b| current(&conn, &b)).transpose()
+    }
+
+    /// How much the store holds.
+    pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        let conn = self.conn();
+        let count = |sql: &str| -> Result<u64, StoreError> {
+            Ok(conn.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64)
+        };
+        Ok(StoreStats {
+            nodes: count("SELECT COUNT(*) FROM nodes")?,
+            reports: count("SELECT COUNT(*) FROM reports")?,
+            findings: count("SELECT COUNT(*) FROM findings")?,
+            open_findings: count("SELECT COUNT(*) FROM findings WHERE resolved_at IS NULL")?,
+            incidents: count("SELECT COUNT(*) FROM incidents")?,
+            remediations: count("SELECT COUNT(*) FROM remediations")?,
+            database_bytes: count(
+                "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+            )?,
+        })
     }
 
     /// Recorded remediation applies, newest first: of one node, or all.

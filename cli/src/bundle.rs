@@ -1,0 +1,185 @@
+//! `bundle`: download a diagnostics bundle from the collector (streamed to a temporary
+//! file, renamed into place only when complete), and `bundle inspect`: verify one and show
+//! what it holds.
+
+use std::{
+    fs::File,
+    io::{BufReader, IsTerminal, Write},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::Context;
+use nodemedic_collector::bundle;
+use nodemedic_proto::{
+    finding::human_bytes,
+    time::duration,
+    v1::{BundleRequest, Incident, diagnostics_client::DiagnosticsClient},
+};
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+use crate::{
+    output::{Format, structured},
+    query::status_text,
+    table::Table,
+};
+
+/// `bundle` options.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BundleArgs {
+    /// `inspect FILE`, or nothing to download
+    #[command(subcommand)]
+    pub command: Option<BundleCommand>,
+    /// Where to write the bundle (.tar.zst); written as FILE.partial until complete
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Only these nodes (repeatable); all when omitted
+    #[arg(long = "node")]
+    pub nodes: Vec<String>,
+    /// Only what happened in this window, e.g. 2h; everything kept when omitted
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub since: Option<Duration>,
+    /// Incidents and their findings only
+    #[arg(long)]
+    pub incidents_only: bool,
+    /// Keep values that look like credentials (redaction is on by default)
+    #[arg(long)]
+    pub no_redact: bool,
+}
+
+/// `bundle` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum BundleCommand {
+    /// Verify a bundle (every file against the manifest's size and SHA-256, no unsafe
+    /// paths) and print its manifest and incidents
+    Inspect {
+        /// The bundle
+        file: PathBuf,
+    },
+}
+
+/// Downloads a bundle.
+pub async fn download(mut c: DiagnosticsClient<Channel>, args: BundleArgs) -> anyhow::Result<()> {
+    let file = args.file.context(
+        "say where to write the bundle: nodemedic bundle -f FILE (or bundle inspect FILE)",
+    )?;
+    let mut stream = c
+        .download_bundle(BundleRequest {
+            nodes: args.nodes,
+            since: args.since.map(duration),
+            incidents_only: args.incidents_only,
+            no_redact: args.no_redact,
+        })
+        .await
+        .map_err(status_text)?
+        .into_inner();
+    let partial = partial_name(&file);
+    let mut out =
+        File::create(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                .expect("a valid template"),
+        );
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    });
+    let (mut bytes, mut files) = (0u64, 0u32);
+    let result: anyhow::Result<()> = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(status_text)?;
+            out.write_all(&chunk.data)?;
+            bytes += chunk.data.len() as u64;
+            files = chunk.files;
+            if let Some(bar) = &bar {
+                bar.set_message(format!(
+                    "{} received, {files} files",
+                    human_bytes(bytes as f64)
+                ));
+            }
+        }
+        out.sync_all()?;
+        Ok(())
+    }
+    .await;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e.context("the bundle download failed; nothing was written"));
+    }
+    std::fs::rename(&partial, &file)
+        .with_context(|| format!("cannot move {} to {}", partial.display(), file.display()))?;
+    eprintln!(
+        "wrote {}: {} ({files} files); check it with: nodemedic bundle inspect {}",
+        file.display(),
+        human_bytes(bytes as f64),
+        file.display()
+    );
+    Ok(())
+}
+
+/// `FILE.partial`, beside `file`.
+pub fn partial_name(file: &Path) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".partial");
+    PathBuf::from(name)
+}
+
+/// Verifies a bundle and prints what it holds.
+pub fn inspect(file: &Path, format: Format) -> anyhow::Result<()> {
+    let reader = BufReader::new(
+        File::open(file).with_context(|| format!("cannot open {}", file.display()))?,
+    );
+    let checked =
+        bundle::inspect(reader).with_context(|| format!("{} is not valid", file.display()))?;
+    if structured(format, &checked.manifest)? {
+        return Ok(());
+    }
+    let m = &checked.manifest;
+    println!(
+        "Bundle {} (format {}, nodemedic {}, created {}): {} files verified, {} values redacted{}",
+        file.display(),
+        m.format,
+        m.nodemedic_version,
+        m.created_at,
+        m.files.len(),
+        m.redacted,
+        if m.redaction {
+            ""
+        } else {
+            " (redaction was OFF)"
+        }
+    );
+    println!("Filters: {}", m.filters);
+    let mut t = Table::new(&["FILE", "SIZE", "SHA-256", "REDACTED"]);
+    for f in &m.files {
+        t.row(vec![
+            f.path.clone(),
+            human_bytes(f.size as f64),
+            f.sha256[..16].to_owned(),
+            f.redacted.to_string(),
+        ]);
+    }
+    print!("{}", t.render(""));
+    if let Some(body) = checked.files.get("incidents.json") {
+        let incidents: Vec<Incident> = serde_json::from_slice(body)?;
+        println!("\nIncidents ({}):", incidents.len());
+        let mut t = Table::new(&["ID", "SEVERITY", "STATE", "NODES", "TITLE"]);
+        for i in &incidents {
+            t.row(vec![
+                i.id.to_string(),
+                i.severity().label().into(),
+                format!("{:?}", i.state()).to_lowercase(),
+                i.nodes.join(","),
+                i.title.clone(),
+            ]);
+        }
+        print!("{}", t.render("  "));
+    }
+    Ok(())
+}

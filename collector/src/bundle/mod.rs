@@ -1,0 +1,323 @@
+//! Diagnostics bundles: everything support needs in one `.tar.zst`, built from the store and
+//! streamed file by file (memory bounded by the largest single file, one node's history),
+//! and [`inspect`]ed on the other side.
+//!
+//! Layout (each section appears when its data exists):
+//! - `incidents.json`, `findings.json`: in the window, for the nodes asked;
+//! - `nodes/<node>/latest.json`, `nodes/<node>/history.jsonl`: each node's latest report and
+//!   its reports in the window, one JSON document a line;
+//! - `runbook/rules.yaml`: the rules in force;
+//! - `collector/info.json`: version, configuration, store statistics;
+//! - `manifest.json`, last: format, version, time, filters, every file with its size and
+//!   SHA-256, and the redactions made per file.
+//!
+//! Paths are built only from node names that pass validation; a report's content never
+//! chooses a path. Redaction ([`redact`]) is on unless the request turns it off.
+
+mod inspect;
+pub mod redact;
+pub mod stream;
+
+use std::{io::Write, time::Duration};
+
+use nodemedic_proto::{
+    time::{system_time, timestamp_from_millis},
+    v1::{FindingState, IncidentState},
+};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+pub use self::inspect::{InspectError, Inspected, inspect};
+use self::redact::Redactor;
+use crate::{
+    runbook::Catalog,
+    store::{FindingFilter, IncidentFilter, Reader, StoreError},
+    validate,
+};
+
+/// The bundle format this collector writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// The manifest's name in the archive.
+pub const MANIFEST: &str = "manifest.json";
+
+/// What to put in a bundle.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BundleRequest {
+    /// Only these nodes (all when empty).
+    pub nodes: Vec<String>,
+    /// Only what happened in this window before now (everything kept when unset).
+    #[serde(with = "humantime_serde")]
+    pub since: Option<Duration>,
+    /// Incidents (with their findings) only: no node folders.
+    pub incidents_only: bool,
+    /// Leave credentials in (an operator's explicit choice).
+    pub no_redact: bool,
+}
+
+/// A bundle could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// Reading the store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Writing the archive failed (often: the client went away).
+    #[error("writing the bundle: {0}")]
+    Io(#[from] std::io::Error),
+    /// A node name in the request is not valid.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// One file of the bundle, as the manifest lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ManifestFile {
+    /// Path in the archive.
+    pub path: String,
+    /// Bytes (uncompressed).
+    pub size: u64,
+    /// SHA-256, lower-case hex.
+    pub sha256: String,
+    /// Values redacted in it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub redacted: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// `manifest.json`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Manifest {
+    /// [`FORMAT_VERSION`].
+    pub format: u32,
+    /// The collector that built it.
+    pub nodemedic_version: String,
+    /// When (RFC 3339).
+    pub created_at: String,
+    /// The request, as given.
+    pub filters: serde_json::Value,
+    /// Whether credentials were redacted, and how many in all.
+    pub redaction: bool,
+    /// Values redacted in all files.
+    pub redacted: u64,
+    /// Every other file, in archive order.
+    pub files: Vec<ManifestFile>,
+}
+
+/// What the builder needs besides the store.
+pub struct Sources<'a> {
+    /// The store.
+    pub reader: &'a Reader,
+    /// The runbook rules in force.
+    pub catalog: &'a Catalog,
+    /// `collector/info.json`: version, configuration (no secrets in it), anything else.
+    pub info: serde_json::Value,
+}
+
+/// Writes a bundle for `request` into `out`, as of `now` (unix ms); calls `progress` with
+/// the number of files written after each one. Answers the manifest.
+pub fn write(
+    sources: &Sources<'_>,
+    request: &BundleRequest,
+    now: i64,
+    out: impl Write,
+    mut progress: impl FnMut(usize),
+) -> Result<Manifest, BundleError> {
+    for node in &request.nodes {
+        validate::node_name(node).map_err(|e| BundleError::Invalid(e.to_string()))?;
+    }
+    let since = request.since.map(|d| now - d.as_millis() as i64);
+    let encoder = zstd::stream::write::Encoder::new(out, 3)?;
+    let mut archive = Archive {
+        tar: tar::Builder::new(encoder),
+        redactor: (!request.no_redact).then(Redactor::default),
+        files: Vec::new(),
+        mtime: (now / 1000).max(0) as u64,
+    };
+    archive.tar.get_mut().include_checksum(true)?;
+
+    let (incidents, _) = sources.reader.incidents(&IncidentFilter {
+        nodes: request.nodes.clone(),
+        state: IncidentState::Unspecified,
+        since,
+        limit: 1 << 40,
+        ..Default::default()
+    })?;
+    archive.json("incidents.json", &incidents)?;
+    progress(archive.files.len());
+
+    let (findings, _) = sources.reader.findings(&FindingFilter {
+        nodes: request.nodes.clone(),
+        state: FindingState::Unspecified,
+        since,
+        limit: 1 << 40,
+        ..Default::default()
+    })?;
+    let findings: Vec<_> = if request.incidents_only {
+        let member: std::collections::HashSet<u64> = incidents
+            .iter()
+            .flat_map(|i| i.findings.iter().map(|f| f.id))
+            .collect();
+        findings
+            .into_iter()
+            .filter(|f| member.contains(&f.id))
+            .collect()
+    } else {
+        findings
+    };
+    archive.json("findings.json", &findings)?;
+    progress(archive.files.len());
+
+    if !request.incidents_only {
+        let nodes = sources.reader.nodes()?;
+        for row in nodes
+            .iter()
+            .filter(|n| request.nodes.is_empty() || request.nodes.contains(&n.name))
+        {
+            // Stored names were validated at ingest; checked again, as they become paths.
+            if validate::node_name(&row.name).is_err() {
+                continue;
+            }
+            if let Some((_, Some(latest))) = sources.reader.node(&row.name)? {
+                archive.json(&format!("nodes/{}/latest.json", row.name), &latest)?;
+            }
+            let history = sources.reader.history(&row.name, since.unwrap_or(0))?;
+            if !history.is_empty() {
+                let mut lines = Vec::new();
+                for report in &history {
+                    serde_json::to_writer(&mut lines, report).map_err(std::io::Error::other)?;
+                    lines.push(b'\n');
+                }
+                archive.text(&format!("nodes/{}/history.jsonl", row.name), lines)?;
+            }
+            progress(archive.files.len());
+        }
+    }
+
+    let rules: Vec<_> = sources.catalog.rules().map(|(r, _)| r).collect();
+    let yaml = serde_saphyr::to_string(&rules).map_err(std::io::Error::other)?;
+    archive.text("runbook/rules.yaml", yaml.into_bytes())?;
+    let mut info = sources.info.clone();
+    info["store"] = serde_json::to_value(sources.reader.stats()?).map_err(std::io::Error::other)?;
+    archive.json("collector/info.json", &info)?;
+    progress(archive.files.len());
+
+    let manifest = Manifest {
+        format: FORMAT_VERSION,
+        nodemedic_version: env!("CARGO_PKG_VERSION").to_owned(),
+        created_at: humantime::format_rfc3339_seconds(system_time(&timestamp_from_millis(now)))
+            .to_string(),
+        filters: serde_json::to_value(request).map_err(std::io::Error::other)?,
+        redaction: archive.redactor.is_some(),
+        redacted: archive.files.iter().map(|f| f.redacted).sum(),
+        files: archive.files.clone(),
+    };
+    let body = serde_json::to_vec_pretty(&manifest).map_err(std::io::Error::other)?;
+    archive.append(MANIFEST, &body)?;
+    archive.tar.into_inner()?.finish()?.flush()?;
+    Ok(manifest)
+}
+
+struct Archive<W: Write> {
+    tar: tar::Builder<zstd::stream::write::Encoder<'static, W>>,
+    redactor: Option<Redactor>,
+    files: Vec<ManifestFile>,
+    mtime: u64,
+}
+
+impl<W: Write> Archive<W> {
+    fn json(&mut self, path: &str, value: &impl Serialize) -> Result<(), BundleError> {
+        let body = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+        self.text(path, body)
+    }
+
+    /// Adds a text file, redacted, and lists it in the manifest.
+    fn text(&mut self, path: &str, body: Vec<u8>) -> Result<(), BundleError> {
+        let (body, redacted) = match &self.redactor {
+            Some(r) => {
+                let (text, n) = r.redact(&String::from_utf8_lossy(&body));
+                (text.into_bytes(), n as u64)
+            }
+            None => (body, 0),
+        };
+        self.files.push(ManifestFile {
+            path: path.to_owned(),
+            size: body.len() as u64,
+            sha256: sha256_hex(&body),
+            redacted,
+        });
+        self.append(path, &body)
+    }
+
+    fn append(&mut self, path: &str, body: &[u8]) -> Result<(), BundleError> {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(body.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(self.mtime);
+        header.set_entry_type(tar::EntryType::Regular);
+        self.tar.append_data(&mut header, path, body)?;
+        Ok(())
+    }
+}
+
+/// A bundle of one report, without a collector (`nodemedic doctor --bundle`): the report goes
+/// through a temporary store and the same correlation (with no hold: one sample), then the
+/// same builder, so the bundle has the same layout as a collector's.
+pub async fn of_report(
+    report: nodemedic_proto::v1::NodeReport,
+    catalog: std::sync::Arc<Catalog>,
+    info: serde_json::Value,
+    out: impl Write + Send + 'static,
+) -> Result<Manifest, BundleError> {
+    use crate::{
+        incidents::IncidentConfig,
+        store::{open_for_writing, writer},
+    };
+    let dir = tempfile::tempdir()?;
+    let now = nodemedic_proto::time::unix_millis(std::time::SystemTime::now());
+    let (handle, thread) = writer::spawn(
+        open_for_writing(dir.path())?,
+        writer::WriterConfig {
+            retention: Duration::from_secs(86_400),
+            silent_after: 3,
+            catalog: std::sync::Arc::clone(&catalog),
+            incidents: IncidentConfig {
+                hold: Duration::ZERO,
+                ..IncidentConfig::default()
+            },
+        },
+        writer::Events::default(),
+        std::sync::Arc::default(),
+    )?;
+    handle
+        .hello(
+            &report.node,
+            &report.agent_version,
+            Duration::from_secs(10),
+            now,
+        )
+        .await?;
+    handle.ingest(report, now).await?.await?;
+    drop(handle);
+    tokio::task::spawn_blocking(move || {
+        let _ = thread.join();
+        let reader = Reader::open(dir.path())?;
+        let sources = Sources {
+            reader: &reader,
+            catalog: &catalog,
+            info,
+        };
+        write(&sources, &BundleRequest::default(), now, out, |_| {})
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+/// SHA-256 in lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

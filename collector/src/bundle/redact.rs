@@ -1,0 +1,121 @@
+//! Redaction of values that look like credentials, in every text file of a bundle: private
+//! keys, bearer tokens, JWTs, passwords in connection strings, and the values of keys or
+//! environment variables whose names say secret, token, password or key. Each replacement
+//! is counted, so the manifest can say how many were made.
+
+use regex::Regex;
+
+/// What replaces a redacted value.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// The patterns, compiled once.
+pub struct Redactor {
+    /// Whole matches replaced.
+    whole: Vec<Regex>,
+    /// Matches whose group `v` is replaced, the rest kept (so JSON stays JSON).
+    value: Vec<Regex>,
+}
+
+impl Default for Redactor {
+    fn default() -> Self {
+        let re = |p: &str| Regex::new(p).expect("a valid built-in pattern");
+        Redactor {
+            whole: vec![
+                re(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
+                // A JSON Web Token: three base64url parts, the first a JSON header.
+                re(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
+            ],
+            value: vec![
+                re(r"(?i)\bbearer\s+(?P<v>[A-Za-z0-9._~+/=-]{8,})"),
+                // scheme://user:password@host
+                re(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@\x22]+:(?P<v>[^\s@/\x22]+)@"),
+                // "name": "value" in JSON, where the name says what it is.
+                re(
+                    r#"(?i)"[^"]*(?:secret|token|passw(?:or)?d|api[_-]?key|private[_-]?key|credential)[^"]*"\s*:\s*"(?P<v>[^"]+)""#,
+                ),
+                // NAME=value and name: value in text (environment, flags, config lines).
+                re(
+                    r#"(?i)\b[A-Za-z0-9_.-]*(?:secret|token|passw(?:or)?d|api[_-]?key|access[_-]?key|private[_-]?key|credential)[A-Za-z0-9_.-]*\s*[=:]\s*(?P<v>[^\s",;&]{3,})"#,
+                ),
+            ],
+        }
+    }
+}
+
+impl Redactor {
+    /// `text` with credentials replaced, and how many were.
+    pub fn redact(&self, text: &str) -> (String, usize) {
+        let mut out = text.to_owned();
+        let mut count = 0;
+        for re in &self.whole {
+            let n = re.find_iter(&out).count();
+            if n > 0 {
+                count += n;
+                out = re.replace_all(&out, REDACTED).into_owned();
+            }
+        }
+        for re in &self.value {
+            let mut n = 0;
+            let replaced = re.replace_all(&out, |c: &regex::Captures<'_>| {
+                let whole = c.get(0).expect("a match");
+                let v = c.name("v").expect("every value pattern has a v group");
+                if v.as_str() == REDACTED {
+                    return whole.as_str().to_owned();
+                }
+                n += 1;
+                let start = v.start() - whole.start();
+                let end = v.end() - whole.start();
+                format!(
+                    "{}{REDACTED}{}",
+                    &whole.as_str()[..start],
+                    &whole.as_str()[end..]
+                )
+            });
+            if n > 0 {
+                count += n;
+                out = replaced.into_owned();
+            }
+        }
+        (out, count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_replaced_and_counted_and_the_rest_kept() {
+        let r = Redactor::default();
+        let text = r#"{"message": "login with Authorization: Bearer abcdef0123456789 failed",
+"env": "DB_PASSWORD=hunter22 PATH=/usr/bin",
+"url": "postgres://app:s3cr3t@db:5432/app",
+"apiToken": "tok_123456",
+"jwt": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+"key": "-----BEGIN RSA PRIVATE KEY-----\nMIIBOgIBAAJBAK\n-----END RSA PRIVATE KEY-----",
+"mount": "/var/lib/kubelet", "free": "12%"}"#;
+        let (out, n) = r.redact(text);
+        for secret in [
+            "abcdef0123456789",
+            "hunter22",
+            "s3cr3t",
+            "tok_123456",
+            "eyJhbGci",
+            "MIIBOgIBAAJBAK",
+        ] {
+            assert!(!out.contains(secret), "{secret} left in {out}");
+        }
+        assert_eq!(n, 6, "{out}");
+        assert!(
+            out.contains("PATH=/usr/bin")
+                && out.contains("/var/lib/kubelet")
+                && out.contains("12%")
+        );
+        assert!(
+            out.contains("postgres://app:[REDACTED]@db:5432/app"),
+            "{out}"
+        );
+        serde_json::from_str::<serde_json::Value>(&out).expect("still JSON");
+        assert_eq!(r.redact(&out).1, 0, "redacting twice changes nothing");
+    }
+}

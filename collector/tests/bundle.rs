@@ -1,0 +1,274 @@
+//! Diagnostics bundles from a real store: what goes in, checksums, redaction of planted
+//! secrets, hostile names, and a truncated or altered bundle caught by `inspect`.
+
+use std::{io::Read, sync::Arc, time::Duration};
+
+use nodemedic_collector::{
+    bundle::{self, BundleRequest, InspectError, Sources},
+    incidents::IncidentConfig,
+    runbook::Catalog,
+    store::{
+        Reader, open_for_writing,
+        writer::{Events, WriterConfig, spawn},
+    },
+};
+use nodemedic_proto::{
+    time::timestamp_from_millis,
+    v1::{Evidence, Finding, Incident, NodeReport, ProbeRun, Severity},
+};
+
+const T0: i64 = 1_800_000_000_000;
+const SECRET: &str = "hunter2-very-secret";
+const TOKEN: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJub2RlbWVkaWMifQ.c2lnbmF0dXJlLW9mLXRlc3Q";
+
+/// A store with three nodes reporting for 2 minutes; n1's disk is full and one of its
+/// findings carries planted credentials.
+async fn store() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let (writer, thread) = spawn(
+        open_for_writing(dir.path()).unwrap(),
+        WriterConfig {
+            retention: Duration::from_secs(86_400),
+            silent_after: 3,
+            catalog: Arc::new(Catalog::builtin()),
+            incidents: IncidentConfig::default(),
+        },
+        Events::default(),
+        Arc::default(),
+    )
+    .unwrap();
+    for node in ["n1", "n2", "n3"] {
+        writer
+            .hello(node, "test", Duration::from_secs(10), T0)
+            .await
+            .unwrap();
+        for seq in 1..=12u64 {
+            let at = T0 + seq as i64 * 10_000;
+            let findings = if node == "n1" {
+                vec![
+                    Finding {
+                        node: node.into(),
+                        ..Finding::fail(
+                            "disk.space",
+                            Severity::Critical,
+                            "/var/lib/kubelet",
+                            format!("full; the app logged DB_PASSWORD={SECRET} and Authorization: Bearer {TOKEN}"),
+                        )
+                    }
+                    .with(Evidence::text("roles", "kubelet"))
+                    .with(Evidence::text("dsn", format!("postgres://app:{SECRET}@db:5432/app"))),
+                ]
+            } else {
+                vec![]
+            };
+            let report = NodeReport {
+                node: node.into(),
+                seq,
+                collected_at: Some(timestamp_from_millis(at)),
+                findings,
+                probes: vec![ProbeRun {
+                    probe: "disk".into(),
+                    ok: true,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            };
+            writer.ingest(report, at).await.unwrap().await.unwrap();
+        }
+    }
+    drop(writer);
+    thread.join().unwrap();
+    dir
+}
+
+fn build(dir: &std::path::Path, request: &BundleRequest) -> Vec<u8> {
+    let reader = Reader::open(dir).unwrap();
+    let catalog = Catalog::builtin();
+    let sources = Sources {
+        reader: &reader,
+        catalog: &catalog,
+        info: serde_json::json!({"version": "test"}),
+    };
+    let mut out = Vec::new();
+    let mut progress = Vec::new();
+    bundle::write(&sources, request, T0 + 200_000, &mut out, |n| {
+        progress.push(n)
+    })
+    .unwrap();
+    assert!(progress.windows(2).all(|w| w[0] <= w[1]), "{progress:?}");
+    out
+}
+
+fn decompressed(bundle: &[u8]) -> Vec<u8> {
+    let mut tar = Vec::new();
+    zstd::stream::read::Decoder::new(bundle)
+        .unwrap()
+        .read_to_end(&mut tar)
+        .unwrap();
+    tar
+}
+
+#[tokio::test]
+async fn a_bundle_holds_the_store_checksummed_and_redacted() {
+    let dir = store().await;
+    let bytes = build(dir.path(), &BundleRequest::default());
+    let checked = bundle::inspect(bytes.as_slice()).unwrap();
+    let paths: Vec<&str> = checked.files.keys().map(String::as_str).collect();
+    for expected in [
+        "collector/info.json",
+        "findings.json",
+        "incidents.json",
+        "nodes/n1/history.jsonl",
+        "nodes/n1/latest.json",
+        "nodes/n2/history.jsonl",
+        "nodes/n3/latest.json",
+        "runbook/rules.yaml",
+    ] {
+        assert!(paths.contains(&expected), "{expected} not in {paths:?}");
+    }
+    // The same as the store says.
+    let reader = Reader::open(dir.path()).unwrap();
+    let history = String::from_utf8(checked.files["nodes/n2/history.jsonl"].clone()).unwrap();
+    assert_eq!(
+        history.lines().count(),
+        reader.history("n2", 0).unwrap().len()
+    );
+    let incidents: Vec<Incident> =
+        serde_json::from_slice(&checked.files["incidents.json"]).unwrap();
+    assert_eq!(incidents.len(), 1);
+    assert_eq!(incidents[0].rule, "disk-full");
+    let info: serde_json::Value =
+        serde_json::from_slice(&checked.files["collector/info.json"]).unwrap();
+    assert_eq!(info["store"]["nodes"], 3);
+    assert_eq!(info["store"]["reports"], 36);
+    assert!(
+        String::from_utf8_lossy(&checked.files["runbook/rules.yaml"])
+            .contains("id: dns-failing-cluster")
+    );
+
+    // Planted credentials appear in no file, compressed or not, and are counted.
+    let tar = decompressed(&bytes);
+    for secret in [SECRET, TOKEN] {
+        assert!(
+            !String::from_utf8_lossy(&tar).contains(secret),
+            "{secret} in the archive"
+        );
+        assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()));
+    }
+    assert!(checked.manifest.redaction);
+    assert!(
+        checked.manifest.redacted >= 3 * 12,
+        "{}",
+        checked.manifest.redacted
+    );
+    assert!(
+        checked
+            .manifest
+            .files
+            .iter()
+            .any(|f| f.path == "nodes/n1/history.jsonl" && f.redacted >= 12)
+    );
+
+    // Filters: one node, a window, incidents only; redaction off keeps the secret.
+    let one = bundle::inspect(
+        build(
+            dir.path(),
+            &BundleRequest {
+                nodes: vec!["n2".into()],
+                since: Some(Duration::from_secs(125)),
+                ..Default::default()
+            },
+        )
+        .as_slice(),
+    )
+    .unwrap();
+    assert!(!one.files.keys().any(|p| p.starts_with("nodes/n1")));
+    let history = String::from_utf8(one.files["nodes/n2/history.jsonl"].clone()).unwrap();
+    assert_eq!(
+        history.lines().count(),
+        5,
+        "the reports of the last 125 s (80 s to 120 s)"
+    );
+    let incidents_only = bundle::inspect(
+        build(
+            dir.path(),
+            &BundleRequest {
+                incidents_only: true,
+                ..Default::default()
+            },
+        )
+        .as_slice(),
+    )
+    .unwrap();
+    assert!(!incidents_only.files.keys().any(|p| p.starts_with("nodes/")));
+    let raw = build(
+        dir.path(),
+        &BundleRequest {
+            no_redact: true,
+            ..Default::default()
+        },
+    );
+    assert!(String::from_utf8_lossy(&decompressed(&raw)).contains(SECRET));
+}
+
+#[tokio::test]
+async fn hostile_names_and_altered_bundles_are_refused() {
+    let dir = store().await;
+    let reader = Reader::open(dir.path()).unwrap();
+    let catalog = Catalog::builtin();
+    let sources = Sources {
+        reader: &reader,
+        catalog: &catalog,
+        info: serde_json::json!({}),
+    };
+    for hostile in ["../../etc", "/etc/passwd", "a/b", "n1\n"] {
+        let err = bundle::write(
+            &sources,
+            &BundleRequest {
+                nodes: vec![hostile.into()],
+                ..Default::default()
+            },
+            T0,
+            Vec::new(),
+            |_| {},
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("node"), "{hostile:?}: {err}");
+    }
+
+    let bytes = build(dir.path(), &BundleRequest::default());
+    // Truncated: the decoder says so.
+    let err = bundle::inspect(&bytes[..bytes.len() / 2]).unwrap_err();
+    assert!(matches!(err, InspectError::Corrupt { .. }), "{err}");
+    // A flipped byte in the compressed stream.
+    let mut flipped = bytes.clone();
+    let at = flipped.len() / 2;
+    flipped[at] ^= 0x55;
+    assert!(bundle::inspect(flipped.as_slice()).is_err());
+    // A file altered inside a well-formed archive: named by its checksum.
+    let mut tar = decompressed(&bytes);
+    let needle = b"\"rule\": \"disk-full\"";
+    let pos = tar.windows(needle.len()).position(|w| w == needle).unwrap();
+    tar[pos + 10] = b'X';
+    let tampered = zstd::encode_all(tar.as_slice(), 3).unwrap();
+    let err = bundle::inspect(tampered.as_slice())
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("incidents.json: SHA-256"), "{err}");
+    // An entry that climbs out, or a link: refused before anything is used.
+    for (name, kind) in [
+        ("../evil", tar::EntryType::Regular),
+        ("link", tar::EntryType::Symlink),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+        header.set_size(0);
+        header.set_entry_type(kind);
+        header.set_cksum();
+        let mut evil = header.as_bytes().to_vec();
+        evil.extend_from_slice(&[0; 1024]);
+        let err =
+            bundle::inspect(zstd::encode_all(evil.as_slice(), 3).unwrap().as_slice()).unwrap_err();
+        assert!(matches!(err, InspectError::Unsafe { .. }), "{name}: {err}");
+    }
+}

@@ -1,0 +1,131 @@
+//! Bundles end to end: a collector and an agent as real processes; `nodemedic bundle`
+//! writes a file only when complete, `bundle inspect` verifies it and catches damage, and
+//! the HTTP endpoint serves the same format to curl users.
+
+use std::{process::Command, time::Duration};
+
+use nodemedic_agent::testing::FakeHost;
+use nodemedic_tests::{CollectorProcess, agent, binary, cli, eventually, http_get};
+
+const GIB_KB: u64 = 1024 * 1024;
+
+#[test]
+fn download_inspect_and_http() {
+    let host = FakeHost::new();
+    host.set_memory(8 * GIB_KB, 50 * 1024, 0, 0);
+    let data = tempfile::tempdir().unwrap();
+    let collector = CollectorProcess::start(data.path(), "127.0.0.1:0");
+    let url = collector.grpc_url.clone();
+    let _agent = agent(&url, "node-b", host.root().dir(), &[]);
+    eventually(Duration::from_secs(30), "an incident", || {
+        let (_, out) = cli(&["--collector", &url, "incidents"]);
+        out.contains("memory-pressure").then_some(())
+    });
+
+    let out_dir = tempfile::tempdir().unwrap();
+    let file = out_dir.path().join("b.tar.zst");
+    let file_arg = file.to_string_lossy().into_owned();
+    let run = Command::new(binary("nodemedic"))
+        .args([
+            "--collector",
+            &url,
+            "bundle",
+            "-f",
+            &file_arg,
+            "--node",
+            "node-b",
+            "--since",
+            "1h",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(String::from_utf8_lossy(&run.stderr).contains("wrote"));
+    assert!(file.exists());
+    assert!(!out_dir.path().join("b.tar.zst.partial").exists());
+
+    let (code, shown) = cli(&["bundle", "inspect", &file_arg]);
+    assert_eq!(code, 0, "{shown}");
+    assert!(
+        shown.contains("files verified")
+            && shown.contains("nodes/node-b/history.jsonl")
+            && shown.contains("The node is short of memory"),
+        "{shown}"
+    );
+    let (code, json) = cli(&["bundle", "inspect", &file_arg, "-o", "json"]);
+    assert_eq!(code, 0);
+    let manifest: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(manifest["format"], 1);
+    assert_eq!(manifest["filters"]["nodes"][0], "node-b");
+
+    // Damage is caught, naming what is wrong.
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes.truncate(bytes.len() - 100);
+    let damaged = out_dir.path().join("damaged.tar.zst");
+    std::fs::write(&damaged, &bytes).unwrap();
+    let run = Command::new(binary("nodemedic"))
+        .args(["bundle", "inspect"])
+        .arg(&damaged)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("corrupt or truncated"),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    // The same over HTTP.
+    let (status, body) = http_get(&collector.http_addr, "/api/v1/bundle?node=node-b&since=1h");
+    assert_eq!(status, 200);
+    let checked = nodemedic_collector::bundle::inspect(body.as_slice()).unwrap();
+    assert!(checked.files.contains_key("nodes/node-b/latest.json"));
+    let (status, body) = http_get(&collector.http_addr, "/api/v1/bundle?node=../etc");
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+
+    // No collector: an error, and no file under the final name.
+    let missing = out_dir.path().join("none.tar.zst");
+    let run = Command::new(binary("nodemedic"))
+        .args(["--collector", "http://127.0.0.1:1", "bundle", "-f"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1));
+    assert!(!missing.exists());
+}
+
+#[test]
+fn doctor_writes_a_one_node_bundle_without_a_collector() {
+    let host = FakeHost::new();
+    host.set_memory(8 * GIB_KB, 50 * 1024, 0, 0);
+    let out_dir = tempfile::tempdir().unwrap();
+    let file = out_dir.path().join("doctor.tar.zst");
+    let root = host.root().dir().display().to_string();
+    let run = Command::new(binary("nodemedic"))
+        .args([
+            "doctor",
+            "--host-root",
+            &root,
+            "--node-name",
+            "lonely",
+            "--bundle",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(
+        run.status.code(),
+        Some(3),
+        "critical: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let checked =
+        nodemedic_collector::bundle::inspect(std::fs::File::open(&file).unwrap()).unwrap();
+    assert!(checked.files.contains_key("nodes/lonely/latest.json"));
+    let incidents = String::from_utf8_lossy(&checked.files["incidents.json"]).into_owned();
+    assert!(incidents.contains("memory-pressure"), "{incidents}");
+}
