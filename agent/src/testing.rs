@@ -28,10 +28,21 @@ pub fn fixture(rel: &str) -> String {
 }
 
 /// A temporary tree that looks like a healthy node's `/` to the probes: 8 GiB of memory
-/// with half available, no swap, small kernel tables, and one filesystem (the temporary
-/// directory's own) mounted at `/`.
+/// with half available, no swap, small kernel tables, and one filesystem mounted at `/`: a
+/// 1 GiB tmpfs of the tree's own, nearly empty, so the disk probe's view of it does not
+/// depend on how full the machine running the tests is. Needs root (tests run as root);
+/// panics, never skips, without it.
 pub struct FakeHost {
     dir: tempfile::TempDir,
+}
+
+impl Drop for FakeHost {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
 }
 
 const GIB_KB: u64 = 1024 * 1024;
@@ -42,6 +53,15 @@ impl FakeHost {
         let host = FakeHost {
             dir: tempfile::tempdir().expect("temporary directory"),
         };
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1g,nr_inodes=100000", "tmpfs"])
+            .arg(host.dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            mounted,
+            "cannot mount the fake host's tmpfs: the tests run as root (scripts/test checks)"
+        );
         host.set_memory(8 * GIB_KB, 4 * GIB_KB, 0, 0);
         host.write("/proc/vmstat", "nr_free_pages 1000\noom_kill 0\n");
         host.write("/proc/pressure/memory", "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n");
