@@ -145,6 +145,17 @@ async fn a_bundle_holds_the_store_checksummed_and_redacted() {
         String::from_utf8_lossy(&checked.files["runbook/rules.yaml"])
             .contains("id: dns-failing-cluster")
     );
+    let html = String::from_utf8(checked.files["summary.html"].clone()).unwrap();
+    assert!(
+        html.contains("A node filesystem is filling up") && html.contains("du -xh"),
+        "{html}"
+    );
+    assert_eq!(html.matches("<svg").count(), 2, "two charts");
+    assert!(html.contains("<td>n3</td>"));
+    assert!(
+        !html.contains("<script") && !html.contains("src=") && !html.contains("href="),
+        "self-contained"
+    );
 
     // Planted credentials appear in no file, compressed or not, and are counted.
     let tar = decompressed(&bytes);

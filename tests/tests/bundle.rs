@@ -79,6 +79,18 @@ fn download_inspect_and_http() {
         String::from_utf8_lossy(&run.stderr)
     );
 
+    // The summary page renders in a real browser (headless Chromium) with the incident.
+    let page = out_dir.path().join("summary.html");
+    std::fs::write(&page, checked_summary(&file)).unwrap();
+    let (dom, png) = chromium(&page, out_dir.path());
+    assert!(dom.contains("The node is short of memory"), "{dom}");
+    assert!(dom.contains("<svg"), "the charts are in the page");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "a screenshot of {} bytes",
+        png.len()
+    );
+
     // The same over HTTP.
     let (status, body) = http_get(&collector.http_addr, "/api/v1/bundle?node=node-b&since=1h");
     assert_eq!(status, 200);
@@ -128,4 +140,57 @@ fn doctor_writes_a_one_node_bundle_without_a_collector() {
     assert!(checked.files.contains_key("nodes/lonely/latest.json"));
     let incidents = String::from_utf8_lossy(&checked.files["incidents.json"]).into_owned();
     assert!(incidents.contains("memory-pressure"), "{incidents}");
+}
+
+/// summary.html of a bundle file.
+fn checked_summary(file: &std::path::Path) -> Vec<u8> {
+    let checked = nodemedic_collector::bundle::inspect(std::fs::File::open(file).unwrap()).unwrap();
+    checked.files["summary.html"].clone()
+}
+
+/// Opens `page` in headless Chromium (Debian's; scripts/test installs it): the DOM it
+/// built and a screenshot. The flags keep it off the network and out of any profile.
+fn chromium(page: &std::path::Path, dir: &std::path::Path) -> (String, Vec<u8>) {
+    let browser = |profile: &str| {
+        let mut c = Command::new("chromium");
+        c.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1200,1600",
+        ])
+        .arg(format!("--user-data-dir={}", dir.join(profile).display()));
+        c
+    };
+    let url = format!("file://{}", page.display());
+    let dom = browser("profile-dom")
+        .arg("--dump-dom")
+        .arg(&url)
+        .output()
+        .expect("chromium is installed (scripts/test installs it)");
+    assert!(
+        dom.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
+    let shot = dir.join("summary.png");
+    let run = browser("profile-shot")
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    (
+        String::from_utf8_lossy(&dom.stdout).into_owned(),
+        std::fs::read(&shot).unwrap(),
+    )
 }

@@ -6,6 +6,7 @@
 //! - `incidents.json`, `findings.json`: in the window, for the nodes asked;
 //! - `nodes/<node>/latest.json`, `nodes/<node>/history.jsonl`: each node's latest report and
 //!   its reports in the window, one JSON document a line;
+//! - `summary.html`: a self-contained page: incidents with remediations, charts, nodes;
 //! - `runbook/rules.yaml`: the rules in force;
 //! - `collector/info.json`: version, configuration, store statistics;
 //! - `manifest.json`, last: format, version, time, filters, every file with its size and
@@ -17,6 +18,7 @@
 mod inspect;
 pub mod redact;
 pub mod stream;
+mod summary;
 
 use std::{io::Write, time::Duration};
 
@@ -169,6 +171,9 @@ pub fn write(
     archive.json("findings.json", &findings)?;
     progress(archive.files.len());
 
+    let created =
+        humantime::format_rfc3339_seconds(system_time(&timestamp_from_millis(now))).to_string();
+    let mut summary = summary::Summary::new(since.unwrap_or(now - 86_400_000), now);
     if !request.incidents_only {
         let nodes = sources.reader.nodes()?;
         for row in nodes
@@ -179,10 +184,15 @@ pub fn write(
             if validate::node_name(&row.name).is_err() {
                 continue;
             }
-            if let Some((_, Some(latest))) = sources.reader.node(&row.name)? {
-                archive.json(&format!("nodes/{}/latest.json", row.name), &latest)?;
+            let latest = sources.reader.node(&row.name)?.and_then(|(_, l)| l);
+            if let Some(latest) = &latest {
+                archive.json(&format!("nodes/{}/latest.json", row.name), latest)?;
             }
+            summary.node(&row.name, latest.as_ref());
             let history = sources.reader.history(&row.name, since.unwrap_or(0))?;
+            for report in &history {
+                summary.report(report);
+            }
             if !history.is_empty() {
                 let mut lines = Vec::new();
                 for report in &history {
@@ -195,6 +205,10 @@ pub fn write(
         }
     }
 
+    archive.text(
+        "summary.html",
+        summary.html(&incidents, &created).into_bytes(),
+    )?;
     let rules: Vec<_> = sources.catalog.rules().map(|(r, _)| r).collect();
     let yaml = serde_saphyr::to_string(&rules).map_err(std::io::Error::other)?;
     archive.text("runbook/rules.yaml", yaml.into_bytes())?;
@@ -206,8 +220,7 @@ pub fn write(
     let manifest = Manifest {
         format: FORMAT_VERSION,
         nodemedic_version: env!("CARGO_PKG_VERSION").to_owned(),
-        created_at: humantime::format_rfc3339_seconds(system_time(&timestamp_from_millis(now)))
-            .to_string(),
+        created_at: created,
         filters: serde_json::to_value(request).map_err(std::io::Error::other)?,
         redaction: archive.redactor.is_some(),
         redacted: archive.files.iter().map(|f| f.redacted).sum(),

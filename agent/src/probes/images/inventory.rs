@@ -129,6 +129,10 @@ impl Inventory {
             images: self.images.len() as u32,
             images_in_use: self.images.iter().filter(|i| i.containers > 0).count() as u32,
             images_bytes: self.images_bytes(),
+            // Every layer is either one image's own or shared.
+            images_shared_bytes: self.layers_bytes.map_or(0, |layers| {
+                layers.saturating_sub(self.images.iter().map(ImageEntry::own_bytes).sum())
+            }),
             reclaimable_bytes: self.reclaimable_bytes(),
             dangling: dangling.len() as u32,
             dangling_bytes: dangling.iter().map(|i| i.own_bytes()).sum(),
@@ -191,6 +195,7 @@ mod tests {
         assert_eq!(inv.reclaimable_bytes(), 200 - 50);
         let s = inv.summary(RuntimeKind::Docker, "/run/docker.sock", 1);
         assert_eq!((s.images, s.images_in_use, s.dangling), (3, 1, 1));
+        assert_eq!(s.images_shared_bytes, 100, "the base layer");
         assert_eq!(s.dangling_bytes, 20);
         assert_eq!(s.top_reclaimable.len(), 1);
         assert_eq!(s.top_reclaimable[0].id, "sha256:old");

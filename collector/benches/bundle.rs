@@ -1,0 +1,165 @@
+//! Building a diagnostics bundle from a large store: NODES synthetic nodes with REPORTS
+//! reports each (a real collection from this machine as the template, findings that come
+//! and go), then one bundle of everything into a byte counter.
+//!
+//! `cargo bench -p nodemedic-collector --bench bundle` (env NODES, default 5000; REPORTS,
+//! default 360 = an hour at 10 s).
+
+use std::{
+    io::Write,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use nodemedic_agent::{Collector, config::Config, host::HostRoot};
+use nodemedic_collector::{
+    bundle::{self, BundleRequest, Sources},
+    incidents::IncidentConfig,
+    runbook::Catalog,
+    store::{
+        Reader, open_for_writing,
+        writer::{Events, WriterConfig, spawn},
+    },
+};
+use nodemedic_proto::{
+    time::timestamp_from_millis,
+    v1::{Finding, Severity},
+};
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Resident memory now and its peak since the last reset, from /proc/self/status (KiB).
+fn rss() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+struct Counter(u64);
+
+impl Write for Counter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0 += b.len() as u64;
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let nodes = env("NODES", 5000);
+    let reports = env("REPORTS", 360) as u64;
+    let dir =
+        tempfile::tempdir_in(std::env::var("BUNDLE_BENCH_DIR").unwrap_or_else(|_| "/tmp".into()))
+            .unwrap();
+    let template = Collector::new("template".into(), HostRoot::new("/"), Config::default())
+        .collect()
+        .await;
+    let catalog = Arc::new(Catalog::builtin());
+    let (writer, thread) = spawn(
+        open_for_writing(dir.path()).unwrap(),
+        WriterConfig {
+            retention: Duration::from_secs(7 * 86_400),
+            silent_after: 3,
+            catalog: Arc::clone(&catalog),
+            incidents: IncidentConfig::default(),
+        },
+        Events::default(),
+        Arc::default(),
+    )
+    .unwrap();
+    let now = nodemedic_proto::time::unix_millis(SystemTime::now());
+    let start = now - reports as i64 * 10_000;
+    let filling = Instant::now();
+    for n in 0..nodes {
+        let node = format!("node-{n:05}");
+        writer
+            .hello(&node, "bench", Duration::from_secs(10), start)
+            .await
+            .unwrap();
+    }
+    let mut pending = Vec::new();
+    for seq in 1..=reports {
+        let at = start + seq as i64 * 10_000;
+        for n in 0..nodes {
+            let mut r = template.clone();
+            r.node = format!("node-{n:05}");
+            r.seq = seq;
+            r.collected_at = Some(timestamp_from_millis(at));
+            r.findings = if (n as u64 + seq).is_multiple_of(3) {
+                vec![Finding {
+                    node: r.node.clone(),
+                    ..Finding::fail("memory.swap", Severity::Warning, "", "swap in use".into())
+                }]
+            } else {
+                vec![]
+            };
+            pending.push(writer.ingest(r, at).await.unwrap());
+            if pending.len() >= 4096 {
+                for p in pending.drain(..) {
+                    p.await.unwrap();
+                }
+            }
+        }
+    }
+    for p in pending {
+        p.await.unwrap();
+    }
+    drop(writer);
+    thread.join().unwrap();
+    println!(
+        "store: {nodes} nodes x {reports} reports, filled in {:.0} s, {} MiB",
+        filling.elapsed().as_secs_f64(),
+        std::fs::metadata(dir.path().join("nodemedic.db"))
+            .unwrap()
+            .len()
+            >> 20
+    );
+
+    let reader = Reader::open(dir.path()).unwrap();
+    let sources = Sources {
+        reader: &reader,
+        catalog: &catalog,
+        info: serde_json::json!({"version": "bench"}),
+    };
+    // Reset the peak so VmHWM measures the bundle alone.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let (before, _) = rss();
+    let built = Instant::now();
+    let mut out = Counter(0);
+    let manifest =
+        bundle::write(&sources, &BundleRequest::default(), now, &mut out, |_| {}).unwrap();
+    let seconds = built.elapsed().as_secs_f64();
+    let (_, peak) = rss();
+    let input: u64 = manifest.files.iter().map(|f| f.size).sum();
+    println!(
+        "bundle: {} files in {seconds:.1} s",
+        manifest.files.len() + 1
+    );
+    println!(
+        "  uncompressed input: {:.0} MB ({:.0} MB/s)",
+        input as f64 / 1e6,
+        input as f64 / 1e6 / seconds
+    );
+    println!("  compressed:         {:.1} MB", out.0 as f64 / 1e6);
+    println!(
+        "  memory growth:      {:.1} MiB (peak RSS {} MiB over {} MiB before)",
+        peak.saturating_sub(before) as f64 / 1024.0,
+        peak / 1024,
+        before / 1024
+    );
+}
