@@ -211,6 +211,7 @@ impl Diagnostics for DiagnosticsService {
             since: req.since.as_ref().map(timestamp_millis),
             until: req.until.as_ref().map(timestamp_millis),
             limit: limit(req.limit),
+            after_id: None,
         };
         let (findings, truncated) = self.read(move |r| r.findings(&filter)).await?;
         Ok(Response::new(ListFindingsResponse {

@@ -133,6 +133,16 @@ async fn a_bundle_holds_the_store_checksummed_and_redacted() {
         history.lines().count(),
         reader.history("n2", 0).unwrap().len()
     );
+    let findings: Vec<nodemedic_proto::v1::Finding> =
+        serde_json::from_slice(&checked.files["findings.json"]).unwrap();
+    let (stored, _) = reader
+        .findings(&nodemedic_collector::store::FindingFilter {
+            limit: 1000,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(findings.len(), stored.len());
+    assert!(!findings.is_empty());
     let incidents: Vec<Incident> =
         serde_json::from_slice(&checked.files["incidents.json"]).unwrap();
     assert_eq!(incidents.len(), 1);

@@ -39,6 +39,8 @@ use crate::{
 
 /// The bundle format this collector writes.
 pub const FORMAT_VERSION: u32 = 1;
+/// Findings read from the store at a time.
+const FINDINGS_PAGE: usize = 2000;
 /// The manifest's name in the archive.
 pub const MANIFEST: &str = "manifest.json";
 
@@ -149,26 +151,37 @@ pub fn write(
     archive.json("incidents.json", &incidents)?;
     progress(archive.files.len());
 
-    let (findings, _) = sources.reader.findings(&FindingFilter {
-        nodes: request.nodes.clone(),
-        state: FindingState::Unspecified,
-        since,
-        limit: 1 << 40,
-        ..Default::default()
-    })?;
-    let findings: Vec<_> = if request.incidents_only {
-        let member: std::collections::HashSet<u64> = incidents
+    // Findings can be many (every opening is one): paged from the store into a temporary
+    // file, one JSON object a line inside the array, so memory stays bounded.
+    let members: Option<std::collections::HashSet<u64>> = request.incidents_only.then(|| {
+        incidents
             .iter()
             .flat_map(|i| i.findings.iter().map(|f| f.id))
-            .collect();
-        findings
-            .into_iter()
-            .filter(|f| member.contains(&f.id))
             .collect()
-    } else {
-        findings
-    };
-    archive.json("findings.json", &findings)?;
+    });
+    archive.lines("findings.json", |line| {
+        let mut after = 0;
+        loop {
+            let (page, _) = sources.reader.findings(&FindingFilter {
+                nodes: request.nodes.clone(),
+                state: FindingState::Unspecified,
+                since,
+                limit: FINDINGS_PAGE,
+                after_id: Some(after),
+                ..Default::default()
+            })?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            after = last.id;
+            for f in page
+                .iter()
+                .filter(|f| members.as_ref().is_none_or(|m| m.contains(&f.id)))
+            {
+                line(&serde_json::to_vec(f).map_err(std::io::Error::other)?)?;
+            }
+        }
+    })?;
     progress(archive.files.len());
 
     let created =
@@ -247,12 +260,16 @@ impl<W: Write> Archive<W> {
 
     /// Adds a text file, redacted, and lists it in the manifest.
     fn text(&mut self, path: &str, body: Vec<u8>) -> Result<(), BundleError> {
-        let (body, redacted) = match &self.redactor {
-            Some(r) => {
+        let (body, redacted) = match (&self.redactor, std::str::from_utf8(&body)) {
+            (Some(r), Ok(text)) if r.needed(text) => {
+                let (text, n) = r.redact(text);
+                (text.into_bytes(), n as u64)
+            }
+            (Some(r), Err(_)) => {
                 let (text, n) = r.redact(&String::from_utf8_lossy(&body));
                 (text.into_bytes(), n as u64)
             }
-            None => (body, 0),
+            _ => (body, 0),
         };
         self.files.push(ManifestFile {
             path: path.to_owned(),
@@ -261,6 +278,63 @@ impl<W: Write> Archive<W> {
             redacted,
         });
         self.append(path, &body)
+    }
+
+    /// Adds a JSON array written element by element (each redacted) through a temporary
+    /// file: `fill` gets a function that takes one element's JSON.
+    fn lines(
+        &mut self,
+        path: &str,
+        fill: impl FnOnce(&mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> Result<(), BundleError>,
+    ) -> Result<(), BundleError> {
+        let mut file = tempfile::tempfile()?;
+        let mut hasher = Sha256::new();
+        let (mut size, mut redacted, mut first) = (0u64, 0u64, true);
+        {
+            let mut out = std::io::BufWriter::new(&mut file);
+            let mut put = |bytes: &[u8], out: &mut std::io::BufWriter<&mut std::fs::File>| {
+                hasher.update(bytes);
+                size += bytes.len() as u64;
+                out.write_all(bytes)
+            };
+            put(b"[", &mut out)?;
+            let redactor = self.redactor.as_ref();
+            let mut element = |json: &[u8]| -> std::io::Result<()> {
+                let text = String::from_utf8_lossy(json);
+                let text = match redactor {
+                    Some(r) if r.needed(&text) => {
+                        let (t, n) = r.redact(&text);
+                        redacted += n as u64;
+                        std::borrow::Cow::Owned(t)
+                    }
+                    _ => text,
+                };
+                put(if first { b"\n" } else { b",\n" }, &mut out)?;
+                first = false;
+                put(text.as_bytes(), &mut out)
+            };
+            fill(&mut element)?;
+            put(b"\n]\n", &mut out)?;
+            out.flush()?;
+        }
+        self.files.push(ManifestFile {
+            path: path.to_owned(),
+            size,
+            sha256: hasher
+                .finalize()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+            redacted,
+        });
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0))?;
+        let mut header = tar::Header::new_ustar();
+        header.set_size(size);
+        header.set_mode(0o644);
+        header.set_mtime(self.mtime);
+        header.set_entry_type(tar::EntryType::Regular);
+        self.tar.append_data(&mut header, path, file)?;
+        Ok(())
     }
 
     fn append(&mut self, path: &str, body: &[u8]) -> Result<(), BundleError> {

@@ -10,41 +10,58 @@ pub const REDACTED: &str = "[REDACTED]";
 
 /// The patterns, compiled once.
 pub struct Redactor {
+    /// Every pattern in one: most files have nothing to redact, and one scan says so.
+    any: Regex,
     /// Whole matches replaced.
     whole: Vec<Regex>,
     /// Matches whose group `v` is replaced, the rest kept (so JSON stays JSON).
     value: Vec<Regex>,
 }
 
+const WHOLE: &[&str] = &[
+    r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
+    // A JSON Web Token: three base64url parts, the first a JSON header.
+    r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
+];
+
+const VALUE: &[&str] = &[
+    r"(?i)\bbearer\s+(?P<v>[A-Za-z0-9._~+/=-]{8,})",
+    // scheme://user:password@host
+    r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@\x22]+:(?P<v>[^\s@/\x22]+)@",
+    // "name": "value" in JSON, where the name says what it is.
+    r#"(?i)"[^"]*(?:secret|token|passw(?:or)?d|api[_-]?key|private[_-]?key|credential)[^"]*"\s*:\s*"(?P<v>[^"]+)""#,
+    // NAME=value and name: value in text (environment, flags, config lines).
+    r#"(?i)\b[A-Za-z0-9_.-]*(?:secret|token|passw(?:or)?d|api[_-]?key|access[_-]?key|private[_-]?key|credential)[A-Za-z0-9_.-]*\s*[=:]\s*(?P<v>[^\s",;&]{3,})"#,
+];
+
 impl Default for Redactor {
     fn default() -> Self {
         let re = |p: &str| Regex::new(p).expect("a valid built-in pattern");
+        let any = WHOLE
+            .iter()
+            .chain(VALUE)
+            .map(|p| format!("(?:{})", p.replace("?P<v>", "")))
+            .collect::<Vec<_>>()
+            .join("|");
         Redactor {
-            whole: vec![
-                re(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
-                // A JSON Web Token: three base64url parts, the first a JSON header.
-                re(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
-            ],
-            value: vec![
-                re(r"(?i)\bbearer\s+(?P<v>[A-Za-z0-9._~+/=-]{8,})"),
-                // scheme://user:password@host
-                re(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@\x22]+:(?P<v>[^\s@/\x22]+)@"),
-                // "name": "value" in JSON, where the name says what it is.
-                re(
-                    r#"(?i)"[^"]*(?:secret|token|passw(?:or)?d|api[_-]?key|private[_-]?key|credential)[^"]*"\s*:\s*"(?P<v>[^"]+)""#,
-                ),
-                // NAME=value and name: value in text (environment, flags, config lines).
-                re(
-                    r#"(?i)\b[A-Za-z0-9_.-]*(?:secret|token|passw(?:or)?d|api[_-]?key|access[_-]?key|private[_-]?key|credential)[A-Za-z0-9_.-]*\s*[=:]\s*(?P<v>[^\s",;&]{3,})"#,
-                ),
-            ],
+            any: re(&any),
+            whole: WHOLE.iter().map(|p| re(p)).collect(),
+            value: VALUE.iter().map(|p| re(p)).collect(),
         }
     }
 }
 
 impl Redactor {
+    /// Whether `text` holds something that looks like a credential (one scan).
+    pub fn needed(&self, text: &str) -> bool {
+        self.any.is_match(text)
+    }
+
     /// `text` with credentials replaced, and how many were.
     pub fn redact(&self, text: &str) -> (String, usize) {
+        if !self.needed(text) {
+            return (text.to_owned(), 0);
+        }
         let mut out = text.to_owned();
         let mut count = 0;
         for re in &self.whole {
