@@ -201,9 +201,6 @@ impl Reader {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        // Reads of whole histories (bundles) go through the page cache without a copy per
-        // page.
-        conn.execute_batch("PRAGMA mmap_size = 268435456;")?;
         Ok(Reader {
             conn: Mutex::new(conn),
         })
