@@ -93,7 +93,10 @@ fn df_images(engine: &Dockerd) -> serde_json::Value {
 #[test]
 fn docker_counts_and_reclaimable_bytes_match_docker_system_df() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = Dockerd::start(dir.path());
+    // The engine on a filesystem of its own, so how full the test machine is cannot raise
+    // images.gc_imminent here.
+    let fs = Tmpfs::mount(&dir.path().join("fs"), "512m");
+    let engine = Dockerd::start(&fs.0);
     let used = engine.image("nodemedic.test/used:1", 3 * MB);
     let unused = engine.image("nodemedic.test/unused:1", 2 * MB);
     // Importing a second image under the same name leaves the first one dangling.
