@@ -154,11 +154,6 @@ impl Correlator {
         }
     }
 
-    /// The catalog in force.
-    pub fn catalog(&self) -> &Catalog {
-        &self.catalog
-    }
-
     /// Takes back an open incident from the store. Call before [`Correlator::restore_node`].
     pub fn restore_incident(&mut self, key: String, incident: Incident) {
         let members: BTreeSet<Member> = incident

@@ -98,7 +98,6 @@ pub async fn inventory(channel: Channel) -> Result<Inventory, ImagesError> {
                     containers,
                     id: i.id,
                     tags: i.repo_tags,
-                    digests: i.repo_digests,
                     size: i.size,
                     shared: None,
                     pinned: i.pinned,

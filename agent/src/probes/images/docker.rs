@@ -118,7 +118,6 @@ pub async fn measure(docker: &Docker) -> Result<Inventory, ImagesError> {
         .map(|i| ImageEntry {
             id: i.id,
             tags: i.repo_tags,
-            digests: i.repo_digests,
             size: i.size.max(0) as u64,
             shared: (i.shared_size >= 0).then_some(i.shared_size as u64),
             containers: i.containers.max(0) as u32,

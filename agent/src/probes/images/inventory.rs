@@ -29,8 +29,6 @@ pub struct ImageEntry {
     pub id: String,
     /// Its names; none for a dangling image.
     pub tags: Vec<String>,
-    /// Its digests (`name@sha256:…`).
-    pub digests: Vec<String>,
     /// Bytes, layers shared with other images included.
     pub size: u64,
     /// Bytes shared with other images, where the runtime says (Docker).
@@ -169,7 +167,6 @@ mod tests {
         ImageEntry {
             id: id.into(),
             tags: tags.iter().map(|t| (*t).to_owned()).collect(),
-            digests: Vec::new(),
             size,
             shared: Some(shared),
             containers,
