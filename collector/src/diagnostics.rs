@@ -20,11 +20,10 @@ use tonic::{Request, Response, Status};
 use tracing::info;
 
 use crate::{
-    bundle,
+    bundle::{self, stream::Bundler},
     error::Error,
     registry::Registry,
     remediation,
-    runbook::Catalog,
     store::{
         FindingFilter, IncidentFilter, NodeRow, Reader,
         writer::{Events, WriterHandle},
@@ -44,9 +43,7 @@ pub struct DiagnosticsService {
     pub(crate) registry: Arc<Registry>,
     pub(crate) events: Events,
     pub(crate) writer: WriterHandle,
-    pub(crate) catalog: Arc<Catalog>,
-    /// `collector/info.json` of bundles.
-    pub(crate) info: serde_json::Value,
+    pub(crate) bundles: Bundler,
     /// Changes when the collector shuts down: every watch ends.
     pub(crate) shutdown: tokio::sync::watch::Receiver<()>,
 }
@@ -344,13 +341,7 @@ impl Diagnostics for DiagnosticsService {
             req.incidents_only,
             req.no_redact,
         )?;
-        let chunks = bundle::stream::spawn(
-            Arc::clone(&self.reader),
-            Arc::clone(&self.catalog),
-            self.info.clone(),
-            request,
-            nodemedic_proto::time::unix_millis(std::time::SystemTime::now()),
-        );
+        let chunks = self.bundles.start(request);
         let stream = tokio_stream::wrappers::ReceiverStream::new(chunks).map(|chunk| {
             chunk
                 .map(|(data, files)| BundleChunk {

@@ -15,30 +15,19 @@ use axum::{
 use tokio_stream::StreamExt;
 
 use crate::{
-    bundle, diagnostics::bundle_request, metrics::Metrics, runbook::Catalog, store::Reader,
+    bundle::stream::Bundler, diagnostics::bundle_request, metrics::Metrics,
     store::writer::WriterHandle,
 };
-
-/// What `/api/v1/bundle` builds bundles from.
-#[derive(Clone)]
-pub struct Bundles {
-    /// The store.
-    pub reader: Arc<Reader>,
-    /// The rules in force.
-    pub catalog: Arc<Catalog>,
-    /// `collector/info.json`.
-    pub info: serde_json::Value,
-}
 
 #[derive(Clone)]
 struct AppState {
     metrics: Arc<Metrics>,
     writer: WriterHandle,
-    bundles: Bundles,
+    bundles: Bundler,
 }
 
 /// The routes.
-pub fn router(metrics: Arc<Metrics>, writer: WriterHandle, bundles: Bundles) -> Router {
+pub fn router(metrics: Arc<Metrics>, writer: WriterHandle, bundles: Bundler) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -91,13 +80,7 @@ async fn bundle_download(
             return (StatusCode::BAD_REQUEST, format!("{}\n", status.message())).into_response();
         }
     };
-    let chunks = bundle::stream::spawn(
-        Arc::clone(&state.bundles.reader),
-        Arc::clone(&state.bundles.catalog),
-        state.bundles.info.clone(),
-        request,
-        nodemedic_proto::time::unix_millis(std::time::SystemTime::now()),
-    );
+    let chunks = state.bundles.start(request);
     let body = tokio_stream::wrappers::ReceiverStream::new(chunks)
         .map(|c| c.map(|(data, _)| data).map_err(std::io::Error::other));
     (

@@ -11,6 +11,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
 use crate::{
+    bundle::stream::Bundler,
     diagnostics::DiagnosticsService,
     gateway::Gateway,
     http,
@@ -166,12 +167,16 @@ impl Bound {
                 "runbook_rules": config.catalog.rules().count(),
             },
         });
-        let diagnostics = DiagnosticsService {
+        let bundles = Bundler {
             reader: Arc::clone(&reader),
+            catalog: Arc::clone(&config.catalog),
+            info,
+        };
+        let diagnostics = DiagnosticsService {
+            reader,
             registry,
             writer: writer.clone(),
-            catalog: Arc::clone(&config.catalog),
-            info: info.clone(),
+            bundles: bundles.clone(),
             events,
             shutdown: stop_rx.clone(),
         };
@@ -200,11 +205,6 @@ impl Bound {
             )
             .add_service(DiagnosticsServer::new(diagnostics).max_encoding_message_size(64 << 20))
             .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped(stop_rx.clone()));
-        let bundles = http::Bundles {
-            reader,
-            catalog: Arc::clone(&config.catalog),
-            info,
-        };
         let http_server = axum::serve(
             http,
             http::router(Arc::clone(&metrics), writer.clone(), bundles),

@@ -20,7 +20,11 @@ pub mod redact;
 pub mod stream;
 mod summary;
 
-use std::{io::Write, time::Duration};
+use std::{
+    borrow::Cow,
+    io::{Read, Write},
+    time::Duration,
+};
 
 use nodemedic_proto::{
     time::{system_time, timestamp_from_millis},
@@ -240,7 +244,7 @@ pub fn write(
         files: archive.files.clone(),
     };
     let body = serde_json::to_vec_pretty(&manifest).map_err(std::io::Error::other)?;
-    archive.append(MANIFEST, &body)?;
+    archive.append(MANIFEST, body.len() as u64, body.as_slice())?;
     archive.tar.into_inner()?.finish()?.flush()?;
     Ok(manifest)
 }
@@ -260,24 +264,14 @@ impl<W: Write> Archive<W> {
 
     /// Adds a text file, redacted, and lists it in the manifest.
     fn text(&mut self, path: &str, body: Vec<u8>) -> Result<(), BundleError> {
-        let (body, redacted) = match (&self.redactor, std::str::from_utf8(&body)) {
-            (Some(r), Ok(text)) if r.needed(text) => {
-                let (text, n) = r.redact(text);
-                (text.into_bytes(), n as u64)
-            }
-            (Some(r), Err(_)) => {
-                let (text, n) = r.redact(&String::from_utf8_lossy(&body));
-                (text.into_bytes(), n as u64)
-            }
-            _ => (body, 0),
-        };
+        let (body, redacted) = redacted(self.redactor.as_ref(), &body);
         self.files.push(ManifestFile {
             path: path.to_owned(),
             size: body.len() as u64,
             sha256: sha256_hex(&body),
             redacted,
         });
-        self.append(path, &body)
+        self.append(path, body.len() as u64, &*body)
     }
 
     /// Adds a JSON array written element by element (each redacted) through a temporary
@@ -289,7 +283,7 @@ impl<W: Write> Archive<W> {
     ) -> Result<(), BundleError> {
         let mut file = tempfile::tempfile()?;
         let mut hasher = Sha256::new();
-        let (mut size, mut redacted, mut first) = (0u64, 0u64, true);
+        let (mut size, mut redacted_total, mut first) = (0u64, 0u64, true);
         {
             let mut out = std::io::BufWriter::new(&mut file);
             let mut put = |bytes: &[u8], out: &mut std::io::BufWriter<&mut std::fs::File>| {
@@ -300,18 +294,11 @@ impl<W: Write> Archive<W> {
             put(b"[", &mut out)?;
             let redactor = self.redactor.as_ref();
             let mut element = |json: &[u8]| -> std::io::Result<()> {
-                let text = String::from_utf8_lossy(json);
-                let text = match redactor {
-                    Some(r) if r.needed(&text) => {
-                        let (t, n) = r.redact(&text);
-                        redacted += n as u64;
-                        std::borrow::Cow::Owned(t)
-                    }
-                    _ => text,
-                };
+                let (json, n) = redacted(redactor, json);
+                redacted_total += n;
                 put(if first { b"\n" } else { b",\n" }, &mut out)?;
                 first = false;
-                put(text.as_bytes(), &mut out)
+                put(&json, &mut out)
             };
             fill(&mut element)?;
             put(b"\n]\n", &mut out)?;
@@ -320,32 +307,41 @@ impl<W: Write> Archive<W> {
         self.files.push(ManifestFile {
             path: path.to_owned(),
             size,
-            sha256: hasher
-                .finalize()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
-            redacted,
+            sha256: hex(&hasher.finalize()),
+            redacted: redacted_total,
         });
         std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0))?;
+        self.append(path, size, file)
+    }
+
+    /// One regular file entry of `size` bytes read from `data`.
+    fn append(&mut self, path: &str, size: u64, data: impl Read) -> Result<(), BundleError> {
         let mut header = tar::Header::new_ustar();
         header.set_size(size);
         header.set_mode(0o644);
         header.set_mtime(self.mtime);
         header.set_entry_type(tar::EntryType::Regular);
-        self.tar.append_data(&mut header, path, file)?;
+        self.tar.append_data(&mut header, path, data)?;
         Ok(())
     }
+}
 
-    fn append(&mut self, path: &str, body: &[u8]) -> Result<(), BundleError> {
-        let mut header = tar::Header::new_ustar();
-        header.set_size(body.len() as u64);
-        header.set_mode(0o644);
-        header.set_mtime(self.mtime);
-        header.set_entry_type(tar::EntryType::Regular);
-        self.tar.append_data(&mut header, path, body)?;
-        Ok(())
+/// `text` with credentials replaced when there is a redactor and something to replace
+/// (borrowed otherwise), and how many were.
+fn redacted<'a>(redactor: Option<&Redactor>, text: &'a [u8]) -> (Cow<'a, [u8]>, u64) {
+    let Some(r) = redactor else {
+        return (Cow::Borrowed(text), 0);
+    };
+    let text = String::from_utf8_lossy(text);
+    if !r.needed(&text) {
+        return match text {
+            // Valid UTF-8 as given: the bytes themselves.
+            Cow::Borrowed(t) => (Cow::Borrowed(t.as_bytes()), 0),
+            Cow::Owned(t) => (Cow::Owned(t.into_bytes()), 0),
+        };
     }
+    let (text, n) = r.redact(&text);
+    (Cow::Owned(text.into_bytes()), n as u64)
 }
 
 /// A bundle of one report, without a collector (`nodemedic doctor --bundle`): the report goes
@@ -403,8 +399,9 @@ pub async fn of_report(
 
 /// SHA-256 in lower-case hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

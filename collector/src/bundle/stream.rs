@@ -19,8 +19,32 @@ const IN_FLIGHT: usize = 8;
 /// A piece of the archive, and the files written so far.
 pub type Chunk = Result<(Bytes, usize), BundleError>;
 
-/// Starts building; the chunks come out of the receiver, an error last if it failed.
-pub fn spawn(
+/// What the collector builds bundles from, for the gRPC and the HTTP endpoint alike.
+#[derive(Clone)]
+pub struct Bundler {
+    /// The store.
+    pub reader: Arc<Reader>,
+    /// The rules in force.
+    pub catalog: Arc<Catalog>,
+    /// `collector/info.json`.
+    pub info: serde_json::Value,
+}
+
+impl Bundler {
+    /// Starts building a bundle as of now; the chunks come out of the receiver, an error
+    /// last if it failed.
+    pub fn start(&self, request: BundleRequest) -> mpsc::Receiver<Chunk> {
+        spawn(
+            Arc::clone(&self.reader),
+            Arc::clone(&self.catalog),
+            self.info.clone(),
+            request,
+            nodemedic_proto::time::unix_millis(std::time::SystemTime::now()),
+        )
+    }
+}
+
+fn spawn(
     reader: Arc<Reader>,
     catalog: Arc<Catalog>,
     info: serde_json::Value,
