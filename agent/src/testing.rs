@@ -396,15 +396,7 @@ impl Dockerd {
     /// Makes an image `FROM scratch` of one layer holding `bytes` random bytes (no
     /// registry is reachable), named `name`; its id.
     pub fn image(&self, name: &str, bytes: usize) -> String {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        // Random, so no two images share their layer.
-        let mut blob = vec![0u8; bytes];
-        std::io::Read::read_exact(
-            &mut std::fs::File::open("/dev/urandom").expect("/dev/urandom"),
-            &mut blob,
-        )
-        .expect("random bytes");
-        std::fs::write(dir.path().join("blob"), blob).expect("write the blob");
+        let dir = random_blob(bytes);
         let tar = dir.path().join("layer.tar");
         run(std::process::Command::new("tar")
             .arg("-cf")
@@ -414,21 +406,12 @@ impl Dockerd {
             .arg("blob"));
         self.docker(&["import", &tar.to_string_lossy(), name])
     }
-}
 
-impl Dockerd {
     /// Builds `FROM scratch` with BuildKit (which leaves build cache behind) from a context
     /// of `bytes` random bytes; the image id. Uses the Docker CLI of the docker.io package,
     /// which has BuildKit built in.
     pub fn build(&self, name: &str, bytes: usize) -> String {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let mut blob = vec![0u8; bytes];
-        std::io::Read::read_exact(
-            &mut std::fs::File::open("/dev/urandom").expect("/dev/urandom"),
-            &mut blob,
-        )
-        .expect("random bytes");
-        std::fs::write(dir.path().join("blob"), blob).expect("write the blob");
+        let dir = random_blob(bytes);
         std::fs::write(
             dir.path().join("Dockerfile"),
             "FROM scratch\nCOPY blob /blob\n",
@@ -441,6 +424,20 @@ impl Dockerd {
             .args(["build", "-q", "-t", name])
             .arg(dir.path()))
     }
+}
+
+/// A temporary directory holding `blob`: `bytes` random bytes, so no two images made from
+/// one share their layer.
+fn random_blob(bytes: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut blob = vec![0u8; bytes];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").expect("/dev/urandom"),
+        &mut blob,
+    )
+    .expect("random bytes");
+    std::fs::write(dir.path().join("blob"), blob).expect("write the blob");
+    dir
 }
 
 impl Drop for Dockerd {

@@ -75,9 +75,7 @@ pub async fn download(mut c: DiagnosticsClient<Channel>, args: BundleArgs) -> an
         .await
         .map_err(status_text)?
         .into_inner();
-    let partial = partial_name(&file);
-    let mut out =
-        File::create(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
+    let (target, mut out) = PartialFile::create(&file)?;
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.set_style(
@@ -108,12 +106,9 @@ pub async fn download(mut c: DiagnosticsClient<Channel>, args: BundleArgs) -> an
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&partial);
-        return Err(e.context("the bundle download failed; nothing was written"));
-    }
-    std::fs::rename(&partial, &file)
-        .with_context(|| format!("cannot move {} to {}", partial.display(), file.display()))?;
+    target
+        .finish(result)
+        .context("the bundle download failed; nothing was written")?;
     eprintln!(
         "wrote {}: {} ({files} files); check it with: nodemedic bundle inspect {}",
         file.display(),
@@ -123,11 +118,49 @@ pub async fn download(mut c: DiagnosticsClient<Channel>, args: BundleArgs) -> an
     Ok(())
 }
 
-/// `FILE.partial`, beside `file`.
-pub fn partial_name(file: &Path) -> PathBuf {
-    let mut name = file.as_os_str().to_owned();
-    name.push(".partial");
-    PathBuf::from(name)
+/// A file written as `FILE.partial` beside its final name and moved there only when
+/// complete, so an interrupted write never leaves a half file under the final name.
+pub struct PartialFile {
+    partial: PathBuf,
+    file: PathBuf,
+}
+
+impl PartialFile {
+    /// Creates `FILE.partial`; the handle to write to.
+    pub fn create(file: &Path) -> anyhow::Result<(Self, File)> {
+        let mut name = file.as_os_str().to_owned();
+        name.push(".partial");
+        let partial = PathBuf::from(name);
+        let out = File::create(&partial)
+            .with_context(|| format!("cannot create {}", partial.display()))?;
+        Ok((
+            PartialFile {
+                partial,
+                file: file.to_owned(),
+            },
+            out,
+        ))
+    }
+
+    /// Moves the file to its name when the write succeeded, removes it when not.
+    pub fn finish<T>(self, written: anyhow::Result<T>) -> anyhow::Result<T> {
+        match written {
+            Ok(value) => {
+                std::fs::rename(&self.partial, &self.file).with_context(|| {
+                    format!(
+                        "cannot move {} to {}",
+                        self.partial.display(),
+                        self.file.display()
+                    )
+                })?;
+                Ok(value)
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&self.partial);
+                Err(e)
+            }
+        }
+    }
 }
 
 /// Verifies a bundle and prints what it holds.

@@ -7,8 +7,6 @@ use std::{
     time::SystemTime,
 };
 
-use anyhow::Context;
-
 use nodemedic_agent::{Collector, collect::node_name, config::Config, host::HostRoot};
 use nodemedic_collector::{
     analysis::{Diagnosis, diagnose},
@@ -19,6 +17,7 @@ use nodemedic_proto::v1::{Incident, NodeReport, Severity};
 use serde::Serialize;
 
 use crate::{
+    bundle::PartialFile,
     output::{Format, structured},
     render,
 };
@@ -76,27 +75,20 @@ pub async fn run(args: DoctorArgs, format: Format) -> anyhow::Result<u8> {
 
 /// Writes the one-report bundle, to FILE.partial first.
 async fn write_bundle(d: &Diagnosis, catalog: Arc<Catalog>, file: &Path) -> anyhow::Result<()> {
-    let partial = crate::bundle::partial_name(file);
-    let out = std::fs::File::create(&partial)
-        .with_context(|| format!("cannot create {}", partial.display()))?;
+    let (target, out) = PartialFile::create(file)?;
     let info =
         serde_json::json!({"version": env!("CARGO_PKG_VERSION"), "source": "nodemedic doctor"});
-    match bundle::of_report(d.report.clone(), catalog, info, out).await {
-        Ok(manifest) => {
-            std::fs::rename(&partial, file)?;
-            eprintln!(
-                "wrote {} ({} files, {} values redacted)",
-                file.display(),
-                manifest.files.len(),
-                manifest.redacted
-            );
-            Ok(())
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&partial);
-            Err(anyhow::Error::new(e).context("could not write the bundle"))
-        }
-    }
+    let written = bundle::of_report(d.report.clone(), catalog, info, out)
+        .await
+        .map_err(|e| anyhow::Error::new(e).context("could not write the bundle"));
+    let manifest = target.finish(written)?;
+    eprintln!(
+        "wrote {} ({} files, {} values redacted)",
+        file.display(),
+        manifest.files.len(),
+        manifest.redacted
+    );
+    Ok(())
 }
 
 fn print(d: &Diagnosis, format: Format) -> anyhow::Result<()> {

@@ -48,6 +48,9 @@ pub const SKIPPED: &str = "skipped";
 /// An item's result: the runtime refused or failed.
 pub const FAILED: &str = "failed";
 
+/// Why an image planned for removal was skipped.
+const IN_USE_NOW: &str = "a container uses it now (created after the plan)";
+
 const IMAGE: &str = "image";
 const CONTAINER: &str = "container";
 const BUILD_CACHE: &str = "build cache";
@@ -252,12 +255,7 @@ async fn remove_docker(docker: &Docker, item: &ActionItem) -> ActionItem {
         IMAGE => {
             match docker::images_in_use(docker).await {
                 Ok(used) if used.contains(&item.id) => {
-                    return done(
-                        item,
-                        SKIPPED,
-                        0,
-                        "a container uses it now (created after the plan)",
-                    );
+                    return done(item, SKIPPED, 0, IN_USE_NOW);
                 }
                 Ok(_) => {}
                 Err(e) => return done(item, FAILED, 0, e.to_string()),
@@ -324,12 +322,7 @@ async fn remove_cri(channel: Channel, item: &ActionItem) -> ActionItem {
                 .flatten()
                 .any(|r| *r == item.id || item.names.contains(r)) =>
         {
-            return done(
-                item,
-                SKIPPED,
-                0,
-                "a container uses it now (created after the plan)",
-            );
+            return done(item, SKIPPED, 0, IN_USE_NOW);
         }
         Ok(_) => {}
         Err(e) => return done(item, FAILED, 0, e.to_string()),
