@@ -70,6 +70,8 @@ pub struct Config {
     pub dns: DnsConfig,
     /// Where the image probe finds container runtimes, and its thresholds.
     pub images: ImagesConfig,
+    /// Which kernel log the kernel probe follows, and with which rules.
+    pub kernel: KernelConfig,
 }
 
 impl Default for Config {
@@ -79,6 +81,46 @@ impl Default for Config {
             thresholds: Thresholds::default(),
             dns: DnsConfig::default(),
             images: ImagesConfig::default(),
+            kernel: KernelConfig::default(),
+        }
+    }
+}
+
+/// The kernel log probe: what it reads and which rules it applies.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KernelConfig {
+    /// Follow the kernel log at all.
+    pub enabled: bool,
+    /// Read this log file (a host path, e.g. `/var/log/kern.log`) instead of `/dev/kmsg`.
+    /// Default: `/dev/kmsg`, else the first of `/var/log/kern.log`, `/var/log/messages`.
+    pub log_file: Option<String>,
+    /// Start this far back in `/dev/kmsg` (default 5m, as node-problem-detector).
+    #[serde(with = "humantime_serde")]
+    pub lookback: Duration,
+    /// Start at most this many bytes before a log file's end (default 1 MiB).
+    pub lookback_bytes: u64,
+    /// A finding stays open this long after its last matching line (default 1h).
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// More rule files, node-problem-detector's (`kernel-monitor.json`) or nodemedic's
+    /// format, on the agent's own filesystem; added after the built-in rules.
+    pub rule_files: Vec<std::path::PathBuf>,
+    /// Distinct (check, subject) pairs kept; matches beyond are counted under `(other)`
+    /// (default 256).
+    pub max_subjects: usize,
+}
+
+impl Default for KernelConfig {
+    fn default() -> Self {
+        KernelConfig {
+            enabled: true,
+            log_file: None,
+            lookback: Duration::from_secs(300),
+            lookback_bytes: 1 << 20,
+            window: Duration::from_secs(3600),
+            rule_files: Vec::new(),
+            max_subjects: 256,
         }
     }
 }
@@ -404,6 +446,11 @@ impl Config {
         if self.probe_timeout.is_zero() {
             return Err("probe_timeout must be more than 0".into());
         }
+        if self.kernel.window.is_zero() || self.kernel.max_subjects == 0 {
+            return Err("kernel.window and kernel.max_subjects must be more than 0".into());
+        }
+        crate::probes::kernel::rules::RuleSet::load(&self.kernel.rule_files)
+            .map_err(|e| format!("kernel.rule_files: {e}"))?;
         let dns = &self.dns;
         if let Some(bad) = dns
             .nameservers

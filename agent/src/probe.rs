@@ -16,7 +16,7 @@ use std::{
 };
 
 use nodemedic_proto::v1::{
-    DiskSection, DnsSection, Evidence, Finding, ImagesSection, MemorySection, NodeReport, ProbeRun,
+    DiskSection, DnsSection, Evidence, Finding, ImagesSection, KernelSection, MemorySection, NodeReport, ProbeRun,
     Severity, SystemSection,
 };
 use tracing::warn;
@@ -91,6 +91,8 @@ pub enum Section {
     Dns(Box<DnsSection>),
     /// Container image caches.
     Images(ImagesSection),
+    /// What the kernel log said.
+    Kernel(KernelSection),
 }
 
 impl Section {
@@ -101,6 +103,7 @@ impl Section {
             Section::System(s) => report.system = Some(s),
             Section::Dns(s) => report.dns = Some(*s),
             Section::Images(s) => report.images = Some(s),
+            Section::Kernel(s) => report.kernel = Some(s),
         }
     }
 }

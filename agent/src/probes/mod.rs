@@ -9,18 +9,23 @@ use crate::{config::Config, probe::Probe};
 pub mod disk;
 pub mod dns;
 pub mod images;
+pub mod kernel;
 pub mod memory;
 pub mod system;
 
 /// The probes the agent and `nodemedic doctor` run.
 pub fn default_probes(config: &Config) -> Vec<Arc<dyn Probe>> {
-    vec![
+    let mut probes: Vec<Arc<dyn Probe>> = vec![
         Arc::new(disk::DiskProbe::default()),
         Arc::new(memory::MemoryProbe::default()),
         Arc::new(system::SystemProbe),
         Arc::new(dns::DnsProbe::new(config.dns.clone())),
         Arc::new(images::ImagesProbe::new(config.images.clone())),
-    ]
+    ];
+    if config.kernel.enabled {
+        probes.push(Arc::new(kernel::KernelProbe::new(config.kernel.clone())));
+    }
+    probes
 }
 
 /// `part` as a percentage of `whole`; 0 when `whole` is 0.

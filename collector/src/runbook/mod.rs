@@ -26,6 +26,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("images.yaml", include_str!("../../runbooks/images.yaml")),
     ("pods.yaml", include_str!("../../runbooks/pods.yaml")),
     ("nodes.yaml", include_str!("../../runbooks/nodes.yaml")),
+    ("kernel.yaml", include_str!("../../runbooks/kernel.yaml")),
 ];
 
 /// Placeholders a command or step may use; filled from the finding.
@@ -42,6 +43,11 @@ pub const PLACEHOLDERS: &[&str] = &[
     "bytes",
     "endpoint",
     "top_reclaimable",
+    "device",
+    "task",
+    "process",
+    "pod_uid",
+    "container_id",
 ];
 
 /// A rule file that cannot be used.
@@ -457,6 +463,17 @@ mod tests {
             "images.dangling",
             "images.gc_imminent",
             "images.runtime_unreachable",
+            "kernel.oom_kill",
+            "kernel.hung_task",
+            "kernel.soft_lockup",
+            "kernel.fs_error",
+            "kernel.readonly_remount",
+            "kernel.io_error",
+            "kernel.conntrack_full",
+            "kernel.unregister_netdevice",
+            "kernel.oops",
+            "kernel.hardware_error",
+            "kernel.event",
             "probe.failed",
             "node.silent",
         ] {

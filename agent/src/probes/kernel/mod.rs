@@ -1,0 +1,171 @@
+//! The kernel log probe: what the kernel said about the node (OOM kills, hung tasks, soft
+//! lockups, filesystem and I/O errors, a full conntrack table, ...).
+//!
+//! A follower thread ([`follow`]) reads `/dev/kmsg` (or a log file) as records arrive, so a
+//! storm cannot overrun the kernel's ring buffer between two reports; each line goes
+//! through the rules ([`rules`], data in node-problem-detector's format) once, and matches
+//! are counted in a [`tally::Tally`] of bounded size. A probe run asks the follower to catch
+//! up to "now" and turns the tally into the section and one finding per check and subject
+//! with a match in the window.
+
+mod follow;
+pub mod oom;
+pub mod rules;
+pub mod source;
+pub mod tally;
+
+use std::{
+    sync::Mutex,
+    time::Duration,
+};
+
+use nodemedic_proto::v1::{Evidence, Finding, KernelEvent, Severity};
+
+use self::{
+    follow::Follower,
+    rules::RuleSet,
+    source::{Kmsg, LogFile, Source},
+};
+use crate::{
+    config::KernelConfig,
+    host::HostRoot,
+    probe::{Probe, ProbeContext, ProbeError, ProbeOutput, Section},
+};
+
+/// Where kernel lines are read when no log file is configured, in order.
+const SOURCES: &[&str] = &["/dev/kmsg", "/var/log/kern.log", "/var/log/messages"];
+
+/// Follows the kernel log from the first run on.
+#[derive(Debug)]
+pub struct KernelProbe {
+    config: KernelConfig,
+    follower: Mutex<Option<Follower>>,
+}
+
+impl KernelProbe {
+    /// A probe with `config`; it starts reading at its first run.
+    pub fn new(config: KernelConfig) -> Self {
+        KernelProbe {
+            config,
+            follower: Mutex::new(None),
+        }
+    }
+
+    fn start(&self, host: &HostRoot) -> Result<Follower, ProbeError> {
+        let (name, path) = match &self.config.log_file {
+            Some(file) => (file.clone(), host.path(file)),
+            None => SOURCES
+                .iter()
+                .map(|s| (s.to_string(), host.path(s)))
+                .find(|(_, p)| p.exists())
+                .ok_or_else(|| ProbeError::Io {
+                    path: host.path(SOURCES[0]),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!("no kernel log: none of {} exists", SOURCES.join(", ")),
+                    ),
+                })?,
+        };
+        let io_err = |source| ProbeError::Io {
+            path: path.clone(),
+            source,
+        };
+        let source = if name == "/dev/kmsg" {
+            let uptime = host
+                .read("/proc/uptime")?
+                .split_whitespace()
+                .next()
+                .and_then(|s| s.parse::<f64>().ok())
+                .map(Duration::from_secs_f64)
+                .ok_or_else(|| ProbeError::Parse {
+                    path: host.path("/proc/uptime"),
+                    reason: "no uptime".into(),
+                })?;
+            Source::Kmsg(Kmsg::open(path.clone(), uptime, self.config.lookback).map_err(io_err)?)
+        } else {
+            // Fail now, naming the file, rather than in the follower.
+            std::fs::metadata(&path).map_err(io_err)?;
+            Source::File(LogFile::new(path.clone(), self.config.lookback_bytes))
+        };
+        let rules = RuleSet::load(&self.config.rule_files).map_err(|e| ProbeError::Parse {
+            path: e.file.clone().into(),
+            reason: e.reason,
+        })?;
+        Ok(Follower::start(name, source, rules, &self.config))
+    }
+}
+
+impl Probe for KernelProbe {
+    fn id(&self) -> &'static str {
+        "kernel"
+    }
+
+    fn run(&self, ctx: &ProbeContext) -> Result<ProbeOutput, ProbeError> {
+        let mut follower = self.follower.lock().unwrap_or_else(|p| p.into_inner());
+        if follower.is_none() {
+            *follower = Some(self.start(&ctx.host)?);
+        }
+        let Some(running) = follower.as_ref() else {
+            unreachable!("started above")
+        };
+        let section = match running.catch_up(ctx.now) {
+            Ok(section) => section,
+            Err(e) => {
+                // Start afresh at the next run (the file may come back).
+                *follower = None;
+                return Err(e);
+            }
+        };
+        let findings = section
+            .events
+            .iter()
+            .filter(|e| e.count > 0)
+            .map(|e| finding(e, self.config.window))
+            .collect();
+        Ok(ProbeOutput {
+            section: Section::Kernel(section),
+            findings,
+        })
+    }
+}
+
+fn finding(e: &KernelEvent, window: Duration) -> Finding {
+    let what = match e.check.as_str() {
+        "kernel.oom_kill" => "OOM kills",
+        "kernel.hung_task" => "hung task reports",
+        "kernel.soft_lockup" => "CPU lockups or RCU stalls",
+        "kernel.fs_error" => "filesystem errors",
+        "kernel.readonly_remount" => "read-only remounts",
+        "kernel.io_error" => "I/O errors",
+        "kernel.conntrack_full" => "packets dropped: conntrack table full",
+        "kernel.unregister_netdevice" => "network devices stuck unregistering",
+        "kernel.oops" => "kernel oopses",
+        "kernel.hardware_error" => "hardware errors",
+        _ => "matching kernel messages",
+    };
+    let about = if e.subject.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", e.subject)
+    };
+    let mut finding = Finding::fail(
+        &e.check,
+        Severity::try_from(e.severity).unwrap_or(Severity::Warning),
+        &e.subject,
+        format!(
+            "{} {what}{about} in the last {}: {}",
+            e.count,
+            humantime::format_duration(window),
+            e.last_line
+        ),
+    )
+    .with(Evidence::count("count", e.count))
+    .with(Evidence::count("total", e.total))
+    .with(Evidence::text("reason", e.reason.clone()))
+    .with(Evidence::text("first_line", e.first_line.clone()))
+    .with(Evidence::text("last_line", e.last_line.clone()));
+    for field in &e.fields {
+        finding = finding.with(field.clone());
+    }
+    finding
+}

@@ -1,0 +1,337 @@
+//! Kernel log rules as data: node-problem-detector's monitor files (`kernel-monitor.json`)
+//! load as they are, and nodemedic's own file (`agent/kernel-rules/nodemedic.json`) is the
+//! same format with a few more fields: `check`, `severity`, `subject`, `ignore`, and a
+//! `reasons` table that says which check a rule without `check` counts towards.
+
+use std::{collections::BTreeMap, path::Path};
+
+use nodemedic_proto::v1::Severity;
+use regex::{Regex, RegexSet};
+use serde::Deserialize;
+
+/// nodemedic's built-in rules.
+pub const BUILTIN: &str = include_str!("../../../kernel-rules/nodemedic.json");
+
+/// The check a rule whose reason nothing maps counts towards.
+pub const UNMAPPED_CHECK: &str = "kernel.event";
+
+/// A rule file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("kernel rule file {file}: {reason}")]
+pub struct RuleError {
+    /// The file.
+    pub file: String,
+    /// What is wrong, naming the rule.
+    pub reason: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct RuleFile {
+    #[serde(default)]
+    source: String,
+    #[serde(default)]
+    reasons: BTreeMap<String, ReasonMap>,
+    #[serde(default)]
+    rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct ReasonMap {
+    check: String,
+    severity: SeverityName,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawRule {
+    #[serde(rename = "type", default)]
+    kind: String,
+    reason: String,
+    /// Absent in node-problem-detector's `custom` plugin rules, which run a program.
+    pattern: Option<String>,
+    check: Option<String>,
+    severity: Option<SeverityName>,
+    subject: Option<String>,
+    ignore: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum SeverityName {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl From<SeverityName> for Severity {
+    fn from(s: SeverityName) -> Self {
+        match s {
+            SeverityName::Info => Severity::Info,
+            SeverityName::Warning => Severity::Warning,
+            SeverityName::Critical => Severity::Critical,
+        }
+    }
+}
+
+/// One compiled rule.
+#[derive(Debug)]
+pub struct Rule {
+    /// The finding it counts towards: `kernel.oom_kill`, ...
+    pub check: String,
+    /// node-problem-detector's reason, e.g. `OOMKilling`.
+    pub reason: String,
+    /// How bad a match is.
+    pub severity: Severity,
+    /// The file and source it came from.
+    pub origin: String,
+    subject: Option<String>,
+    regex: Regex,
+    ignore: Option<Regex>,
+}
+
+/// What one rule said about one message.
+#[derive(Debug, Clone)]
+pub struct Match<'r> {
+    /// The rule.
+    pub rule: &'r Rule,
+    /// What it is about: the rule's subject filled from the pattern's groups; "" for the
+    /// node as a whole.
+    pub subject: String,
+    /// The pattern's named groups, as evidence.
+    pub fields: Vec<(String, String)>,
+}
+
+/// Every rule, tried in one pass per message.
+#[derive(Debug)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+    set: RegexSet,
+}
+
+impl RuleSet {
+    /// The built-in rules, then each file in order (their `reasons` tables merge, the first
+    /// file's entry winning). Rules of node-problem-detector's `custom` plugin (programs to
+    /// run, no pattern) are skipped with a warning.
+    pub fn load(files: &[impl AsRef<Path>]) -> Result<RuleSet, RuleError> {
+        let mut texts = vec![("built-in nodemedic.json".to_owned(), BUILTIN.to_owned())];
+        for file in files {
+            let file = file.as_ref();
+            let text = std::fs::read_to_string(file).map_err(|e| RuleError {
+                file: file.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            texts.push((file.display().to_string(), text));
+        }
+        Self::from_texts(&texts)
+    }
+
+    /// Rules from `(name, JSON)` pairs, the built-in file not included.
+    pub fn from_texts(texts: &[(String, String)]) -> Result<RuleSet, RuleError> {
+        let mut parsed = Vec::new();
+        let mut reasons: BTreeMap<String, ReasonMap> = BTreeMap::new();
+        for (name, text) in texts {
+            let file: RuleFile = serde_json::from_str(text).map_err(|e| RuleError {
+                file: name.clone(),
+                reason: e.to_string(),
+            })?;
+            for (reason, map) in &file.reasons {
+                reasons
+                    .entry(reason.clone())
+                    .or_insert_with(|| map.clone());
+            }
+            parsed.push((name, file));
+        }
+        let mut rules = Vec::new();
+        for (name, file) in parsed {
+            for (index, raw) in file.rules.into_iter().enumerate() {
+                let err = |reason: String| RuleError {
+                    file: name.clone(),
+                    reason: format!("rule {} ({}): {reason}", index + 1, raw.reason),
+                };
+                let Some(pattern) = &raw.pattern else {
+                    tracing::warn!(file = %name, reason = %raw.reason,
+                        "skipping a rule without a pattern (node-problem-detector's custom plugin runs programs; nodemedic does not)");
+                    continue;
+                };
+                let regex = anchored(pattern).map_err(&err)?;
+                let ignore = raw
+                    .ignore
+                    .as_deref()
+                    .map(|p| Regex::new(p).map_err(|e| err(format!("ignore: {e}"))))
+                    .transpose()?;
+                if let Some(subject) = &raw.subject {
+                    for group in placeholders(subject) {
+                        if !regex.capture_names().flatten().any(|n| n == group) {
+                            return Err(err(format!(
+                                "subject names {{{group}}}, which the pattern does not capture"
+                            )));
+                        }
+                    }
+                }
+                let mapped = reasons.get(&raw.reason);
+                let check = raw
+                    .check
+                    .clone()
+                    .or_else(|| mapped.map(|m| m.check.clone()))
+                    .unwrap_or_else(|| UNMAPPED_CHECK.to_owned());
+                if !check.starts_with("kernel.") {
+                    return Err(err(format!("check {check:?} must start with \"kernel.\"")));
+                }
+                let severity = raw
+                    .severity
+                    .or(mapped.map(|m| m.severity))
+                    .map(Severity::from)
+                    .unwrap_or(match raw.kind.as_str() {
+                        "permanent" => Severity::Critical,
+                        _ => Severity::Warning,
+                    });
+                // A rule nothing maps is about its reason, so unrelated rules stay apart.
+                let subject = raw.subject.clone().or_else(|| {
+                    (check == UNMAPPED_CHECK).then(|| raw.reason.replace('{', "("))
+                });
+                rules.push(Rule {
+                    check,
+                    reason: raw.reason,
+                    severity,
+                    origin: format!("{name} ({})", file.source),
+                    subject,
+                    regex,
+                    ignore,
+                });
+            }
+        }
+        let set = RegexSet::new(rules.iter().map(|r| r.regex.as_str())).map_err(|e| RuleError {
+            file: "(all rules)".into(),
+            reason: e.to_string(),
+        })?;
+        Ok(RuleSet { rules, set })
+    }
+
+    /// The rules.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// What the rules say about one kernel message: at most one match per check (the first
+    /// rule in file order), so a line that nodemedic's rule and node-problem-detector's both
+    /// match counts once.
+    pub fn matches(&self, message: &str) -> Vec<Match<'_>> {
+        let mut out: Vec<Match<'_>> = Vec::new();
+        for index in self.set.matches(message).iter() {
+            let rule = &self.rules[index];
+            if out.iter().any(|m| m.rule.check == rule.check)
+                || rule.ignore.as_ref().is_some_and(|i| i.is_match(message))
+            {
+                continue;
+            }
+            let mut fields = Vec::new();
+            if let Some(caps) = rule.regex.captures(message) {
+                for name in rule.regex.capture_names().flatten() {
+                    if let Some(value) = caps.name(name) {
+                        fields.push((name.to_owned(), value.as_str().to_owned()));
+                    }
+                }
+            }
+            let subject = rule
+                .subject
+                .as_deref()
+                .map(|template| fill(template, &fields))
+                .unwrap_or_default();
+            out.push(Match {
+                rule,
+                subject,
+                fields,
+            });
+        }
+        out
+    }
+}
+
+/// node-problem-detector matches a pattern against the end of the log.
+fn anchored(pattern: &str) -> Result<Regex, String> {
+    Regex::new(&format!("(?:{pattern})$")).map_err(|e| format!("pattern: {e}"))
+}
+
+fn placeholders(template: &str) -> impl Iterator<Item = &str> {
+    template
+        .split('{')
+        .skip(1)
+        .filter_map(|part| part.split_once('}').map(|(name, _)| name))
+}
+
+fn fill(template: &str, fields: &[(String, String)]) -> String {
+    let mut out = template.to_owned();
+    for (name, value) in fields {
+        out = out.replace(&format!("{{{name}}}"), value);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(extra: &str) -> Vec<(String, String)> {
+        vec![
+            ("built-in".into(), BUILTIN.into()),
+            ("extra.json".into(), extra.into()),
+        ]
+    }
+
+    #[test]
+    fn the_builtin_rules_compile_and_name_kernel_checks() {
+        let set = RuleSet::load(&[] as &[&Path]).unwrap();
+        assert!(set.rules().len() > 15);
+        assert!(set.rules().iter().all(|r| r.check.starts_with("kernel.")));
+    }
+
+    #[test]
+    fn a_subject_is_filled_from_the_pattern() {
+        let set = RuleSet::load(&[] as &[&Path]).unwrap();
+        let m = set.matches("EXT4-fs error (device sda9): ext4_lookup:1602: inode #67005: comm docker: deleted inode referenced: 3186320");
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].rule.check, "kernel.fs_error");
+        assert_eq!(m[0].subject, "sda9");
+        assert_eq!(m[0].fields, vec![("device".into(), "sda9".into())]);
+    }
+
+    #[test]
+    fn an_ignore_pattern_keeps_a_line_from_counting() {
+        let set = RuleSet::load(&[] as &[&Path]).unwrap();
+        let loop_dev = "blk_update_request: I/O error, dev loop11, sector 0 op 0x1:(WRITE) flags 0x800 phys_seg 0 prio class 0";
+        assert!(set.matches(loop_dev).is_empty());
+        let disk = "blk_update_request: I/O error, dev sdk, sector 130611915 op 0x1:(WRITE) flags 0x0 phys_seg 13 prio class 0";
+        assert_eq!(set.matches(disk)[0].subject, "sdk");
+    }
+
+    #[test]
+    fn an_unmapped_reason_counts_as_a_kernel_event_about_that_reason() {
+        let set = RuleSet::from_texts(&texts(
+            r#"{"rules":[{"type":"permanent","reason":"FrobnicatorStuck","pattern":"frobnicator stuck"}]}"#,
+        ))
+        .unwrap();
+        let m = set.matches("frobnicator stuck");
+        assert_eq!(m[0].rule.check, UNMAPPED_CHECK);
+        assert_eq!(m[0].rule.severity, Severity::Critical);
+        assert_eq!(m[0].subject, "FrobnicatorStuck");
+    }
+
+    #[test]
+    fn bad_files_are_refused_naming_file_and_rule() {
+        for (file, want) in [
+            (r#"{"rules":[{"reason":"X","pattern":"("}]}"#, "rule 1 (X): pattern"),
+            (
+                r#"{"rules":[{"reason":"X","pattern":"a","subject":"{dev}"}]}"#,
+                "does not capture",
+            ),
+            (
+                r#"{"rules":[{"reason":"X","pattern":"a","check":"disk.space"}]}"#,
+                "must start with",
+            ),
+            (r#"{"rules":[{"pattern":"a"}]}"#, "missing field `reason`"),
+            ("not json", "expected"),
+        ] {
+            let err = RuleSet::from_texts(&texts(file)).unwrap_err().to_string();
+            assert!(err.contains("extra.json") && err.contains(want), "{err}");
+        }
+    }
+}
