@@ -14,7 +14,7 @@ use nodemedic_agent::{
 };
 use tracing_subscriber::EnvFilter;
 
-/// Measures this node (disk, memory, kernel limits, DNS, container images) and streams reports to a nodemedic
+/// Measures this node (disk, memory, kernel limits, DNS, container images, the kernel log) and streams reports to a nodemedic
 /// collector. Runs as a DaemonSet with the host's / mounted at --host-root.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]

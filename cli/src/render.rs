@@ -105,6 +105,18 @@ pub fn report(r: &NodeReport) -> String {
     for i in r.images.iter().flat_map(|s| &s.runtimes) {
         out.push_str(&images(i));
     }
+    if let Some(k) = &r.kernel {
+        let matched: u64 = k.events.iter().map(|e| e.count).sum();
+        let missed = if k.records_missed > 0 {
+            format!(", {} records lost before they were read", k.records_missed)
+        } else {
+            String::new()
+        };
+        out.push_str(&format!(
+            "Kernel:   {}: {} lines read, {matched} matching lines in the window{missed}\n",
+            k.source, k.lines_read
+        ));
+    }
     let slow: Vec<String> = r
         .probes
         .iter()

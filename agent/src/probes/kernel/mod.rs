@@ -19,7 +19,7 @@ use std::{
     time::Duration,
 };
 
-use nodemedic_proto::v1::{Evidence, Finding, KernelEvent, Severity};
+use nodemedic_proto::v1::{Evidence, Finding, KernelEvent, Severity, evidence};
 
 use self::{
     follow::Follower,
@@ -148,15 +148,27 @@ fn finding(e: &KernelEvent, window: Duration) -> Finding {
     } else {
         format!(" ({})", e.subject)
     };
+    let field = |key: &str| {
+        e.fields
+            .iter()
+            .find(|f| f.key == key)
+            .and_then(|f| match &f.value {
+                Some(evidence::Value::Text(t)) => Some(t.as_str()),
+                _ => None,
+            })
+    };
+    let last = match (field("process"), field("pid")) {
+        (Some(process), Some(pid)) => format!("{process} (pid {pid})"),
+        _ => shorten(&e.last_line, 160),
+    };
     let mut finding = Finding::fail(
         &e.check,
         Severity::try_from(e.severity).unwrap_or(Severity::Warning),
         &e.subject,
         format!(
-            "{} {what}{about} in the last {}: {}",
+            "{} {what}{about} in the last {}; last: {last}",
             e.count,
             humantime::format_duration(window),
-            e.last_line
         ),
     )
     .with(Evidence::count("count", e.count))
@@ -168,4 +180,14 @@ fn finding(e: &KernelEvent, window: Duration) -> Finding {
         finding = finding.with(field.clone());
     }
     finding
+}
+
+/// `text` cut to at most `max` bytes, with "…" when cut.
+fn shorten(text: &str, max: usize) -> String {
+    let cut = tally::truncate(text, max);
+    if cut.len() < text.len() {
+        format!("{cut}…")
+    } else {
+        cut.to_owned()
+    }
 }

@@ -84,7 +84,7 @@ impl Tally {
             key.1 = OTHER.to_owned();
             self.subjects_folded += 1;
         }
-        let line = truncate(line);
+        let line = truncate(line, MAX_LINE);
         let event = self.events.entry(key).or_insert_with(|| Event {
             reason: hit.reason.to_owned(),
             severity: hit.severity,
@@ -150,11 +150,12 @@ fn minute(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() / 60
 }
 
-fn truncate(line: &str) -> &str {
-    if line.len() <= MAX_LINE {
+/// `line` cut to at most `max` bytes, at a character boundary.
+pub(super) fn truncate(line: &str, max: usize) -> &str {
+    if line.len() <= max {
         return line;
     }
-    let mut end = MAX_LINE;
+    let mut end = max;
     while !line.is_char_boundary(end) {
         end -= 1;
     }
