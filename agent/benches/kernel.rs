@@ -34,7 +34,11 @@ fn corpus() -> Vec<String> {
         "issue-docker-for-linux-1001-memcg-oom-syslog.log",
         "issue-moby-34283-xfs-metadata-io-error.log",
     ] {
-        trouble.extend(fixture(&format!("kernel/{file}")).lines().map(str::to_owned));
+        trouble.extend(
+            fixture(&format!("kernel/{file}"))
+                .lines()
+                .map(str::to_owned),
+        );
     }
     let mut out = Vec::new();
     for (i, line) in benign.iter().enumerate() {

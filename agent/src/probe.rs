@@ -16,8 +16,8 @@ use std::{
 };
 
 use nodemedic_proto::v1::{
-    DiskSection, DnsSection, Evidence, Finding, ImagesSection, KernelSection, MemorySection, NodeReport, ProbeRun,
-    Severity, SystemSection,
+    DiskSection, DnsSection, Evidence, Finding, ImagesSection, KernelSection, MemorySection,
+    NodeReport, ProbeRun, Severity, SystemSection,
 };
 use tracing::warn;
 

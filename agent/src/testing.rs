@@ -552,7 +552,10 @@ impl MemoryCgroup {
     pub fn spawn(&self, script: &str) -> std::process::Child {
         std::process::Command::new("sh")
             .arg("-c")
-            .arg(format!("echo $$ > {}/cgroup.procs && {script}", self.path.display()))
+            .arg(format!(
+                "echo $$ > {}/cgroup.procs && {script}",
+                self.path.display()
+            ))
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("spawn sh")
@@ -567,7 +570,9 @@ impl Drop for MemoryCgroup {
                 break;
             }
             for pid in procs.lines() {
-                let _ = std::process::Command::new("kill").args(["-9", pid]).status();
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", pid])
+                    .status();
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }

@@ -70,14 +70,24 @@ fn count(f: &Finding) -> u64 {
 }
 
 fn number(f: &Finding, key: &str) -> f64 {
-    match f.evidence.iter().find(|e| e.key == key).and_then(|e| e.value.clone()) {
+    match f
+        .evidence
+        .iter()
+        .find(|e| e.key == key)
+        .and_then(|e| e.value.clone())
+    {
         Some(evidence::Value::Number(n)) => n,
         other => panic!("{key}: {other:?} in {f:?}"),
     }
 }
 
 fn text(f: &Finding, key: &str) -> String {
-    match f.evidence.iter().find(|e| e.key == key).and_then(|e| e.value.clone()) {
+    match f
+        .evidence
+        .iter()
+        .find(|e| e.key == key)
+        .and_then(|e| e.value.clone())
+    {
         Some(evidence::Value::Text(t)) => t,
         other => panic!("{key}: {other:?} in {f:?}"),
     }
@@ -99,43 +109,127 @@ fn every_real_log_raises_what_it_shows_with_nodemedic_and_npd_rules_alike() {
     let pod_gpud = "pod eded8c65-6e8e-4c6e-a889-3e427565c740";
     let cases: &[(&str, &[Expected])] = &[
         // OOM kills: one per kill however many lines the kernel writes about it.
-        ("hotsos-kernlog-oom-killer-global.log", &[("kernel.oom_kill", "", 1)]),
-        ("issue-db1000n-272-global-oom-syslog.log", &[("kernel.oom_kill", "", 1)]),
-        ("issue-install-docker-14-oom-kill-global-oom-docker-scope.log", &[("kernel.oom_kill", "", 1)]),
-        ("issue-docker-for-linux-1001-memcg-oom-syslog.log", &[("kernel.oom_kill", "", 4)]),
-        ("issue-reportportal-203-memcg-oom-killed-uwsgi.log", &[("kernel.oom_kill", "", 1)]),
-        ("issue-k8s-56891-memcg-oom-rhel7-kubepods-dmesg-T.log", &[("kernel.oom_kill", pod_56891, 1)]),
-        ("issue-gpud-pr70-oom-kill-constraint-memcg-cri-containerd.log", &[("kernel.oom_kill", pod_gpud, 1)]),
-        ("issue-kubedirector-356-memcg-oom-kubepods-v1.log", &[("kernel.oom_kill", "", 1)]),
+        (
+            "hotsos-kernlog-oom-killer-global.log",
+            &[("kernel.oom_kill", "", 1)],
+        ),
+        (
+            "issue-db1000n-272-global-oom-syslog.log",
+            &[("kernel.oom_kill", "", 1)],
+        ),
+        (
+            "issue-install-docker-14-oom-kill-global-oom-docker-scope.log",
+            &[("kernel.oom_kill", "", 1)],
+        ),
+        (
+            "issue-docker-for-linux-1001-memcg-oom-syslog.log",
+            &[("kernel.oom_kill", "", 4)],
+        ),
+        (
+            "issue-reportportal-203-memcg-oom-killed-uwsgi.log",
+            &[("kernel.oom_kill", "", 1)],
+        ),
+        (
+            "issue-k8s-56891-memcg-oom-rhel7-kubepods-dmesg-T.log",
+            &[("kernel.oom_kill", pod_56891, 1)],
+        ),
+        (
+            "issue-gpud-pr70-oom-kill-constraint-memcg-cri-containerd.log",
+            &[("kernel.oom_kill", pod_gpud, 1)],
+        ),
+        (
+            "issue-kubedirector-356-memcg-oom-kubepods-v1.log",
+            &[("kernel.oom_kill", "", 1)],
+        ),
         ("npd-problem-oom_kill.log", &[("kernel.oom_kill", "", 1)]),
         // Hung tasks, by task.
-        ("hotsos-kernlog-hung-task-fuse.log", &[("kernel.hung_task", "df", 1)]),
-        ("npd-problem-docker_hung.log", &[("kernel.hung_task", "docker", 1)]),
-        ("npd-problem-aufs_umount_hung.log", &[("kernel.hung_task", "umount.aufs", 1)]),
+        (
+            "hotsos-kernlog-hung-task-fuse.log",
+            &[("kernel.hung_task", "df", 1)],
+        ),
+        (
+            "npd-problem-docker_hung.log",
+            &[("kernel.hung_task", "docker", 1)],
+        ),
+        (
+            "npd-problem-aufs_umount_hung.log",
+            &[("kernel.hung_task", "umount.aufs", 1)],
+        ),
         // Lockups and stalls.
-        ("issue-kubeasz-300-nmi-soft-lockup-syslog.log", &[("kernel.soft_lockup", "", 11)]),
-        ("issue-fluent-bit-11093-soft-lockup-wall-message.log", &[("kernel.soft_lockup", "", 2)]),
-        ("issue-k8s-65142-soft-lockup-kubelet.log", &[("kernel.soft_lockup", "", 1)]),
-        ("issue-harvester-564-rcu-stall-soft-lockup-dmesg-T.log", &[("kernel.soft_lockup", "", 2)]),
+        (
+            "issue-kubeasz-300-nmi-soft-lockup-syslog.log",
+            &[("kernel.soft_lockup", "", 11)],
+        ),
+        (
+            "issue-fluent-bit-11093-soft-lockup-wall-message.log",
+            &[("kernel.soft_lockup", "", 2)],
+        ),
+        (
+            "issue-k8s-65142-soft-lockup-kubelet.log",
+            &[("kernel.soft_lockup", "", 1)],
+        ),
+        (
+            "issue-harvester-564-rcu-stall-soft-lockup-dmesg-T.log",
+            &[("kernel.soft_lockup", "", 2)],
+        ),
         // Filesystems, by device.
         (
             "issue-coreos-bugs-1309-ext4-aborted-journal-remount-ro.log",
-            &[("kernel.fs_error", "sda9", 4), ("kernel.readonly_remount", "sda9", 2)],
+            &[
+                ("kernel.fs_error", "sda9", 4),
+                ("kernel.readonly_remount", "sda9", 2),
+            ],
         ),
-        ("npd-problem-readonly_filesystem.log", &[("kernel.readonly_remount", "sda1", 1)]),
-        ("issue-npd-pr845-xfs-internal-error-shutdown.log", &[("kernel.fs_error", "dm-4", 3)]),
-        ("issue-coreos-bugs-1396-xfs-log-io-error-ebs-detach.log", &[("kernel.fs_error", "xvdb", 1)]),
-        ("issue-moby-34283-xfs-metadata-io-error.log", &[("kernel.fs_error", "dm-11", 6)]),
+        (
+            "npd-problem-readonly_filesystem.log",
+            &[("kernel.readonly_remount", "sda1", 1)],
+        ),
+        (
+            "issue-npd-pr845-xfs-internal-error-shutdown.log",
+            &[("kernel.fs_error", "dm-4", 3)],
+        ),
+        (
+            "issue-coreos-bugs-1396-xfs-log-io-error-ebs-detach.log",
+            &[("kernel.fs_error", "xvdb", 1)],
+        ),
+        (
+            "issue-moby-34283-xfs-metadata-io-error.log",
+            &[("kernel.fs_error", "dm-11", 6)],
+        ),
         // Disks, by device.
-        ("hotsos-kernlog-disk-io-error.log", &[("kernel.io_error", "sdk", 1)]),
-        ("hotsos-kernlog-disk-critical-medium-error.log", &[("kernel.io_error", "sdk", 1)]),
-        ("hotsos-kernlog-disk-medium-error-rfc5424.log", &[("kernel.io_error", "sdb", 2)]),
-        ("issue-appstream-90-print-req-error-io-error-k8snode.log", &[("kernel.io_error", "sdc", 4)]),
+        (
+            "hotsos-kernlog-disk-io-error.log",
+            &[("kernel.io_error", "sdk", 1)],
+        ),
+        (
+            "hotsos-kernlog-disk-critical-medium-error.log",
+            &[("kernel.io_error", "sdk", 1)],
+        ),
+        (
+            "hotsos-kernlog-disk-medium-error-rfc5424.log",
+            &[("kernel.io_error", "sdb", 2)],
+        ),
+        (
+            "issue-appstream-90-print-req-error-io-error-k8snode.log",
+            &[("kernel.io_error", "sdc", 4)],
+        ),
         // Networking.
-        ("hotsos-kernlog-nf-conntrack-full.log", &[("kernel.conntrack_full", "", 1)]),
-        ("issue-kube-aws-pr476-nf-conntrack-double-prefix.log", &[("kernel.conntrack_full", "", 4)]),
-        ("issue-k8s-71261-nf-conntrack-table-full-dmesg-T.log", &[("kernel.conntrack_full", "", 4)]),
-        ("npd-problem-unregister_netdevice.log", &[("kernel.unregister_netdevice", "lo", 1)]),
+        (
+            "hotsos-kernlog-nf-conntrack-full.log",
+            &[("kernel.conntrack_full", "", 1)],
+        ),
+        (
+            "issue-kube-aws-pr476-nf-conntrack-double-prefix.log",
+            &[("kernel.conntrack_full", "", 4)],
+        ),
+        (
+            "issue-k8s-71261-nf-conntrack-table-full-dmesg-T.log",
+            &[("kernel.conntrack_full", "", 4)],
+        ),
+        (
+            "npd-problem-unregister_netdevice.log",
+            &[("kernel.unregister_netdevice", "lo", 1)],
+        ),
         // Oopses.
         ("npd-problem-null_pointer.log", &[("kernel.oops", "", 1)]),
         ("npd-problem-divide_zero.log", &[("kernel.oops", "", 1)]),
@@ -193,7 +287,10 @@ fn new_lines_are_followed_counted_and_forgotten_after_the_window() {
     let probe = KernelProbe::new(file_config(vec![]));
     let now = SystemTime::now();
     let (section, findings) = run(&probe, host.root(), now);
-    assert_eq!((section.source.as_str(), section.lines_read), ("/var/log/kern.log", 0));
+    assert_eq!(
+        (section.source.as_str(), section.lines_read),
+        ("/var/log/kern.log", 0)
+    );
     assert!(findings.is_empty());
 
     let lines = fixture("kernel/issue-k8s-18604-nf-conntrack-table-full.log");
@@ -203,7 +300,10 @@ fn new_lines_are_followed_counted_and_forgotten_after_the_window() {
     let f = &findings[0];
     assert_eq!((f.check.as_str(), count(f)), ("kernel.conntrack_full", 14));
     assert_eq!(f.severity, Severity::Critical as i32);
-    assert_eq!(text(f, "first_line"), "nf_conntrack: table full, dropping packet");
+    assert_eq!(
+        text(f, "first_line"),
+        "nf_conntrack: table full, dropping packet"
+    );
 
     // The same lines appended again: counted on top.
     let mut more = lines.clone();
@@ -232,7 +332,10 @@ fn a_missing_log_fails_the_probe_naming_it_and_recovers() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("/var/log/nothing-here.log"), "{err}");
-    host.write("/var/log/nothing-here.log", "Killed process 7 (x) total-vm:1kB\n");
+    host.write(
+        "/var/log/nothing-here.log",
+        "Killed process 7 (x) total-vm:1kB\n",
+    );
     let (_, findings) = run(&probe, host.root(), SystemTime::now());
     assert_eq!(findings[0].check, "kernel.oom_kill");
 }
@@ -252,7 +355,10 @@ fn a_real_oom_kill_in_a_pod_cgroup_is_read_from_kmsg() {
             % (1 << 48)
     );
     let container = format!("{:0>64}", format!("{:x}", std::process::id()));
-    let cgroup = MemoryCgroup::create(&format!("kubepods/burstable/pod{uid}/{container}"), 32 << 20);
+    let cgroup = MemoryCgroup::create(
+        &format!("kubepods/burstable/pod{uid}/{container}"),
+        32 << 20,
+    );
     let probe = KernelProbe::new(KernelConfig::default());
     let host = HostRoot::new("/");
     // Start following before the kill.
@@ -269,7 +375,10 @@ fn a_real_oom_kill_in_a_pod_cgroup_is_read_from_kmsg() {
         if let Some(f) = findings.into_iter().find(|f| f.subject == subject) {
             break f;
         }
-        assert!(std::time::Instant::now() < deadline, "no kernel.oom_kill for {subject}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no kernel.oom_kill for {subject}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(f.check, "kernel.oom_kill");

@@ -14,7 +14,7 @@ use nodemedic_collector::{
 };
 use nodemedic_proto::{
     time::timestamp_from_millis,
-    v1::{Evidence, Finding, Incident, NodeReport, ProbeRun, Severity},
+    v1::{Evidence, Finding, Incident, KernelEvent, KernelSection, NodeReport, ProbeRun, Severity},
 };
 
 const T0: i64 = 1_800_000_000_000;
@@ -61,10 +61,26 @@ async fn store() -> tempfile::TempDir {
             } else {
                 vec![]
             };
+            // n1's kernel log has I/O errors: the first line and the latest one each time.
+            let kernel = (node == "n1").then(|| KernelSection {
+                source: "/dev/kmsg".into(),
+                events: vec![KernelEvent {
+                    check: "kernel.io_error".into(),
+                    subject: "sdb".into(),
+                    count: seq,
+                    first_line: io_error_line(0),
+                    first_at: Some(timestamp_from_millis(T0)),
+                    last_line: io_error_line(seq),
+                    last_at: Some(timestamp_from_millis(at)),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
             let report = NodeReport {
                 node: node.into(),
                 seq,
                 collected_at: Some(timestamp_from_millis(at)),
+                kernel,
                 findings,
                 probes: vec![ProbeRun {
                     probe: "disk".into(),
@@ -79,6 +95,12 @@ async fn store() -> tempfile::TempDir {
     drop(writer);
     thread.join().unwrap();
     dir
+}
+
+/// A real kernel line (from `issue-longhorn-8604-buffer-io-error-beyond-eod.log`), its
+/// block number changed.
+fn io_error_line(block: u64) -> String {
+    format!("Buffer I/O error on dev sdb, logical block {block}, async page read")
 }
 
 fn build(dir: &std::path::Path, request: &BundleRequest) -> Vec<u8> {
@@ -126,6 +148,13 @@ async fn a_bundle_holds_the_store_checksummed_and_redacted() {
     ] {
         assert!(paths.contains(&expected), "{expected} not in {paths:?}");
     }
+    // The kernel lines n1's agent matched, once each, in time order; none for the others.
+    let kernel = String::from_utf8(checked.files["nodes/n1/kernel.log"].clone()).unwrap();
+    let lines: Vec<&str> = kernel.lines().collect();
+    assert_eq!(lines.len(), 13, "{kernel}");
+    assert!(lines[0].ends_with(&format!("kernel.io_error sdb: {}", io_error_line(0))));
+    assert!(lines[12].ends_with(&io_error_line(12)));
+    assert!(!paths.contains(&"nodes/n2/kernel.log"));
     // The same as the store says.
     let reader = Reader::open(dir.path()).unwrap();
     let history = String::from_utf8(checked.files["nodes/n2/history.jsonl"].clone()).unwrap();

@@ -34,8 +34,8 @@ fn pod_uid(segment: &str) -> Option<String> {
         Some(slice) => slice.rsplit_once("-pod")?.1.replace('_', "-"),
         None => segment.strip_prefix("pod")?.to_owned(),
     };
-    let uid_like = (32..=36).contains(&uid.len())
-        && uid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    let uid_like =
+        (32..=36).contains(&uid.len()) && uid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
     uid_like.then_some(uid)
 }
 
@@ -69,11 +69,15 @@ mod tests {
         );
         let cid = "ec9ee26695deb4cc72bc665efff1cf3a03fdfb12f1303e02fe9252985e084a95";
         assert_eq!(
-            pod_of(&format!("/lxc.payload.ny2g2r5hh3-lxc/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podeded8c65_6e8e_4c6e_a889_3e427565c740.slice/cri-containerd-{cid}.scope")),
+            pod_of(&format!(
+                "/lxc.payload.ny2g2r5hh3-lxc/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podeded8c65_6e8e_4c6e_a889_3e427565c740.slice/cri-containerd-{cid}.scope"
+            )),
             pod("eded8c65-6e8e-4c6e-a889-3e427565c740", Some(cid))
         );
         assert_eq!(
-            pod_of("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podeded8c65_6e8e_4c6e_a889_3e427565c740.slice"),
+            pod_of(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podeded8c65_6e8e_4c6e_a889_3e427565c740.slice"
+            ),
             pod("eded8c65-6e8e-4c6e-a889-3e427565c740", None)
         );
         assert_eq!(
@@ -85,7 +89,9 @@ mod tests {
     #[test]
     fn cgroups_outside_kubepods_are_no_pod() {
         assert_eq!(
-            pod_of("/system.slice/docker-00748bf4e957f82c239a1db8a88579059b7d40c7b5fbd3f43617d31d3f646f12.scope"),
+            pod_of(
+                "/system.slice/docker-00748bf4e957f82c239a1db8a88579059b7d40c7b5fbd3f43617d31d3f646f12.scope"
+            ),
             None
         );
         assert_eq!(pod_of("/user.slice/user-121.slice/session-c1.scope"), None);

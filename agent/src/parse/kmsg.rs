@@ -58,7 +58,10 @@ pub fn message(line: &str) -> &str {
         rest = tail;
     }
     // A logger's prefix ends with the "kernel:" tag, within the first few dozen bytes.
-    if let Some(at) = rest.get(..rest.len().min(120)).and_then(|head| head.find("kernel:")) {
+    if let Some(at) = rest
+        .get(..rest.len().min(120))
+        .and_then(|head| head.find("kernel:"))
+    {
         rest = &rest[at + "kernel:".len()..];
     }
     rest = rest.trim_start();
@@ -143,7 +146,10 @@ mod tests {
             ),
             // A bracket that is not a timestamp stays.
             ("[sdb] tag#6 FAILED", "[sdb] tag#6 FAILED"),
-            ("Killed process 1012 (heapster)", "Killed process 1012 (heapster)"),
+            (
+                "Killed process 1012 (heapster)",
+                "Killed process 1012 (heapster)",
+            ),
         ] {
             assert_eq!(message(line), want, "{line}");
         }

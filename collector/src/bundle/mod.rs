@@ -6,6 +6,8 @@
 //! - `incidents.json`, `findings.json`: in the window, for the nodes asked;
 //! - `nodes/<node>/latest.json`, `nodes/<node>/history.jsonl`: each node's latest report and
 //!   its reports in the window, one JSON document a line;
+//! - `nodes/<node>/kernel.log`: the kernel lines the agent's rules matched (the first and
+//!   last of each check and subject), in time order;
 //! - `summary.html`: a self-contained page: incidents with remediations, charts, nodes;
 //! - `runbook/rules.yaml`: the rules in force;
 //! - `collector/info.json`: version, configuration, store statistics;
@@ -218,6 +220,9 @@ pub fn write(
                 }
                 archive.text(&format!("nodes/{}/history.jsonl", row.name), lines)?;
             }
+            if let Some(log) = kernel_log(history.iter().chain(&latest)) {
+                archive.text(&format!("nodes/{}/kernel.log", row.name), log)?;
+            }
             progress(archive.files.len());
         }
     }
@@ -404,4 +409,40 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The kernel lines in `reports` (each event's first and last, once each), in time order,
+/// as `<time> <check> <subject>: <line>`; `None` when there are none.
+fn kernel_log<'a>(
+    reports: impl Iterator<Item = &'a nodemedic_proto::v1::NodeReport>,
+) -> Option<Vec<u8>> {
+    let mut lines = std::collections::BTreeSet::new();
+    for event in reports
+        .filter_map(|r| r.kernel.as_ref())
+        .flat_map(|k| &k.events)
+    {
+        for (at, line) in [
+            (&event.first_at, &event.first_line),
+            (&event.last_at, &event.last_line),
+        ] {
+            let millis = at
+                .as_ref()
+                .map_or(0, nodemedic_proto::time::timestamp_millis);
+            lines.insert((
+                millis,
+                event.check.clone(),
+                event.subject.clone(),
+                line.clone(),
+            ));
+        }
+    }
+    if lines.is_empty() {
+        return None;
+    }
+    let mut out = Vec::new();
+    for (millis, check, subject, line) in lines {
+        let at = humantime::format_rfc3339_millis(system_time(&timestamp_from_millis(millis)));
+        let _ = writeln!(out, "{at} {check} {subject}: {line}");
+    }
+    Some(out)
 }

@@ -85,9 +85,7 @@ impl Follower {
         let (mut state, _) = self
             .shared
             .changed
-            .wait_timeout_while(state, CATCH_UP, |s| {
-                s.served < request && s.error.is_none()
-            })
+            .wait_timeout_while(state, CATCH_UP, |s| s.served < request && s.error.is_none())
             .unwrap_or_else(|p| p.into_inner());
         if let Some(source) = state.error.take() {
             return Err(ProbeError::Io {
@@ -142,9 +140,9 @@ fn follow(mut source: Source, rules: RuleSet, shared: &Shared) {
             }
             Source::File(_) => {
                 // Sleep until the next poll or until a run asks.
-                let _ = shared.changed.wait_timeout_while(state, FILE_POLL, |s| {
-                    s.requested == request && !s.stopped
-                });
+                let _ = shared
+                    .changed
+                    .wait_timeout_while(state, FILE_POLL, |s| s.requested == request && !s.stopped);
             }
         }
     }

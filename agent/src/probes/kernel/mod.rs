@@ -14,10 +14,7 @@ pub mod rules;
 pub mod source;
 pub mod tally;
 
-use std::{
-    sync::Mutex,
-    time::Duration,
-};
+use std::{sync::Mutex, time::Duration};
 
 use nodemedic_proto::v1::{Evidence, Finding, KernelEvent, Severity, evidence};
 

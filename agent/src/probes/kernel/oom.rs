@@ -168,7 +168,9 @@ mod tests {
         let mut t = OomTracker::default();
         t.context("Memory cgroup stats for /kubepods/pod95387fa4-da9c-11e7-9d36-5254b24cbf5e/6895a3e13439535852d3184ac2aadd26d7363cc035f171545ec7d4ce74073b0b: cache:32KB rss:524188KB");
         let kill = t
-            .kill("Memory cgroup out of memory: Kill process 24572 (java) score 0 or sacrifice child")
+            .kill(
+                "Memory cgroup out of memory: Kill process 24572 (java) score 0 or sacrifice child",
+            )
             .unwrap();
         assert_eq!(kill.subject(), "pod 95387fa4-da9c-11e7-9d36-5254b24cbf5e");
         assert_eq!(kill.constraint, "memcg");

@@ -134,9 +134,7 @@ impl RuleSet {
                 reason: e.to_string(),
             })?;
             for (reason, map) in &file.reasons {
-                reasons
-                    .entry(reason.clone())
-                    .or_insert_with(|| map.clone());
+                reasons.entry(reason.clone()).or_insert_with(|| map.clone());
             }
             parsed.push((name, file));
         }
@@ -185,9 +183,10 @@ impl RuleSet {
                         _ => Severity::Warning,
                     });
                 // A rule nothing maps is about its reason, so unrelated rules stay apart.
-                let subject = raw.subject.clone().or_else(|| {
-                    (check == UNMAPPED_CHECK).then(|| raw.reason.replace('{', "("))
-                });
+                let subject = raw
+                    .subject
+                    .clone()
+                    .or_else(|| (check == UNMAPPED_CHECK).then(|| raw.reason.replace('{', "(")));
                 rules.push(Rule {
                     check,
                     reason: raw.reason,
@@ -318,7 +317,10 @@ mod tests {
     #[test]
     fn bad_files_are_refused_naming_file_and_rule() {
         for (file, want) in [
-            (r#"{"rules":[{"reason":"X","pattern":"("}]}"#, "rule 1 (X): pattern"),
+            (
+                r#"{"rules":[{"reason":"X","pattern":"("}]}"#,
+                "rule 1 (X): pattern",
+            ),
             (
                 r#"{"rules":[{"reason":"X","pattern":"a","subject":"{dev}"}]}"#,
                 "does not capture",

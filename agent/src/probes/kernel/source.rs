@@ -35,7 +35,6 @@ impl Source {
             Source::File(f) => f.drain(sink).map(|()| 0),
         }
     }
-
 }
 
 /// `/dev/kmsg`, opened non-blocking.
