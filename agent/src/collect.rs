@@ -51,6 +51,23 @@ impl Collector {
         }
     }
 
+    /// Adds the pods probe when a Kubernetes client can be made (from `kubeconfig`, or
+    /// in-cluster in a pod); without one the collector stays node-only.
+    pub async fn with_kubernetes(
+        mut self,
+        kubeconfig: Option<&std::path::Path>,
+        config: &crate::config::KubernetesConfig,
+    ) -> Result<Self, crate::probes::pods::watch::ConnectError> {
+        if let Some(view) = crate::probes::pods::connect(kubeconfig, &self.node, config).await? {
+            self.probes
+                .add(Arc::new(crate::probes::pods::PodsProbe::new(
+                    view,
+                    config.clone(),
+                )));
+        }
+        Ok(self)
+    }
+
     /// The node this collector reports as.
     pub fn node(&self) -> &str {
         &self.node

@@ -14,7 +14,7 @@ use nodemedic_agent::{
 };
 use tracing_subscriber::EnvFilter;
 
-/// Measures this node (disk, memory, kernel limits, DNS, container images, the kernel log) and streams reports to a nodemedic
+/// Measures this node (disk, memory, kernel limits, DNS, container images, the kernel log, pods and node conditions from the Kubernetes API) and streams reports to a nodemedic
 /// collector. Runs as a DaemonSet with the host's / mounted at --host-root.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
@@ -40,6 +40,10 @@ struct Args {
     /// YAML file of thresholds and probe settings (see README); defaults without it
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Kubeconfig for watching this node's pods, the node and its events [default: the
+    /// in-cluster service account when running in a pod; without either, node-only]
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
     /// Unacknowledged reports kept for resending while the collector is away
     #[arg(long, default_value_t = 360)]
     max_pending: usize,
@@ -79,7 +83,10 @@ async fn main() -> anyhow::Result<()> {
         HostRoot::new(&args.host_root),
         config.images.clone(),
     )?);
-    let collector = Collector::new(node, HostRoot::new(&args.host_root), config);
+    let kubernetes = config.kubernetes.clone();
+    let collector = Collector::new(node, HostRoot::new(&args.host_root), config)
+        .with_kubernetes(args.kubeconfig.as_deref(), &kubernetes)
+        .await?;
     let opts = ReporterOptions {
         collector_url: args.collector,
         interval: args.interval,

@@ -17,7 +17,7 @@ use std::{
 
 use nodemedic_proto::v1::{
     DiskSection, DnsSection, Evidence, Finding, ImagesSection, KernelSection, MemorySection,
-    NodeReport, ProbeRun, Severity, SystemSection,
+    NodeReport, PodsSection, ProbeRun, Severity, SystemSection,
 };
 use tracing::warn;
 
@@ -46,6 +46,9 @@ pub enum ProbeError {
     /// The probe could not start the async runtime its client libraries need.
     #[error("cannot start an async runtime: {0}")]
     Runtime(std::io::Error),
+    /// The Kubernetes API did not answer as needed.
+    #[error("Kubernetes API: {0}")]
+    Kubernetes(String),
     /// The probe missed its deadline.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
@@ -93,6 +96,8 @@ pub enum Section {
     Images(ImagesSection),
     /// What the kernel log said.
     Kernel(KernelSection),
+    /// What the Kubernetes API says about the node and its pods.
+    Pods(PodsSection),
 }
 
 impl Section {
@@ -104,6 +109,7 @@ impl Section {
             Section::Dns(s) => report.dns = Some(*s),
             Section::Images(s) => report.images = Some(s),
             Section::Kernel(s) => report.kernel = Some(s),
+            Section::Pods(s) => report.pods = Some(s),
         }
     }
 }
@@ -140,6 +146,15 @@ pub struct ProbeSet {
 }
 
 impl ProbeSet {
+    /// Adds a probe (one that needs more than the configuration to be made, such as the
+    /// pods probe with its Kubernetes watches).
+    pub fn add(&mut self, probe: Arc<dyn Probe>) {
+        self.slots.push(Slot {
+            probe,
+            busy: Arc::default(),
+        });
+    }
+
     /// Probes that each get `timeout` per run.
     pub fn new(probes: Vec<Arc<dyn Probe>>, timeout: Duration) -> Self {
         let slots = probes

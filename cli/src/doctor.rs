@@ -39,6 +39,10 @@ pub struct DoctorArgs {
     /// Name to report as [default: the hostname]
     #[arg(long)]
     pub node_name: Option<String>,
+    /// Kubeconfig to read this node's pods, node object and events from (the node is
+    /// --node-name) [default: the service account when run in a pod; else node-only]
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
     /// Also write a diagnostics bundle of this machine to FILE (.tar.zst, the collector's
     /// layout, credentials redacted)
     #[arg(long, value_name = "FILE")]
@@ -57,7 +61,10 @@ struct Output<'a> {
 pub async fn run(args: DoctorArgs, format: Format) -> anyhow::Result<u8> {
     let config = Config::load_or_default(args.config.as_deref())?;
     let node = node_name(args.node_name)?;
-    let collector = Collector::new(node, HostRoot::new(&args.host_root), config);
+    let kubernetes = config.kubernetes.clone();
+    let collector = Collector::new(node, HostRoot::new(&args.host_root), config)
+        .with_kubernetes(args.kubeconfig.as_deref(), &kubernetes)
+        .await?;
     let mut report = collector.collect().await;
     report.seq = 1;
     let catalog = Arc::new(Catalog::builtin());

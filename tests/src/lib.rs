@@ -142,6 +142,9 @@ pub fn agent(collector_url: &str, node: &str, host_root: &Path, extra: &[&str]) 
             .arg(host_root)
             .args(extra)
             .env("RUST_LOG", "warn")
+            // Node-only unless a test passes --kubeconfig: never the machine's cluster.
+            .env_remove("KUBECONFIG")
+            .env_remove("KUBERNETES_SERVICE_HOST")
             .spawn()
             .expect("start nodemedic-agent"),
     )

@@ -11,6 +11,7 @@ pub mod dns;
 pub mod images;
 pub mod kernel;
 pub mod memory;
+pub mod pods;
 pub mod system;
 
 /// The probes the agent and `nodemedic doctor` run.

@@ -45,6 +45,9 @@ pub const PLACEHOLDERS: &[&str] = &[
     "top_reclaimable",
     "device",
     "task",
+    "resource",
+    "missing",
+    "probe",
     "process",
     "pod_uid",
     "container_id",
@@ -474,6 +477,16 @@ mod tests {
             "kernel.oops",
             "kernel.hardware_error",
             "kernel.event",
+            "pod.crashloop",
+            "pod.oomkilled",
+            "pod.image_pull",
+            "pod.evicted",
+            "pod.pending",
+            "pod.config_error",
+            "pod.terminating_stuck",
+            "pod.probe_failing",
+            "pod.restarts",
+            "node.condition",
             "probe.failed",
             "node.silent",
         ] {
@@ -486,6 +499,28 @@ mod tests {
             c.rules().any(|(r, _)| r.scope == Scope::Cluster),
             "cluster rules are in the catalog"
         );
+    }
+
+    #[test]
+    fn node_conditions_find_their_rule() {
+        let c = Catalog::builtin();
+        for (condition, rule) in [
+            ("Ready", "node-not-ready"),
+            ("DiskPressure", "node-pressure"),
+            ("PIDPressure", "node-pressure"),
+            ("NetworkUnavailable", "node-network-unavailable"),
+            ("KernelDeadlock", "node-condition-other"),
+        ] {
+            let f = Finding::fail(
+                "node.condition",
+                Severity::Critical,
+                condition,
+                String::new(),
+            )
+            .with(Evidence::text("condition", condition));
+            let found = c.for_finding(&f, &["node.condition"]).unwrap();
+            assert_eq!(found.id, rule, "{condition}");
+        }
     }
 
     #[test]

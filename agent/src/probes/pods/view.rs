@@ -1,0 +1,423 @@
+//! What the agent keeps of the Kubernetes objects it watches: a compact view of each pod
+//! on the node, the node's conditions, and recent Warning events, in memory that stays
+//! bounded on a 110-pod node (no full objects, no `managedFields`; events capped in number
+//! and age), plus what a single object cannot tell: restart counts over time and the last
+//! image pull error a back-off hides.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    time::{Duration, SystemTime},
+};
+
+use k8s_openapi::{
+    api::core::v1::{
+        ContainerState, ContainerStatus, Event, Node, NodeCondition, Pod, PodCondition,
+    },
+    apimachinery::pkg::apis::meta::v1::Time,
+};
+
+/// Restart samples kept per container.
+const RESTART_SAMPLES: usize = 32;
+
+/// A condition of a pod or the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConditionView {
+    /// `Ready`, `PodScheduled`, `DiskPressure`, ...
+    pub kind: String,
+    /// `True`, `False`, `Unknown`.
+    pub status: String,
+    /// The machine-readable reason.
+    pub reason: String,
+    /// The human-readable message.
+    pub message: String,
+    /// When it last changed.
+    pub since: Option<SystemTime>,
+}
+
+/// How a container ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Termination {
+    /// `OOMKilled`, `Error`, `Completed`, `ContainerCannotRun`, ...
+    pub reason: String,
+    /// Its exit code (137 for SIGKILL).
+    pub exit_code: i32,
+    /// The runtime's message.
+    pub message: String,
+    /// When it ended.
+    pub finished: Option<SystemTime>,
+}
+
+/// One container of a pod, spec and status together.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ContainerView {
+    /// Its name in the pod.
+    pub name: String,
+    /// An init container.
+    pub init: bool,
+    /// Its image reference.
+    pub image: String,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// Passing its readiness probe.
+    pub ready: bool,
+    /// Why it is waiting, and the kubelet's words: `CrashLoopBackOff`, `ErrImagePull`, ...
+    pub waiting: Option<(String, String)>,
+    /// It is running now.
+    pub running: bool,
+    /// How it ended, when it is terminated now.
+    pub terminated: Option<Termination>,
+    /// How its previous run ended.
+    pub last_terminated: Option<Termination>,
+    /// `resources.limits.memory` as written (`512Mi`).
+    pub memory_limit: Option<String>,
+    /// `resources.requests.memory` as written.
+    pub memory_request: Option<String>,
+}
+
+/// One pod on the node.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PodView {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// Its UID.
+    pub uid: String,
+    /// `Pending`, `Running`, `Succeeded`, `Failed`, `Unknown`.
+    pub phase: String,
+    /// `status.reason`: `Evicted`, `NodeLost`, ...
+    pub reason: String,
+    /// `status.message`.
+    pub message: String,
+    /// When deletion was asked for plus the grace period, when it is being deleted.
+    pub deletion: Option<SystemTime>,
+    /// What holds its deletion.
+    pub finalizers: Vec<String>,
+    /// Its conditions.
+    pub conditions: Vec<ConditionView>,
+    /// Init containers first, then the others.
+    pub containers: Vec<ContainerView>,
+    /// When the agent first saw the pod.
+    pub seen: Option<SystemTime>,
+}
+
+impl PodView {
+    /// `namespace/name`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// The condition of this kind.
+    pub fn condition(&self, kind: &str) -> Option<&ConditionView> {
+        self.conditions.iter().find(|c| c.kind == kind)
+    }
+}
+
+/// The node's object.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeView {
+    /// The node's name.
+    pub name: String,
+    /// Its conditions.
+    pub conditions: Vec<ConditionView>,
+}
+
+/// A Warning event about a pod on the node, or about the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventView {
+    /// `Pod` or `Node`.
+    pub kind: String,
+    /// The object's namespace (empty for the node).
+    pub namespace: String,
+    /// The object's name.
+    pub name: String,
+    /// The object's UID.
+    pub uid: String,
+    /// `spec.containers{app}` when it is about one container.
+    pub field_path: String,
+    /// `Unhealthy`, `FailedScheduling`, `BackOff`, ...
+    pub reason: String,
+    /// The kubelet's (or scheduler's) words.
+    pub message: String,
+    /// How many times it happened (the event's count or series count).
+    pub count: u32,
+    /// When it last happened.
+    pub last: SystemTime,
+}
+
+impl EventView {
+    /// The container named in the event's field path, if any.
+    pub fn container(&self) -> Option<&str> {
+        self.field_path
+            .split_once('{')
+            .and_then(|(_, rest)| rest.strip_suffix('}'))
+    }
+}
+
+/// Everything watched, as of the last update.
+#[derive(Debug, Default)]
+pub struct Cluster {
+    /// Pods on the node, by UID.
+    pub pods: BTreeMap<String, PodView>,
+    /// The node, once seen.
+    pub node: Option<NodeView>,
+    /// Warning events, by the event's namespace/name.
+    pub events: BTreeMap<String, EventView>,
+    /// Restart counts seen over time, per pod UID and container.
+    restarts: BTreeMap<(String, String), VecDeque<(SystemTime, u32)>>,
+    /// The last `ErrImagePull` message per pod UID and container (`ImagePullBackOff` says less).
+    pull_errors: BTreeMap<(String, String), String>,
+}
+
+impl Cluster {
+    /// Records a pod as it is now, seen at `now`.
+    pub fn apply_pod(&mut self, pod: &Pod, now: SystemTime) {
+        let mut view = pod_view(pod);
+        view.seen = self.pods.get(&view.uid).and_then(|p| p.seen).or(Some(now));
+        for c in &view.containers {
+            let key = (view.uid.clone(), c.name.clone());
+            let samples = self.restarts.entry(key.clone()).or_default();
+            if samples.back().is_none_or(|(_, n)| *n != c.restarts) {
+                samples.push_back((now, c.restarts));
+                if samples.len() > RESTART_SAMPLES {
+                    samples.pop_front();
+                }
+            }
+            if let Some((reason, message)) = &c.waiting
+                && reason == "ErrImagePull"
+                && !message.is_empty()
+            {
+                self.pull_errors.insert(key, message.clone());
+            }
+        }
+        self.pods.insert(view.uid.clone(), view);
+    }
+
+    /// Forgets a pod.
+    pub fn delete_pod(&mut self, uid: &str) {
+        self.pods.remove(uid);
+        self.restarts.retain(|(u, _), _| u != uid);
+        self.pull_errors.retain(|(u, _), _| u != uid);
+    }
+
+    /// Records the node.
+    pub fn apply_node(&mut self, node: &Node) {
+        self.node = Some(NodeView {
+            name: node.metadata.name.clone().unwrap_or_default(),
+            conditions: node
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .map(|cs| cs.iter().map(node_condition).collect())
+                .unwrap_or_default(),
+        });
+    }
+
+    /// Records a Warning event, keeping at most `max` events (the oldest go first; age is
+    /// judged at each report, on the report's clock).
+    pub fn apply_event(&mut self, event: &Event, now: SystemTime, max: usize) {
+        if event.type_.as_deref() != Some("Warning") {
+            return;
+        }
+        let key = format!(
+            "{}/{}",
+            event.metadata.namespace.as_deref().unwrap_or_default(),
+            event.metadata.name.as_deref().unwrap_or_default()
+        );
+        let obj = &event.involved_object;
+        let last = event
+            .series
+            .as_ref()
+            .and_then(|s| s.last_observed_time.as_ref().map(|t| system_time(&t.0)))
+            .or_else(|| event.last_timestamp.as_ref().map(time))
+            .or_else(|| event.event_time.as_ref().map(|t| system_time(&t.0)))
+            .or_else(|| event.first_timestamp.as_ref().map(time))
+            .unwrap_or(now);
+        let count = event
+            .series
+            .as_ref()
+            .and_then(|s| s.count)
+            .or(event.count)
+            .unwrap_or(1)
+            .max(1) as u32;
+        self.events.insert(
+            key,
+            EventView {
+                kind: obj.kind.clone().unwrap_or_default(),
+                namespace: obj.namespace.clone().unwrap_or_default(),
+                name: obj.name.clone().unwrap_or_default(),
+                uid: obj.uid.clone().unwrap_or_default(),
+                field_path: obj.field_path.clone().unwrap_or_default(),
+                reason: event.reason.clone().unwrap_or_default(),
+                message: event.message.clone().unwrap_or_default(),
+                count,
+                last,
+            },
+        );
+        self.cap_events(max);
+    }
+
+    /// Drops events older than `window` before `now`.
+    pub fn expire_events(&mut self, now: SystemTime, window: Duration) {
+        let since = now.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH);
+        self.events.retain(|_, e| e.last >= since);
+    }
+
+    /// Drops the oldest events beyond `max`.
+    fn cap_events(&mut self, max: usize) {
+        while self.events.len() > max {
+            let oldest = self
+                .events
+                .iter()
+                .min_by_key(|(_, e)| e.last)
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(k) => self.events.remove(&k),
+                None => break,
+            };
+        }
+    }
+
+    /// Restarts of a container within `window` before `now`, as far as the agent has seen
+    /// (a container first seen inside the window counts from then).
+    pub fn restarts_within(
+        &self,
+        uid: &str,
+        container: &str,
+        window: Duration,
+        now: SystemTime,
+    ) -> u32 {
+        let Some(samples) = self.restarts.get(&(uid.to_owned(), container.to_owned())) else {
+            return 0;
+        };
+        let since = now.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH);
+        let Some((_, latest)) = samples.back() else {
+            return 0;
+        };
+        // The count when the window began: the last sample before it, else the first seen.
+        let base = samples
+            .iter()
+            .rev()
+            .find(|(t, _)| *t < since)
+            .or(samples.front())
+            .map_or(0, |(_, n)| *n);
+        latest.saturating_sub(base)
+    }
+
+    /// The last `ErrImagePull` message of a container.
+    pub fn pull_error(&self, uid: &str, container: &str) -> Option<&str> {
+        self.pull_errors
+            .get(&(uid.to_owned(), container.to_owned()))
+            .map(String::as_str)
+    }
+}
+
+fn system_time(ts: &k8s_openapi::jiff::Timestamp) -> SystemTime {
+    SystemTime::from(*ts)
+}
+
+fn time(t: &Time) -> SystemTime {
+    system_time(&t.0)
+}
+
+fn pod_condition(c: &PodCondition) -> ConditionView {
+    ConditionView {
+        kind: c.type_.clone(),
+        status: c.status.clone(),
+        reason: c.reason.clone().unwrap_or_default(),
+        message: c.message.clone().unwrap_or_default(),
+        since: c.last_transition_time.as_ref().map(time),
+    }
+}
+
+fn node_condition(c: &NodeCondition) -> ConditionView {
+    ConditionView {
+        kind: c.type_.clone(),
+        status: c.status.clone(),
+        reason: c.reason.clone().unwrap_or_default(),
+        message: c.message.clone().unwrap_or_default(),
+        since: c.last_transition_time.as_ref().map(time),
+    }
+}
+
+fn termination(state: Option<&ContainerState>) -> Option<Termination> {
+    let t = state?.terminated.as_ref()?;
+    Some(Termination {
+        reason: t.reason.clone().unwrap_or_default(),
+        exit_code: t.exit_code,
+        message: t.message.clone().unwrap_or_default(),
+        finished: t.finished_at.as_ref().map(time),
+    })
+}
+
+/// The compact view of a pod.
+pub fn pod_view(pod: &Pod) -> PodView {
+    let meta = &pod.metadata;
+    let spec = pod.spec.as_ref();
+    let status = pod.status.as_ref();
+    let mut containers = Vec::new();
+    let specs: Vec<(&k8s_openapi::api::core::v1::Container, bool)> = spec
+        .map(|s| {
+            let init = s.init_containers.iter().flatten().map(|c| (c, true));
+            init.chain(s.containers.iter().map(|c| (c, false)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let statuses: Vec<&ContainerStatus> = status
+        .map(|s| {
+            s.init_container_statuses
+                .iter()
+                .flatten()
+                .chain(s.container_statuses.iter().flatten())
+                .collect()
+        })
+        .unwrap_or_default();
+    for (c, init) in specs {
+        let resources = c.resources.as_ref();
+        let quantity = |m: Option<
+            &BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+        >| { m.and_then(|m| m.get("memory")).map(|q| q.0.clone()) };
+        let mut view = ContainerView {
+            name: c.name.clone(),
+            init,
+            image: c.image.clone().unwrap_or_default(),
+            memory_limit: quantity(resources.and_then(|r| r.limits.as_ref())),
+            memory_request: quantity(resources.and_then(|r| r.requests.as_ref())),
+            ..ContainerView::default()
+        };
+        if let Some(s) = statuses.iter().find(|s| s.name == c.name) {
+            view.restarts = s.restart_count.max(0) as u32;
+            view.ready = s.ready;
+            if !s.image.is_empty() && view.image.is_empty() {
+                view.image = s.image.clone();
+            }
+            let state = s.state.as_ref();
+            view.waiting = state.and_then(|st| st.waiting.as_ref()).map(|w| {
+                (
+                    w.reason.clone().unwrap_or_default(),
+                    w.message.clone().unwrap_or_default(),
+                )
+            });
+            view.running = state.is_some_and(|st| st.running.is_some());
+            view.terminated = termination(state);
+            view.last_terminated = termination(s.last_state.as_ref());
+        }
+        containers.push(view);
+    }
+    PodView {
+        namespace: meta.namespace.clone().unwrap_or_default(),
+        name: meta.name.clone().unwrap_or_default(),
+        uid: meta.uid.clone().unwrap_or_default(),
+        phase: status.and_then(|s| s.phase.clone()).unwrap_or_default(),
+        reason: status.and_then(|s| s.reason.clone()).unwrap_or_default(),
+        message: status.and_then(|s| s.message.clone()).unwrap_or_default(),
+        deletion: meta.deletion_timestamp.as_ref().map(time),
+        finalizers: meta.finalizers.clone().unwrap_or_default(),
+        conditions: status
+            .and_then(|s| s.conditions.as_ref())
+            .map(|cs| cs.iter().map(pod_condition).collect())
+            .unwrap_or_default(),
+        containers,
+        seen: None,
+    }
+}
