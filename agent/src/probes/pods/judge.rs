@@ -1,7 +1,10 @@
 //! Findings from the watched objects: one function per check, each taking the pod (or the
 //! node) as the kubelet last described it, with the kubelet's own words as evidence.
 
-use std::time::{Duration, SystemTime};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, SystemTime},
+};
 
 use nodemedic_proto::v1::{Evidence, Finding, Severity};
 
@@ -22,31 +25,28 @@ const PRESSURE: &[(&str, Severity)] = &[
 /// Every finding about the pods and the node.
 pub fn findings(cluster: &Cluster, config: &KubernetesConfig, now: SystemTime) -> Vec<Finding> {
     let mut out = Vec::new();
+    // Pod events by the pod's UID (the watch keeps only events of known pods), once.
+    let mut by_pod: BTreeMap<&str, Vec<&EventView>> = BTreeMap::new();
+    for e in cluster.events.values().filter(|e| e.kind == "Pod") {
+        by_pod.entry(e.uid.as_str()).or_default().push(e);
+    }
     for pod in cluster.pods.values() {
-        let events: Vec<&EventView> = cluster
-            .events
-            .values()
-            .filter(|e| {
-                e.kind == "Pod"
-                    && (e.uid == pod.uid
-                        || (e.uid.is_empty() && e.namespace == pod.namespace && e.name == pod.name))
-            })
-            .collect();
+        let events = by_pod.get(pod.uid.as_str()).map_or(&[][..], Vec::as_slice);
         for c in &pod.containers {
             let crashloop = crashloop(pod, c, cluster, config, now);
             let looping = crashloop.is_some();
             out.extend(crashloop);
             out.extend(oomkilled(pod, c, config, now));
-            out.extend(image_pull(pod, c, cluster, &events));
-            out.extend(config_error(pod, c, &events));
+            out.extend(image_pull(pod, c, cluster, events));
+            out.extend(config_error(pod, c, events));
             if !looping {
                 out.extend(restarts(pod, c, cluster, config, now));
             }
         }
         out.extend(evicted(pod, config, now));
-        out.extend(pending(pod, &events));
+        out.extend(pending(pod, events));
         out.extend(terminating_stuck(pod, config, now));
-        out.extend(probe_failing(pod, &events, config, now));
+        out.extend(probe_failing(pod, events, config, now));
     }
     if let Some(node) = &cluster.node {
         out.extend(node.conditions.iter().filter_map(node_condition));
