@@ -105,6 +105,22 @@ pub fn report(r: &NodeReport) -> String {
     for i in r.images.iter().flat_map(|s| &s.runtimes) {
         out.push_str(&images(i));
     }
+    if let Some(p) = &r.pods {
+        let conditions: Vec<String> = p
+            .node_conditions
+            .iter()
+            .map(|c| format!("{}={}", c.condition, c.status))
+            .collect();
+        out.push_str(&format!(
+            "Pods:     {} pods, {} containers ({} not ready, {} restarts); node {}; from {}\n",
+            p.pods,
+            p.containers,
+            p.containers_not_ready,
+            p.restarts,
+            conditions.join(" "),
+            p.api_server
+        ));
+    }
     if let Some(k) = &r.kernel {
         let matched: u64 = k.events.iter().map(|e| e.count).sum();
         let missed = if k.records_missed > 0 {
