@@ -59,11 +59,13 @@ impl Collector {
         config: &crate::config::KubernetesConfig,
     ) -> Result<Self, crate::probes::pods::watch::ConnectError> {
         if let Some(view) = crate::probes::pods::connect(kubeconfig, &self.node, config).await? {
-            self.probes
-                .add(Arc::new(crate::probes::pods::PodsProbe::new(
-                    view,
-                    config.clone(),
-                )));
+            // The wait for the first lists must end before the probe's deadline.
+            let config = crate::config::KubernetesConfig {
+                sync_timeout: config.sync_timeout.min(self.probes.timeout() * 3 / 4),
+                ..config.clone()
+            };
+            let probe = crate::probes::pods::PodsProbe::new(view, config);
+            self.probes.add(Arc::new(probe));
         }
         Ok(self)
     }

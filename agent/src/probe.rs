@@ -167,6 +167,11 @@ impl ProbeSet {
         ProbeSet { slots, timeout }
     }
 
+    /// The deadline of each probe run.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// The ids of the probes, for the agent's Hello.
     pub fn ids(&self) -> Vec<String> {
         self.slots.iter().map(|s| s.probe.id().to_owned()).collect()
