@@ -131,6 +131,12 @@ pub trait Probe: Send + Sync + 'static {
 
     /// Measures and judges. Blocking I/O is fine: this runs on a blocking thread.
     fn run(&self, ctx: &ProbeContext) -> Result<ProbeOutput, ProbeError>;
+
+    /// The checks it emits, when they do not all start with `<id>.` (the collector keeps
+    /// their findings open while the probe fails). Empty: every `<id>.*` check.
+    fn checks(&self) -> &'static [&'static str] {
+        &[]
+    }
 }
 
 /// A probe with the flag that says a run of it is under way.
@@ -193,6 +199,7 @@ impl ProbeSet {
                 ok: result.is_ok(),
                 error: String::new(),
                 duration_micros: elapsed.as_micros() as u64,
+                checks: slot.probe.checks().iter().map(|c| c.to_string()).collect(),
             };
             match result {
                 Ok(output) => {

@@ -686,9 +686,17 @@ fn to_error(r: Result<(), &StoreError>) -> StoreError {
 }
 
 /// The probe that owns `check` failed in this report: its findings are unknown, not gone.
+/// A probe owns the checks it lists, or (listing none) every `<probe>.*` check.
 fn probe_failed(check: &str, report: &NodeReport) -> bool {
-    let probe = check.split('.').next().unwrap_or_default();
-    report.probes.iter().any(|p| p.probe == probe && !p.ok)
+    let prefix = check.split('.').next().unwrap_or_default();
+    report.probes.iter().any(|p| {
+        let owns = if p.checks.is_empty() {
+            p.probe == prefix
+        } else {
+            p.checks.iter().any(|c| c == check)
+        };
+        owns && !p.ok
+    })
 }
 
 fn event(kind: Kind, o: &OpenFinding, resolved_at: Option<i64>) -> FindingEvent {
@@ -1019,5 +1027,31 @@ mod tests {
         open.sort();
         // n2 missed 3 hourly intervals: silent. n1 reported a minute ago: not.
         assert_eq!(open, [("n2", "disk.inodes"), ("n2", "node.silent")]);
+    }
+
+    #[test]
+    fn a_failed_probe_keeps_the_checks_it_owns() {
+        use nodemedic_proto::v1::ProbeRun;
+        let failed = |probe: &str, checks: &[&str]| NodeReport {
+            probes: vec![ProbeRun {
+                probe: probe.into(),
+                ok: false,
+                checks: checks.iter().map(|c| c.to_string()).collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        // Listing none: every "<probe>.*" check.
+        assert!(probe_failed("memory.swap", &failed("memory", &[])));
+        assert!(!probe_failed("disk.space", &failed("memory", &[])));
+        // The pods probe owns pod.* checks and node.condition, which its id does not name.
+        let pods = failed("pods", &["pod.crashloop", "node.condition"]);
+        assert!(probe_failed("pod.crashloop", &pods));
+        assert!(probe_failed("node.condition", &pods));
+        assert!(!probe_failed("node.silent", &pods));
+        assert!(
+            !probe_failed("pod.memory_near_limit", &pods),
+            "another probe's pod check"
+        );
     }
 }

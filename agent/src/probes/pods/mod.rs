@@ -166,6 +166,21 @@ impl Probe for PodsProbe {
         "pods"
     }
 
+    fn checks(&self) -> &'static [&'static str] {
+        &[
+            "pod.crashloop",
+            "pod.oomkilled",
+            "pod.image_pull",
+            "pod.evicted",
+            "pod.pending",
+            "pod.config_error",
+            "pod.terminating_stuck",
+            "pod.probe_failing",
+            "pod.restarts",
+            "node.condition",
+        ]
+    }
+
     fn run(&self, ctx: &ProbeContext) -> Result<ProbeOutput, ProbeError> {
         let state = self.view.state();
         let (state, _) = self
