@@ -37,17 +37,20 @@ pub struct Collector {
     host: HostRoot,
     thresholds: Arc<Thresholds>,
     probes: ProbeSet,
+    kube: crate::probes::cgroups::names::KubeSlot,
 }
 
 impl Collector {
     /// The default probes on `host`, reporting as `node`.
     pub fn new(node: String, host: HostRoot, config: Config) -> Self {
-        let probes = ProbeSet::new(default_probes(&config), config.probe_timeout);
+        let kube = crate::probes::cgroups::names::KubeSlot::default();
+        let probes = ProbeSet::new(default_probes(&config, &kube), config.probe_timeout);
         Collector {
             node,
             host,
             thresholds: Arc::new(config.thresholds),
             probes,
+            kube,
         }
     }
 
@@ -64,6 +67,8 @@ impl Collector {
                 sync_timeout: config.sync_timeout.min(self.probes.timeout() * 3 / 4),
                 ..config.clone()
             };
+            // The cgroups probe names pods from the same view.
+            let _ = self.kube.set(Arc::clone(&view));
             let probe = crate::probes::pods::PodsProbe::new(view, config);
             self.probes.add(Arc::new(probe));
         }

@@ -16,8 +16,8 @@ use std::{
 };
 
 use nodemedic_proto::v1::{
-    DiskSection, DnsSection, Evidence, Finding, ImagesSection, KernelSection, MemorySection,
-    NodeReport, PodsSection, ProbeRun, Severity, SystemSection,
+    CgroupsSection, DiskSection, DnsSection, Evidence, Finding, ImagesSection, KernelSection,
+    MemorySection, NodeReport, PodsSection, ProbeRun, Severity, SystemSection,
 };
 use tracing::warn;
 
@@ -98,6 +98,8 @@ pub enum Section {
     Kernel(KernelSection),
     /// What the Kubernetes API says about the node and its pods.
     Pods(PodsSection),
+    /// The pods' memory and ephemeral storage from their cgroups and directories.
+    Cgroups(CgroupsSection),
 }
 
 impl Section {
@@ -110,6 +112,7 @@ impl Section {
             Section::Images(s) => report.images = Some(s),
             Section::Kernel(s) => report.kernel = Some(s),
             Section::Pods(s) => report.pods = Some(s),
+            Section::Cgroups(s) => report.cgroups = Some(s),
         }
     }
 }

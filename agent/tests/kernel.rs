@@ -17,7 +17,7 @@ use nodemedic_agent::{
     probes::kernel::KernelProbe,
     testing::{FakeHost, MemoryCgroup, fixture, fixtures_dir},
 };
-use nodemedic_proto::v1::{Finding, KernelSection, Severity, evidence};
+use nodemedic_proto::v1::{Finding, KernelSection, Severity};
 
 fn ctx(host: HostRoot, now: SystemTime) -> ProbeContext {
     ProbeContext {
@@ -66,31 +66,7 @@ fn findings_of(file: &str, rule_files: Vec<PathBuf>) -> BTreeSet<(String, String
 }
 
 fn count(f: &Finding) -> u64 {
-    number(f, "count") as u64
-}
-
-fn number(f: &Finding, key: &str) -> f64 {
-    match f
-        .evidence
-        .iter()
-        .find(|e| e.key == key)
-        .and_then(|e| e.value.clone())
-    {
-        Some(evidence::Value::Number(n)) => n,
-        other => panic!("{key}: {other:?} in {f:?}"),
-    }
-}
-
-fn text(f: &Finding, key: &str) -> String {
-    match f
-        .evidence
-        .iter()
-        .find(|e| e.key == key)
-        .and_then(|e| e.value.clone())
-    {
-        Some(evidence::Value::Text(t)) => t,
-        other => panic!("{key}: {other:?} in {f:?}"),
-    }
+    f.number("count").unwrap() as u64
 }
 
 /// A finding expected from a log: check, subject, count.
@@ -271,14 +247,17 @@ fn an_oom_kill_names_pod_container_and_process() {
     let (_, findings) = run(&probe, host.root(), SystemTime::now());
     let f = &findings[0];
     assert_eq!(f.severity, Severity::Warning as i32);
-    assert_eq!(text(f, "pod_uid"), "eded8c65-6e8e-4c6e-a889-3e427565c740");
     assert_eq!(
-        text(f, "container_id"),
+        f.text("pod_uid").unwrap(),
+        "eded8c65-6e8e-4c6e-a889-3e427565c740"
+    );
+    assert_eq!(
+        f.text("container_id").unwrap(),
         "ec9ee26695deb4cc72bc665efff1cf3a03fdfb12f1303e02fe9252985e084a95"
     );
-    assert_eq!(text(f, "process"), "pt_main_thread");
-    assert_eq!(text(f, "constraint"), "memcg");
-    assert_eq!(text(f, "reason"), "OOMKilling");
+    assert_eq!(f.text("process").unwrap(), "pt_main_thread");
+    assert_eq!(f.text("constraint").unwrap(), "memcg");
+    assert_eq!(f.text("reason").unwrap(), "OOMKilling");
 }
 
 #[test]
@@ -301,7 +280,7 @@ fn new_lines_are_followed_counted_and_forgotten_after_the_window() {
     assert_eq!((f.check.as_str(), count(f)), ("kernel.conntrack_full", 14));
     assert_eq!(f.severity, Severity::Critical as i32);
     assert_eq!(
-        text(f, "first_line"),
+        f.text("first_line").unwrap(),
         "nf_conntrack: table full, dropping packet"
     );
 
@@ -311,7 +290,7 @@ fn new_lines_are_followed_counted_and_forgotten_after_the_window() {
     host.write("/var/log/kern.log", &format!("{lines}{more}"));
     let (_, findings) = run(&probe, host.root(), SystemTime::now());
     assert_eq!(count(&findings[0]), 42);
-    assert_eq!(number(&findings[0], "total"), 42.0);
+    assert_eq!(findings[0].number("total"), Some(42.0));
 
     // An hour after the last line, the finding resolves.
     let later = SystemTime::now() + Duration::from_secs(3601 + 60);
@@ -383,7 +362,7 @@ fn a_real_oom_kill_in_a_pod_cgroup_is_read_from_kmsg() {
     };
     assert_eq!(f.check, "kernel.oom_kill");
     assert_eq!(count(&f), 1);
-    assert_eq!(text(&f, "container_id"), container);
-    assert_eq!(text(&f, "process"), "tail");
-    assert_eq!(text(&f, "constraint"), "memcg");
+    assert_eq!(f.text("container_id").unwrap(), container);
+    assert_eq!(f.text("process").unwrap(), "tail");
+    assert_eq!(f.text("constraint").unwrap(), "memcg");
 }

@@ -17,7 +17,7 @@ use nodemedic_agent::{
     probes::pods::{PodsProbe, connect},
     testing::{FakeApiServer, fixture},
 };
-use nodemedic_proto::v1::{Finding, PodsSection, Severity, evidence};
+use nodemedic_proto::v1::{Finding, PodsSection, Severity};
 use serde_json::Value;
 
 const NODE: &str = "node-1";
@@ -120,19 +120,6 @@ fn summary(findings: &[Finding]) -> Vec<(String, String)> {
         .collect()
 }
 
-fn text(f: &Finding, key: &str) -> String {
-    match f
-        .evidence
-        .iter()
-        .find(|e| e.key == key)
-        .and_then(|e| e.value.clone())
-    {
-        Some(evidence::Value::Text(t)) => t,
-        Some(evidence::Value::Number(n)) => n.to_string(),
-        None => panic!("no {key} in {f:?}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_loops_oom_kills_and_image_pulls_of_real_pods() {
     let pods = [
@@ -163,11 +150,13 @@ async fn crash_loops_oom_kills_and_image_pulls_of_real_pods() {
         "message-pod-crashloop-backoff/init-demo/nginx",
     );
     assert_eq!(f.severity, Severity::Critical as i32);
-    assert_eq!(text(f, "last_reason"), "ContainerCannotRun");
-    assert_eq!(text(f, "exit_code"), "127");
-    assert_eq!(text(f, "oomkilled"), "false");
+    assert_eq!(f.text("last_reason").unwrap(), "ContainerCannotRun");
+    assert_eq!(f.number("exit_code"), Some(127.0));
+    assert_eq!(f.text("oomkilled").unwrap(), "false");
     assert!(
-        text(f, "kubelet_message").starts_with("back-off 1m20s restarting failed container=nginx")
+        f.text("kubelet_message")
+            .unwrap()
+            .starts_with("back-off 1m20s restarting failed container=nginx")
     );
     // An init container that cannot start, again: the kubelet's RunContainerError.
     find(
@@ -181,8 +170,8 @@ async fn crash_loops_oom_kills_and_image_pulls_of_real_pods() {
         "pod.crashloop",
         "app-02/giant-narwhal-6958c5bdd8-69gtn/main",
     );
-    assert_eq!(text(f, "oomkilled"), "true");
-    assert_eq!(text(f, "restarts"), "16");
+    assert_eq!(f.text("oomkilled").unwrap(), "true");
+    assert_eq!(f.number("restarts"), Some(16.0));
     let f = find(
         &findings,
         "pod.oomkilled",
@@ -190,8 +179,8 @@ async fn crash_loops_oom_kills_and_image_pulls_of_real_pods() {
     );
     assert_eq!(
         (
-            text(f, "memory_limit").as_str(),
-            text(f, "memory_request").as_str()
+            f.text("memory_limit").unwrap(),
+            f.text("memory_request").unwrap()
         ),
         ("50Mi", "50Mi")
     );
@@ -201,9 +190,9 @@ async fn crash_loops_oom_kills_and_image_pulls_of_real_pods() {
         "pod.image_pull",
         "message-image-pull-fail/no-image-deployment-849c4c4958-rxqmt/demo-deployment-container",
     );
-    assert_eq!(text(f, "registry"), "noimage.com");
-    assert_eq!(text(f, "error"), "tls");
-    assert_eq!(text(f, "image"), "noimage.com/no-such-image");
+    assert_eq!(f.text("registry").unwrap(), "noimage.com");
+    assert_eq!(f.text("error").unwrap(), "tls");
+    assert_eq!(f.text("image").unwrap(), "noimage.com/no-such-image");
     assert_eq!(findings.len(), 5, "{:#?}", summary(&findings));
 }
 
@@ -221,8 +210,8 @@ async fn an_oom_kill_is_reported_within_the_window_only() {
         "pod.oomkilled",
         "message-oomkill-pod/oom-kill-job3-gbb89/memory-eater",
     );
-    assert_eq!(text(f, "memory_limit"), "100Mi");
-    assert_eq!(text(f, "exit_code"), "137");
+    assert_eq!(f.text("memory_limit").unwrap(), "100Mi");
+    assert_eq!(f.number("exit_code"), Some(137.0));
     let (_, findings) = run(&probe, at("2023-07-11T06:00:00Z")).await;
     assert!(
         findings.is_empty(),
@@ -241,13 +230,13 @@ async fn evictions_name_the_resource() {
     let probe = Arc::new(api.probe(KubernetesConfig::default()).await);
     let (_, findings) = run(&probe, at("2024-03-12T12:00:00Z")).await;
     let f = find(&findings, "pod.evicted", "hush-house/hush-house-worker-0");
-    assert_eq!(text(f, "resource"), "ephemeral-storage");
+    assert_eq!(f.text("resource").unwrap(), "ephemeral-storage");
     let f = find(
         &findings,
         "pod.evicted",
         "neon-storage/cstor-disk-pool-7xkq-5b9c6d8f7-abcde",
     );
-    assert_eq!(text(f, "resource"), "memory");
+    assert_eq!(f.text("resource").unwrap(), "memory");
     // Hours after its conditions changed, the neonKUBE eviction is old news; the
     // hush-house pod says nothing of when, so it counts from when the agent saw it.
     let (_, findings) = run(&probe, at("2024-03-12T14:00:00Z")).await;
@@ -278,9 +267,9 @@ async fn a_stuck_deletion_and_a_missing_secret_key() {
         "pod.config_error",
         "default/aegis-workload-demo-5c7d9f8b6-q2w3e/main",
     );
-    assert_eq!(text(f, "missing_kind"), "secret_key");
+    assert_eq!(f.text("missing_kind").unwrap(), "secret_key");
     assert_eq!(
-        text(f, "missing"),
+        f.text("missing").unwrap(),
         "default/aegis-secret-aegis-workload-demo key VALUE"
     );
 
@@ -290,8 +279,8 @@ async fn a_stuck_deletion_and_a_missing_secret_key() {
         "pod.terminating_stuck",
         "eureka/webhook-test-79fbccfb66-x7k2p",
     );
-    assert_eq!(text(f, "finalizers"), "foregroundDeletion");
-    assert_eq!(text(f, "late_seconds"), "540");
+    assert_eq!(f.text("finalizers").unwrap(), "foregroundDeletion");
+    assert_eq!(f.number("late_seconds"), Some(540.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -319,7 +308,7 @@ async fn failing_probes_from_events_and_restarts_seen_through_the_watch() {
         ("openstack/keystone-mysql-router-0/charm", 4),
     ] {
         let f = find(&findings, "pod.probe_failing", subject);
-        assert_eq!(text(f, "failures"), failures.to_string(), "{subject}");
+        assert_eq!(f.number("failures"), Some(failures as f64), "{subject}");
     }
     assert_eq!(
         findings.len(),
@@ -343,8 +332,8 @@ async fn failing_probes_from_events_and_restarts_seen_through_the_watch() {
         let (_, findings) = run(&probe, now).await;
         if let Some(f) = findings.iter().find(|f| f.check == "pod.restarts") {
             assert_eq!(f.subject, "openstack/cinder-0/charm");
-            assert_eq!(text(f, "restarts_in_window"), "6");
-            assert_eq!(text(f, "restarts"), "13");
+            assert_eq!(f.number("restarts_in_window"), Some(6.0));
+            assert_eq!(f.number("restarts"), Some(13.0));
             break;
         }
         assert!(
@@ -400,14 +389,18 @@ async fn unschedulable_pods_with_the_schedulers_reason() {
         "pod.pending",
         "message-pending-pod-resources/pending-pod-resources-5fddcf7688-djjfc",
     );
-    assert_eq!(text(f, "reason"), "insufficient_other");
-    assert!(text(f, "scheduler_message").contains("Insufficient nvidia.com/gpu"));
+    assert_eq!(f.text("reason").unwrap(), "insufficient_other");
+    assert!(
+        f.text("scheduler_message")
+            .unwrap()
+            .contains("Insufficient nvidia.com/gpu")
+    );
     let f = find(
         &findings,
         "pod.pending",
         "message-pending-node-affinity/kotsadm-b6cb54c8f-zgzrn",
     );
-    assert_eq!(text(f, "reason"), "affinity");
+    assert_eq!(f.text("reason").unwrap(), "affinity");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -437,7 +430,7 @@ async fn node_conditions_and_a_vendors_condition_as_info() {
     let (_, findings) = run(&probe, SystemTime::now()).await;
     let f = find(&findings, "node.condition", "DiskPressure");
     assert_eq!(f.severity, Severity::Critical as i32);
-    assert_eq!(text(f, "reason"), "KubeletHasDiskPressure");
+    assert_eq!(f.text("reason").unwrap(), "KubeletHasDiskPressure");
     assert_eq!(findings.len(), 1);
 
     let node = built("built-around-hotsos-cdk-describe-node-notready-npd-kerneldeadlock.node.json");
@@ -446,10 +439,10 @@ async fn node_conditions_and_a_vendors_condition_as_info() {
     let (_, findings) = run(&probe, SystemTime::now()).await;
     let ready = find(&findings, "node.condition", "Ready");
     assert_eq!(ready.severity, Severity::Critical as i32);
-    assert_eq!(text(ready, "status"), "Unknown");
+    assert_eq!(ready.text("status").unwrap(), "Unknown");
     let vendor = find(&findings, "node.condition", "KernelDeadlock");
     assert_eq!(vendor.severity, Severity::Info as i32, "not an error");
-    assert_eq!(text(vendor, "reason"), "DockerHung");
+    assert_eq!(vendor.text("reason").unwrap(), "DockerHung");
     assert_eq!(
         findings.len(),
         2,

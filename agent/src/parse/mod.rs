@@ -1,6 +1,7 @@
 //! Pure parsers for the kernel's text files. No I/O: each takes the text and returns data,
 //! so they are tested on real captured files (`../shared/fixtures/real/proc/`).
 
+pub mod cgroup_memory;
 pub mod cgroup_path;
 pub mod kmsg;
 pub mod kv;

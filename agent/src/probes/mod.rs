@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::{config::Config, probe::Probe};
 
+pub mod cgroups;
 pub mod disk;
 pub mod dns;
 pub mod images;
@@ -14,8 +15,9 @@ pub mod memory;
 pub mod pods;
 pub mod system;
 
-/// The probes the agent and `nodemedic doctor` run.
-pub fn default_probes(config: &Config) -> Vec<Arc<dyn Probe>> {
+/// The probes the agent and `nodemedic doctor` run; `kube` is where the Kubernetes view
+/// appears if the agent connects to the API later (the cgroups probe names pods from it).
+pub fn default_probes(config: &Config, kube: &cgroups::names::KubeSlot) -> Vec<Arc<dyn Probe>> {
     let mut probes: Vec<Arc<dyn Probe>> = vec![
         Arc::new(disk::DiskProbe::default()),
         Arc::new(memory::MemoryProbe::default()),
@@ -23,6 +25,13 @@ pub fn default_probes(config: &Config) -> Vec<Arc<dyn Probe>> {
         Arc::new(dns::DnsProbe::new(config.dns.clone())),
         Arc::new(images::ImagesProbe::new(config.images.clone())),
     ];
+    if config.cgroups.enabled {
+        probes.push(Arc::new(cgroups::CgroupsProbe::new(
+            config.cgroups.clone(),
+            config.images.clone(),
+            Arc::clone(kube),
+        )));
+    }
     if config.kernel.enabled {
         probes.push(Arc::new(kernel::KernelProbe::new(config.kernel.clone())));
     }

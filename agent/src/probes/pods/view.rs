@@ -72,6 +72,10 @@ pub struct ContainerView {
     pub memory_limit: Option<String>,
     /// `resources.requests.memory` as written.
     pub memory_request: Option<String>,
+    /// `resources.limits.ephemeral-storage` in bytes, when set.
+    pub ephemeral_limit: Option<u64>,
+    /// The runtime's ID of the running (or last) container, without the `containerd://`.
+    pub container_id: String,
 }
 
 /// One pod on the node.
@@ -383,10 +387,19 @@ pub fn pod_view(pod: &Pod) -> PodView {
             image: c.image.clone().unwrap_or_default(),
             memory_limit: quantity(resources.and_then(|r| r.limits.as_ref())),
             memory_request: quantity(resources.and_then(|r| r.requests.as_ref())),
+            ephemeral_limit: resources
+                .and_then(|r| r.limits.as_ref())
+                .and_then(|m| m.get("ephemeral-storage"))
+                .and_then(|q| quantity_bytes(&q.0)),
             ..ContainerView::default()
         };
         if let Some(s) = statuses.iter().find(|s| s.name == c.name) {
             view.restarts = s.restart_count.max(0) as u32;
+            view.container_id = s
+                .container_id
+                .as_deref()
+                .and_then(|id| id.split_once("://").map(|(_, id)| id.to_owned()))
+                .unwrap_or_default();
             view.ready = s.ready;
             if !s.image.is_empty() && view.image.is_empty() {
                 view.image = s.image.clone();
@@ -419,5 +432,48 @@ pub fn pod_view(pod: &Pod) -> PodView {
             .unwrap_or_default(),
         containers,
         seen: None,
+    }
+}
+
+/// Bytes of a Kubernetes quantity (`1Gi`, `500M`, `2147483648`, `1e9`); `None` when it does
+/// not parse.
+pub fn quantity_bytes(q: &str) -> Option<u64> {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| c.is_ascii_alphabetic() && c != 'e')
+        .unwrap_or(q.len());
+    let (number, suffix) = q.split_at(split);
+    let value: f64 = number.parse().ok()?;
+    let factor: f64 = match suffix {
+        "" => 1.0,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "m" => 1e-3,
+        _ => return None,
+    };
+    Some((value * factor) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quantity_bytes;
+
+    #[test]
+    fn quantities_as_kubernetes_writes_them() {
+        assert_eq!(quantity_bytes("50Mi"), Some(50 << 20));
+        assert_eq!(quantity_bytes("1Gi"), Some(1 << 30));
+        assert_eq!(quantity_bytes("500M"), Some(500_000_000));
+        assert_eq!(quantity_bytes("2147483648"), Some(2_147_483_648));
+        assert_eq!(quantity_bytes("1e9"), Some(1_000_000_000));
+        assert_eq!(quantity_bytes("12Gi"), Some(12 << 30));
+        assert_eq!(quantity_bytes("lots"), None);
     }
 }
