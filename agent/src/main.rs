@@ -19,9 +19,20 @@ use tracing_subscriber::EnvFilter;
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
 struct Args {
-    /// gRPC address of the collector, e.g. http://nodemedic-collector.nodemedic:9440
+    /// gRPC address of the collector, e.g. https://nodemedic-collector.nodemedic:9440
+    /// (http:// only with a collector started with --insecure)
     #[arg(long, env = "NODEMEDIC_COLLECTOR")]
     collector: String,
+    /// The CA of the collector's certificate (PEM), for an https:// collector
+    #[arg(long, env = "NODEMEDIC_CA")]
+    ca: Option<PathBuf>,
+    /// This node's client certificate (PEM; `nodemedic-collector certs agent` makes one):
+    /// the collector accepts reports only for the node it names
+    #[arg(long, env = "NODEMEDIC_CERT", requires_all = ["ca", "key"])]
+    cert: Option<PathBuf>,
+    /// Its private key (PEM)
+    #[arg(long, env = "NODEMEDIC_KEY", requires = "cert")]
+    key: Option<PathBuf>,
     /// Name this node reports as [default: $NODE_NAME (downward API), else the hostname]
     #[arg(long, env = "NODE_NAME")]
     node_name: Option<String>,
@@ -88,6 +99,11 @@ async fn main() -> anyhow::Result<()> {
         .with_kubernetes(args.kubeconfig.as_deref(), &kubernetes)
         .await?;
     let opts = ReporterOptions {
+        tls: nodemedic_proto::tls::ClientTls {
+            ca: args.ca,
+            cert: args.cert,
+            key: args.key,
+        },
         collector_url: args.collector,
         interval: args.interval,
         once: args.once,

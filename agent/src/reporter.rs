@@ -45,6 +45,9 @@ pub enum ReportError {
         #[source]
         source: tonic::transport::Error,
     },
+    /// The TLS files cannot be used.
+    #[error("TLS to the collector: {0}")]
+    Tls(String),
     /// `--once` could not deliver its report in time.
     #[error("could not deliver the report to {url} within {within:?}: {last_error}")]
     NotDelivered {
@@ -78,6 +81,8 @@ pub struct ReporterOptions {
     pub max_pending: usize,
     /// Where unacknowledged reports survive a restart of the agent; memory only without.
     pub spool: Option<(PathBuf, SpoolLimits)>,
+    /// TLS to the collector (its CA, this node's certificate); plaintext without a CA.
+    pub tls: nodemedic_proto::tls::ClientTls,
 }
 
 /// An open `AgentGateway.Connect` stream, after the collector's Welcome.
@@ -297,6 +302,12 @@ pub async fn run(
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10))
         .tcp_keepalive(Some(Duration::from_secs(60)));
+    let endpoint = match opts.tls.config().map_err(ReportError::Tls)? {
+        Some(tls) => endpoint
+            .tls_config(tls)
+            .map_err(|e| ReportError::Tls(e.to_string()))?,
+        None => endpoint,
+    };
     let started = Instant::now();
     let spool = match &opts.spool {
         Some((dir, limits)) => Some(Spool::open(dir, *limits)?),

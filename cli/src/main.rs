@@ -32,6 +32,15 @@ struct Cli {
         default_value = "http://127.0.0.1:9440"
     )]
     collector: String,
+    /// The CA of the collector's certificate (PEM), for an https:// collector
+    #[arg(long, global = true, env = "NODEMEDIC_CA")]
+    ca: Option<std::path::PathBuf>,
+    /// A client certificate (PEM), when the collector identifies callers by certificate
+    #[arg(long, global = true, env = "NODEMEDIC_CERT", requires = "key")]
+    cert: Option<std::path::PathBuf>,
+    /// Its private key (PEM)
+    #[arg(long, global = true, env = "NODEMEDIC_KEY", requires = "cert")]
+    key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -105,7 +114,12 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     let format = cli.output;
-    let client = || query::client(&cli.collector);
+    let tls = nodemedic_proto::tls::ClientTls {
+        ca: cli.ca.clone(),
+        cert: cli.cert.clone(),
+        key: cli.key.clone(),
+    };
+    let client = || query::client(&cli.collector, &tls);
     match cli.command {
         Command::Doctor(args) => return doctor::run(args, format).await,
         Command::Runbook { dir, command } => return runbook::run(command, dir, format),

@@ -22,15 +22,19 @@ use crate::{
 };
 
 /// Connects to the collector's Diagnostics API.
-pub async fn client(url: &str) -> anyhow::Result<DiagnosticsClient<Channel>> {
-    let channel = Endpoint::from_shared(url.to_owned())
+pub async fn client(
+    url: &str,
+    tls: &nodemedic_proto::tls::ClientTls,
+) -> anyhow::Result<DiagnosticsClient<Channel>> {
+    let mut endpoint = Endpoint::from_shared(url.to_owned())
         .with_context(|| format!("invalid collector URL {url:?}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .with_context(|| {
-            format!("cannot reach the collector at {url} (set --collector or NODEMEDIC_COLLECTOR)")
-        })?;
+        .connect_timeout(Duration::from_secs(5));
+    if let Some(config) = tls.config().map_err(anyhow::Error::msg)? {
+        endpoint = endpoint.tls_config(config)?;
+    }
+    let channel = endpoint.connect().await.with_context(|| {
+        format!("cannot reach the collector at {url} (set --collector or NODEMEDIC_COLLECTOR)")
+    })?;
     Ok(DiagnosticsClient::new(channel))
 }
 

@@ -126,6 +126,7 @@ fn main() {
             limits: ReportLimits::default(),
             catalog: std::sync::Arc::new(nodemedic_collector::runbook::Catalog::builtin()),
             incidents: nodemedic_collector::incidents::IncidentConfig::default(),
+            tls: None,
         })
         .await
         .unwrap();

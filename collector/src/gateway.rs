@@ -43,6 +43,8 @@ pub struct Gateway {
     pub(crate) limits: ReportLimits,
     /// Changes when the collector shuts down: every session ends.
     pub(crate) shutdown: tokio::sync::watch::Receiver<()>,
+    /// Agents must present a client certificate naming the node they report for (TLS).
+    pub(crate) require_identity: bool,
 }
 
 type Outbound = mpsc::Sender<Result<CollectorMessage, Status>>;
@@ -60,6 +62,10 @@ impl AgentGateway for Gateway {
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
         let peer = request.remote_addr();
+        // The node the verified client certificate names, if any.
+        let certified = request
+            .peer_certs()
+            .and_then(|certs| certs.first().and_then(|c| crate::tls::node_of(c)));
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.next()).await {
             Ok(Some(Ok(AgentMessage {
@@ -86,6 +92,19 @@ impl AgentGateway for Gateway {
         if let Err(e) = validate::node_name(&hello.node) {
             warn!(message = "Refused a stream.", ?peer, error = %e);
             return Err(self.refuse("invalid_node_name", e.into()));
+        }
+        if self.require_identity && certified.as_deref() != Some(hello.node.as_str()) {
+            let status = match &certified {
+                None => Status::unauthenticated(
+                    "agents must present a client certificate naming their node",
+                ),
+                Some(named) => Status::permission_denied(format!(
+                    "the certificate names node {named:?}; it may not report for {:?}",
+                    hello.node
+                )),
+            };
+            warn!(message = "Refused a stream: node identity.", node = %hello.node, certified = ?certified, ?peer);
+            return Err(self.refuse("identity", status));
         }
         let (commands_tx, commands) = mpsc::channel(16);
         let lease = self

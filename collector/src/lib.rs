@@ -34,4 +34,5 @@ pub mod remediation;
 pub mod runbook;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod validate;

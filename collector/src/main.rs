@@ -3,11 +3,12 @@
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use nodemedic_collector::{
     incidents::IncidentConfig,
     runbook::Catalog,
     server::{Bound, Config},
+    tls::{self, TlsFiles},
     validate::ReportLimits,
 };
 use tracing_subscriber::EnvFilter;
@@ -16,7 +17,58 @@ use tracing_subscriber::EnvFilter;
 /// findings, correlates them into incidents with the runbook's remediation, and answers the
 /// Diagnostics gRPC API. /healthz, /readyz and /metrics are served on --http-listen.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, about, long_about = None, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: Args,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Certificates for TLS between agents, tooling and the collector
+    #[command(subcommand)]
+    Certs(Certs),
+}
+
+#[derive(Debug, Subcommand)]
+enum Certs {
+    /// Create a CA (ca.pem, ca-key.pem) and the collector's server certificate (server.pem,
+    /// server-key.pem) in DIR, for clusters without cert-manager
+    Init {
+        /// Where to write them
+        dir: PathBuf,
+        /// DNS names of the collector (repeatable)
+        #[arg(long = "dns", default_values_t = [
+            "localhost".to_owned(),
+            "nodemedic-collector".to_owned(),
+            "nodemedic-collector.nodemedic.svc".to_owned(),
+            "nodemedic-collector.nodemedic.svc.cluster.local".to_owned(),
+        ])]
+        dns: Vec<String>,
+        /// IP addresses of the collector (repeatable)
+        #[arg(long = "ip", default_values_t = ["127.0.0.1".parse::<std::net::IpAddr>().expect("an IP")])]
+        ips: Vec<std::net::IpAddr>,
+        /// Days they are valid
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+    /// Issue a node's agent certificate (agent-NODE.pem, agent-NODE-key.pem) with the CA in
+    /// DIR; the collector accepts its reports only for that node
+    Agent {
+        /// The directory of `certs init`
+        dir: PathBuf,
+        /// The node's name, as the agent reports it
+        #[arg(long)]
+        node: String,
+        /// Days it is valid
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+}
+
+#[derive(Debug, clap::Args)]
 struct Args {
     /// gRPC address for agents and tooling
     #[arg(long, default_value = "0.0.0.0:9440")]
@@ -53,6 +105,19 @@ struct Args {
     /// The window for --incident-repeat
     #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
     incident_repeat_window: Duration,
+    /// The collector's TLS certificate (PEM); with --tls-key and --client-ca
+    #[arg(long, requires_all = ["tls_key", "client_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// Its private key (PEM)
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The CA of agents' client certificates (PEM): an agent reports only for the node its
+    /// certificate names
+    #[arg(long, requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
+    /// Serve plaintext gRPC, with no agent identity (tests, a trusted network only)
+    #[arg(long, conflicts_with = "tls_cert")]
+    insecure: bool,
 }
 
 #[tokio::main]
@@ -63,7 +128,27 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
+    let cli = Cli::parse();
+    if let Some(Command::Certs(certs)) = cli.command {
+        return run_certs(certs);
+    }
+    let args = cli.serve;
+    let tls = match (args.tls_cert, args.tls_key, args.client_ca) {
+        (Some(cert), Some(key), Some(client_ca)) => Some(TlsFiles {
+            cert,
+            key,
+            client_ca,
+        }),
+        _ if args.insecure => {
+            tracing::warn!(
+                "--insecure: plaintext gRPC, agents are not identified; use TLS outside tests"
+            );
+            None
+        }
+        _ => anyhow::bail!(
+            "give --tls-cert, --tls-key and --client-ca (make them with `nodemedic-collector certs init DIR`), or --insecure for plaintext"
+        ),
+    };
     let catalog = match &args.runbook_dir {
         Some(dir) => Catalog::with_dir(dir).context("the runbook catalog is broken")?,
         None => Catalog::builtin(),
@@ -84,6 +169,7 @@ async fn main() -> anyhow::Result<()> {
             repeat: args.incident_repeat,
             repeat_window: args.incident_repeat_window,
         },
+        tls,
     })
     .await?;
     // One line on stdout that scripts and tests read for the bound ports.
@@ -93,6 +179,32 @@ async fn main() -> anyhow::Result<()> {
         bound.http_addr()
     );
     bound.serve(shutdown_signal()).await?;
+    Ok(())
+}
+
+fn run_certs(certs: Certs) -> anyhow::Result<()> {
+    match certs {
+        Certs::Init {
+            dir,
+            dns,
+            ips,
+            days,
+        } => {
+            tls::init(&dir, &dns, &ips, days)?;
+            println!(
+                "wrote {} and {} (CA), {} and {} (collector) in {}",
+                tls::CA_CERT,
+                tls::CA_KEY,
+                tls::SERVER_CERT,
+                tls::SERVER_KEY,
+                dir.display()
+            );
+        }
+        Certs::Agent { dir, node, days } => {
+            let (cert, key) = tls::agent(&dir, &node, days)?;
+            println!("wrote {} and {}", cert.display(), key.display());
+        }
+    }
     Ok(())
 }
 

@@ -41,6 +41,9 @@ pub enum ServerError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The TLS files could not be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Grpc(#[from] tonic::transport::Error),
@@ -73,6 +76,9 @@ pub struct Config {
     pub catalog: Arc<Catalog>,
     /// When findings become incidents.
     pub incidents: IncidentConfig,
+    /// TLS on the gRPC listener, agents identified by their client certificates; `None`
+    /// serves plaintext (`--insecure`).
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 /// A collector with its listeners bound, not yet serving.
@@ -153,6 +159,7 @@ impl Bound {
             metrics: Arc::clone(&metrics),
             limits: config.limits,
             shutdown: stop_rx.clone(),
+            require_identity: config.tls.is_some(),
         };
         let info = serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
@@ -193,7 +200,11 @@ impl Bound {
         let stopped = |mut rx: tokio::sync::watch::Receiver<()>| async move {
             let _ = rx.changed().await;
         };
-        let grpc_server = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &config.tls {
+            builder = builder.tls_config(tls.server_config()?)?;
+        }
+        let grpc_server = builder
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_service(health_service)

@@ -39,6 +39,7 @@ impl Running {
             limits: ReportLimits::default(),
             catalog: std::sync::Arc::new(nodemedic_collector::runbook::Catalog::builtin()),
             incidents: nodemedic_collector::incidents::IncidentConfig::default(),
+            tls: None,
         })
         .await
         .unwrap();

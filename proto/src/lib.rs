@@ -8,10 +8,12 @@
 //! which is what `-o json` and bundles print: field names are as stable as the protos.
 //!
 //! Besides the generated code this crate holds only small, I/O-free helpers on the types:
-//! [`finding`] (building findings and evidence) and [`time`] (timestamps).
+//! [`finding`] (building findings and evidence), [`time`] (timestamps) and [`tls`] (a
+//! client's TLS files).
 
 pub mod finding;
 pub mod time;
+pub mod tls;
 
 /// `nodemedic.v1`: messages and services.
 #[allow(missing_docs, clippy::all)]

@@ -41,7 +41,7 @@ impl Drop for Process {
 pub struct CollectorProcess {
     /// The process.
     pub process: Process,
-    /// `http://127.0.0.1:PORT` of its gRPC listener.
+    /// `http://127.0.0.1:PORT` (`https://localhost:PORT` with TLS) of its gRPC listener.
     pub grpc_url: String,
     /// `127.0.0.1:PORT` of its HTTP listener.
     pub http_addr: String,
@@ -52,6 +52,12 @@ impl CollectorProcess {
     /// (`127.0.0.1:0` for a free port), and waits for its listening line. Findings become
     /// incidents after 2 s (not the default 30 s), to keep tests short.
     pub fn start(data_dir: &Path, grpc_listen: &str) -> Self {
+        Self::start_with(data_dir, grpc_listen, &["--insecure"])
+    }
+
+    /// [`CollectorProcess::start`] with `extra` flags instead of `--insecure`: with
+    /// `--tls-cert`, its URL is `https://localhost:PORT` (the name its certificate has).
+    pub fn start_with(data_dir: &Path, grpc_listen: &str, extra: &[&str]) -> Self {
         let mut child = Command::new(binary("nodemedic-collector"))
             .args([
                 "--grpc-listen",
@@ -63,6 +69,7 @@ impl CollectorProcess {
                 "--data-dir",
             ])
             .arg(data_dir)
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()
@@ -80,8 +87,14 @@ impl CollectorProcess {
             .split_whitespace()
             .find_map(|w| w.strip_prefix("http="))
             .unwrap_or_else(|| panic!("no http= in the collector's first line: {line:?}"));
+        let grpc_url = if extra.contains(&"--tls-cert") {
+            let port = grpc.rsplit(':').next().unwrap_or_default();
+            format!("https://localhost:{port}")
+        } else {
+            format!("http://{grpc}")
+        };
         CollectorProcess {
-            grpc_url: format!("http://{grpc}"),
+            grpc_url,
             http_addr: http.to_owned(),
             process: Process(child),
         }

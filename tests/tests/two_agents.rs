@@ -325,6 +325,7 @@ fn a_collector_with_a_broken_runbook_refuses_to_start_and_names_the_line() {
         .arg(data.path())
         .arg("--runbook-dir")
         .arg(rules.path())
+        .arg("--insecure")
         .output()
         .unwrap();
     assert!(!out.status.success());

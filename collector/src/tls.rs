@@ -1,0 +1,191 @@
+//! TLS for the gRPC listener (rustls with ring, through tonic) and the certificates it
+//! needs: `nodemedic-collector certs init` makes a CA and the collector's server
+//! certificate, `certs agent` issues a node's client certificate (its common name and DNS
+//! name are the node's name). An agent's stream is accepted only for the node its
+//! certificate names.
+
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+
+/// File names in a certificate directory.
+pub const CA_CERT: &str = "ca.pem";
+/// The CA's private key (keep it off the nodes).
+pub const CA_KEY: &str = "ca-key.pem";
+/// The collector's certificate.
+pub const SERVER_CERT: &str = "server.pem";
+/// The collector's private key.
+pub const SERVER_KEY: &str = "server-key.pem";
+
+/// Why certificates could not be made or used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A certificate or key could not be made or parsed.
+    #[error("{0}")]
+    Cert(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
+    move |source| TlsError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn cert_err(e: rcgen::Error) -> TlsError {
+    TlsError::Cert(e.to_string())
+}
+
+fn valid_for(params: &mut CertificateParams, days: u32) {
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(i64::from(days));
+}
+
+/// Writes `file` in `dir`; private keys are readable by the owner only.
+fn write(dir: &Path, file: &str, text: &str, private: bool) -> Result<(), TlsError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(file);
+    let mut options = std::fs::File::options();
+    options.write(true).create(true).truncate(true);
+    if private {
+        options.mode(0o600);
+    }
+    let mut f = options.open(&path).map_err(io(&path))?;
+    std::io::Write::write_all(&mut f, text.as_bytes()).map_err(io(&path))
+}
+
+/// Makes a CA and a server certificate for `dns` names and `ips` in `dir`.
+pub fn init(dir: &Path, dns: &[String], ips: &[IpAddr], days: u32) -> Result<(), TlsError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let ca_key = KeyPair::generate().map_err(cert_err)?;
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(cert_err)?;
+    ca.distinguished_name
+        .push(DnType::CommonName, "nodemedic CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    valid_for(&mut ca, days);
+    let ca_cert = ca.self_signed(&ca_key).map_err(cert_err)?;
+    let issuer = Issuer::new(ca, ca_key);
+
+    let key = KeyPair::generate().map_err(cert_err)?;
+    let mut server = CertificateParams::new(dns.to_vec()).map_err(cert_err)?;
+    server
+        .subject_alt_names
+        .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "nodemedic-collector");
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    valid_for(&mut server, days);
+    let server_cert = server.signed_by(&key, &issuer).map_err(cert_err)?;
+
+    write(dir, CA_CERT, &ca_cert.pem(), false)?;
+    write(dir, CA_KEY, &issuer.key().serialize_pem(), true)?;
+    write(dir, SERVER_CERT, &server_cert.pem(), false)?;
+    write(dir, SERVER_KEY, &key.serialize_pem(), true)
+}
+
+/// Issues a client certificate for `node` with the CA in `dir`: `agent-<node>.pem` and
+/// `agent-<node>-key.pem`. Answers their paths.
+pub fn agent(dir: &Path, node: &str, days: u32) -> Result<(PathBuf, PathBuf), TlsError> {
+    crate::validate::node_name(node).map_err(|e| TlsError::Cert(e.to_string()))?;
+    let read = |file: &str| {
+        let path = dir.join(file);
+        std::fs::read_to_string(&path).map_err(io(&path))
+    };
+    let ca_key = KeyPair::from_pem(&read(CA_KEY)?).map_err(cert_err)?;
+    let issuer = Issuer::from_ca_cert_pem(&read(CA_CERT)?, ca_key).map_err(cert_err)?;
+    let key = KeyPair::generate().map_err(cert_err)?;
+    let mut params = CertificateParams::new(vec![node.to_owned()]).map_err(cert_err)?;
+    params.distinguished_name.push(DnType::CommonName, node);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    valid_for(&mut params, days);
+    let cert = params.signed_by(&key, &issuer).map_err(cert_err)?;
+    let (cert_file, key_file) = (format!("agent-{node}.pem"), format!("agent-{node}-key.pem"));
+    write(dir, &cert_file, &cert.pem(), false)?;
+    write(dir, &key_file, &key.serialize_pem(), true)?;
+    Ok((dir.join(cert_file), dir.join(key_file)))
+}
+
+/// The collector's TLS files.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Its certificate (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// The CA that signs agents' (and tooling's) client certificates (PEM).
+    pub client_ca: PathBuf,
+}
+
+impl TlsFiles {
+    /// tonic's server configuration: the identity, and client certificates verified
+    /// against the CA when a client presents one (tooling may come without).
+    pub fn server_config(&self) -> Result<ServerTlsConfig, TlsError> {
+        let read = |path: &Path| std::fs::read(path).map_err(io(path));
+        Ok(ServerTlsConfig::new()
+            .identity(Identity::from_pem(read(&self.cert)?, read(&self.key)?))
+            .client_ca_root(Certificate::from_pem(read(&self.client_ca)?))
+            .client_auth_optional(true))
+    }
+}
+
+/// The node a verified client certificate names (its common name).
+pub fn node_of(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    cert.subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_agent_certificate_names_its_node() {
+        let dir = tempfile::tempdir().unwrap();
+        init(
+            dir.path(),
+            &["localhost".into()],
+            &["127.0.0.1".parse().unwrap()],
+            30,
+        )
+        .unwrap();
+        let (cert, key) = agent(dir.path(), "node-a", 30).unwrap();
+        let pem = std::fs::read_to_string(&cert).unwrap();
+        let der = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+            .unwrap()
+            .1
+            .contents;
+        assert_eq!(node_of(&der).as_deref(), Some("node-a"));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(
+            agent(dir.path(), "../etc", 30).is_err(),
+            "hostile node names are refused"
+        );
+    }
+}

@@ -1,0 +1,171 @@
+//! TLS between agents, the CLI and the collector, as real processes: certificates made by
+//! `nodemedic-collector certs`, an agent's report accepted only for the node its
+//! certificate names; a wrong node, no certificate, and an expired certificate refused;
+//! plaintext refused unless asked for.
+
+use std::{path::Path, process::Command, time::Duration};
+
+use nodemedic_agent::testing::FakeHost;
+use nodemedic_tests::{CollectorProcess, binary, eventually, http_get};
+
+fn certs(args: &[&str]) {
+    let out = Command::new(binary("nodemedic-collector"))
+        .arg("certs")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn path(dir: &Path, file: &str) -> String {
+    dir.join(file).to_str().unwrap().to_owned()
+}
+
+/// `nodemedic --ca CA ARGS` against the collector; (exit code, stdout, stderr).
+fn cli(url: &str, ca: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(binary("nodemedic"))
+        .args(["--collector", url, "--ca", ca])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `nodemedic-agent --once` as `node` with the client certificate `cert`; (success, stderr).
+fn agent_once(
+    url: &str,
+    ca: &str,
+    node: &str,
+    cert: Option<(&str, &str)>,
+    host: &FakeHost,
+) -> (bool, String) {
+    let mut cmd = Command::new(binary("nodemedic-agent"));
+    cmd.args([
+        "--collector",
+        url,
+        "--node-name",
+        node,
+        "--once",
+        "--once-timeout",
+        "5s",
+    ])
+    .arg("--host-root")
+    .arg(host.root().dir())
+    .env_remove("KUBECONFIG")
+    .env_remove("KUBERNETES_SERVICE_HOST")
+    .env("RUST_LOG", "warn");
+    cmd.args(["--ca", ca]);
+    if let Some((cert, key)) = cert {
+        cmd.args(["--cert", cert, "--key", key]);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn agents_report_only_for_the_node_their_certificate_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let certs_dir = d.join("certs");
+    certs(&["init", certs_dir.to_str().unwrap()]);
+    certs(&["agent", certs_dir.to_str().unwrap(), "--node", "node-a"]);
+    let ca = path(&certs_dir, "ca.pem");
+    let collector = CollectorProcess::start_with(
+        &d.join("data"),
+        "127.0.0.1:0",
+        &[
+            "--tls-cert",
+            &path(&certs_dir, "server.pem"),
+            "--tls-key",
+            &path(&certs_dir, "server-key.pem"),
+            "--client-ca",
+            &ca,
+        ],
+    );
+    let url = collector.grpc_url.clone();
+    assert!(url.starts_with("https://localhost:"), "{url}");
+    let host = FakeHost::new();
+    let node_a = (
+        path(&certs_dir, "agent-node-a.pem"),
+        path(&certs_dir, "agent-node-a-key.pem"),
+    );
+    let cert_a = Some((node_a.0.as_str(), node_a.1.as_str()));
+
+    // Its own node: stored.
+    let (ok, err) = agent_once(&url, &ca, "node-a", cert_a, &host);
+    assert!(ok, "{err}");
+    let (code, out, err) = cli(&url, &ca, &["nodes", "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"node-a\""), "{out}");
+
+    // Another node's name with node-a's certificate: refused, nothing stored.
+    let (ok, err) = agent_once(&url, &ca, "node-b", cert_a, &host);
+    assert!(!ok);
+    assert!(err.contains("may not report for"), "{err}");
+    // No client certificate at all.
+    let (ok, err) = agent_once(&url, &ca, "node-c", None, &host);
+    assert!(!ok);
+    assert!(err.contains("client certificate"), "{err}");
+    let (_, out, _) = cli(&url, &ca, &["nodes", "-o", "json"]);
+    assert!(!out.contains("node-b") && !out.contains("node-c"), "{out}");
+    let metrics = eventually(Duration::from_secs(5), "the refusals counted", || {
+        let (_, body) = http_get(&collector.http_addr, "/metrics");
+        let body = String::from_utf8(body).unwrap();
+        body.contains("reason=\"identity\"").then_some(body)
+    });
+    assert!(metrics.contains("nodemedic_refused_total"), "{metrics}");
+
+    // An expired certificate for node-a: the handshake fails.
+    // (Valid for 0 days ends this second; certificate times have one-second resolution.)
+    certs(&[
+        "agent",
+        certs_dir.to_str().unwrap(),
+        "--node",
+        "node-a",
+        "--days",
+        "0",
+    ]);
+    std::thread::sleep(Duration::from_secs(2));
+    let (ok, err) = agent_once(&url, &ca, "node-a", cert_a, &host);
+    assert!(!ok, "an expired certificate is refused: {err}");
+
+    // The CLI without the CA cannot trust the collector.
+    let out = Command::new(binary("nodemedic"))
+        .args(["--collector", &url, "nodes"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
+fn plaintext_only_when_asked_for() {
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(binary("nodemedic-collector"))
+        .args([
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--tls-cert") && err.contains("--insecure"),
+        "{err}"
+    );
+}
