@@ -37,6 +37,21 @@ impl Drop for Process {
     }
 }
 
+/// `nodemedic-collector` serving `data_dir`, gRPC on `grpc_listen`, HTTP on a free port of
+/// 127.0.0.1; more flags to add.
+pub fn collector_command(data_dir: &Path, grpc_listen: &str) -> Command {
+    let mut cmd = Command::new(binary("nodemedic-collector"));
+    cmd.args([
+        "--grpc-listen",
+        grpc_listen,
+        "--http-listen",
+        "127.0.0.1:0",
+        "--data-dir",
+    ])
+    .arg(data_dir);
+    cmd
+}
+
 /// A collector process on 127.0.0.1 with free ports.
 pub struct CollectorProcess {
     /// The process.
@@ -58,17 +73,8 @@ impl CollectorProcess {
     /// [`CollectorProcess::start`] with `extra` flags instead of `--insecure`: with
     /// `--tls-cert`, its URL is `https://localhost:PORT` (the name its certificate has).
     pub fn start_with(data_dir: &Path, grpc_listen: &str, extra: &[&str]) -> Self {
-        let mut child = Command::new(binary("nodemedic-collector"))
-            .args([
-                "--grpc-listen",
-                grpc_listen,
-                "--http-listen",
-                "127.0.0.1:0",
-                "--incident-hold",
-                "2s",
-                "--data-dir",
-            ])
-            .arg(data_dir)
+        let mut child = collector_command(data_dir, grpc_listen)
+            .args(["--incident-hold", "2s"])
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())

@@ -6,7 +6,7 @@
 use std::{path::Path, process::Command, time::Duration};
 
 use nodemedic_agent::testing::FakeHost;
-use nodemedic_tests::{CollectorProcess, binary, eventually, http_get};
+use nodemedic_tests::{CollectorProcess, binary, collector_command, eventually, http_get};
 
 fn certs(args: &[&str]) {
     let out = Command::new(binary("nodemedic-collector"))
@@ -151,15 +151,7 @@ fn agents_report_only_for_the_node_their_certificate_names() {
 #[test]
 fn plaintext_only_when_asked_for() {
     let data = tempfile::tempdir().unwrap();
-    let out = Command::new(binary("nodemedic-collector"))
-        .args([
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(data.path())
+    let out = collector_command(data.path(), "127.0.0.1:0")
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -4,7 +4,7 @@
 use std::{process::Command, time::Duration};
 
 use nodemedic_agent::testing::FakeHost;
-use nodemedic_tests::{CollectorProcess, agent, binary, cli, eventually};
+use nodemedic_tests::{CollectorProcess, agent, binary, cli, collector_command, eventually};
 use serde_json::Value;
 
 const GIB_KB: u64 = 1024 * 1024;
@@ -314,15 +314,7 @@ fn a_collector_with_a_broken_runbook_refuses_to_start_and_names_the_line() {
     )
     .unwrap();
     let data = tempfile::tempdir().unwrap();
-    let out = Command::new(binary("nodemedic-collector"))
-        .args([
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(data.path())
+    let out = collector_command(data.path(), "127.0.0.1:0")
         .arg("--runbook-dir")
         .arg(rules.path())
         .arg("--insecure")
