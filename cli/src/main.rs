@@ -47,7 +47,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Diagnose this machine now: disk, memory, kernel limits and DNS, as incidents with
+    /// Diagnose this machine now: disk, memory, kernel limits, DNS, container images, the
+    /// kernel log, pod cgroups (and pods, with --kubeconfig), as incidents with
     /// what to do. Exits 0 when healthy, 4 when the worst finding is a warning, 3 when
     /// critical.
     Doctor(DoctorArgs),

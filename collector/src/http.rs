@@ -24,10 +24,17 @@ struct AppState {
     metrics: Arc<Metrics>,
     writer: WriterHandle,
     bundles: Bundler,
+    /// Serving plaintext gRPC (`--insecure`): said on `/readyz`.
+    insecure: bool,
 }
 
 /// The routes.
-pub fn router(metrics: Arc<Metrics>, writer: WriterHandle, bundles: Bundler) -> Router {
+pub fn router(
+    metrics: Arc<Metrics>,
+    writer: WriterHandle,
+    bundles: Bundler,
+    insecure: bool,
+) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -37,6 +44,7 @@ pub fn router(metrics: Arc<Metrics>, writer: WriterHandle, bundles: Bundler) -> 
             metrics,
             writer,
             bundles,
+            insecure,
         })
 }
 
@@ -97,7 +105,12 @@ async fn bundle_download(
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    if state.writer.is_alive() {
+    if state.writer.is_alive() && state.insecure {
+        (
+            StatusCode::OK,
+            "ready (insecure: plaintext gRPC, agents not identified)\n",
+        )
+    } else if state.writer.is_alive() {
         (StatusCode::OK, "ready\n")
     } else {
         (

@@ -218,7 +218,12 @@ impl Bound {
             .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped(stop_rx.clone()));
         let http_server = axum::serve(
             http,
-            http::router(Arc::clone(&metrics), writer.clone(), bundles),
+            http::router(
+                Arc::clone(&metrics),
+                writer.clone(),
+                bundles,
+                config.tls.is_none(),
+            ),
         )
         .with_graceful_shutdown(stopped(stop_rx.clone()));
         drop(writer);

@@ -265,7 +265,8 @@ async fn findings_open_refresh_resolve_and_survive_a_restart() {
         metrics.contains("nodemedic_open_findings{severity=\"warning\"} 1"),
         "{metrics}"
     );
-    assert!(server.http_get("/readyz").await.contains("200 OK"));
+    let ready = server.http_get("/readyz").await;
+    assert!(ready.contains("200 OK") && ready.contains("insecure"), "{ready}");
     drop(a);
     server.stop().await;
 

@@ -95,6 +95,8 @@ fn agents_report_only_for_the_node_their_certificate_names() {
     );
     let url = collector.grpc_url.clone();
     assert!(url.starts_with("https://localhost:"), "{url}");
+    let (_, ready) = http_get(&collector.http_addr, "/readyz");
+    assert_eq!(String::from_utf8(ready).unwrap(), "ready\n");
     let host = FakeHost::new();
     let node_a = (
         path(&certs_dir, "agent-node-a.pem"),
