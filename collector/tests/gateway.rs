@@ -266,7 +266,10 @@ async fn findings_open_refresh_resolve_and_survive_a_restart() {
         "{metrics}"
     );
     let ready = server.http_get("/readyz").await;
-    assert!(ready.contains("200 OK") && ready.contains("insecure"), "{ready}");
+    assert!(
+        ready.contains("200 OK") && ready.contains("insecure"),
+        "{ready}"
+    );
     drop(a);
     server.stop().await;
 
