@@ -68,7 +68,7 @@ impl Probe for DiskProbe {
             .iter()
             .map(|m| m.mount_point.as_str())
             .collect();
-        history.retain(&mounted);
+        history.retain(|m| mounted.contains(&m));
 
         let findings = section.mounts.iter().flat_map(|m| judge(m, t)).collect();
         Ok(ProbeOutput {

@@ -23,16 +23,14 @@ pub fn measure(host: &HostRoot, uids: &[&str]) -> (HashMap<String, u64>, bool) {
         })
         .unwrap_or_default();
     for uid in uids {
+        let suffix = format!("_{uid}");
         let mut bytes = disk_usage(
             &host.path(&format!(
                 "/var/lib/kubelet/pods/{uid}/volumes/kubernetes.io~empty-dir"
             )),
             &mut budget,
         );
-        for (_, dir) in logs
-            .iter()
-            .filter(|(name, _)| name.ends_with(&format!("_{uid}")))
-        {
+        for (_, dir) in logs.iter().filter(|(name, _)| name.ends_with(&suffix)) {
             bytes += disk_usage(dir, &mut budget);
         }
         out.insert((*uid).to_owned(), bytes);

@@ -10,8 +10,8 @@ pub mod names;
 pub mod walk;
 
 use std::{
-    collections::{HashMap, VecDeque},
-    path::PathBuf,
+    collections::{HashMap, HashSet, VecDeque},
+    path::{Path, PathBuf},
     sync::Mutex,
     time::{Duration, Instant, SystemTime},
 };
@@ -206,17 +206,11 @@ impl CgroupsProbe {
             .filter(|f| f.pod.container_id.is_none())
             .count() as u32;
         section.containers = found.len() as u32 - section.pods;
-        let keys: Vec<&str> = measured
-            .iter()
-            .map(|m| m.found.dir.to_str().unwrap_or_default())
-            .collect();
-        state.history.retain(&keys);
-        state
-            .counters
-            .retain(|k, _| keys.contains(&k.to_str().unwrap_or_default()));
-        state
-            .kills
-            .retain(|k, _| keys.contains(&k.to_str().unwrap_or_default()));
+        // Forget the cgroups that are gone (a set: hundreds of them, at every walk).
+        let dirs: HashSet<&Path> = measured.iter().map(|m| m.found.dir.as_path()).collect();
+        state.history.retain(|k| dirs.contains(Path::new(k)));
+        state.counters.retain(|k, _| dirs.contains(k.as_path()));
+        state.kills.retain(|k, _| dirs.contains(k.as_path()));
 
         for m in &measured {
             findings.extend(self.near_limit(m));
@@ -379,10 +373,8 @@ impl CgroupsProbe {
         }
         let oldest = samples.front().copied();
         if let Some(first) = oldest.filter(|f| f.at < now) {
-            let events = m.memory.limit_hits + m.memory.high_events
-                - first
-                    .pressure_events
-                    .min(m.memory.limit_hits + m.memory.high_events);
+            let events =
+                (m.memory.limit_hits + m.memory.high_events).saturating_sub(first.pressure_events);
             let killed = m.memory.oom_kills > first.oom_kills;
             if events >= self.config.throttle_events && !killed {
                 out.push(

@@ -5,7 +5,7 @@
 //! its pod UID and container ID.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     path::Path,
     sync::{Arc, OnceLock},
     time::Duration,
@@ -126,13 +126,13 @@ impl Names {
 
     /// Forgets what no cgroup uses any more.
     pub fn retain(&mut self, cgroups: &[&PodCgroup]) {
-        self.containers.retain(|id, _| {
-            cgroups
-                .iter()
-                .any(|c| c.container_id.as_deref() == Some(id.as_str()))
-        });
-        self.pods
-            .retain(|uid, _| cgroups.iter().any(|c| &c.pod_uid == uid));
+        let ids: HashSet<&str> = cgroups
+            .iter()
+            .filter_map(|c| c.container_id.as_deref())
+            .collect();
+        let uids: HashSet<&str> = cgroups.iter().map(|c| c.pod_uid.as_str()).collect();
+        self.containers.retain(|id, _| ids.contains(id.as_str()));
+        self.pods.retain(|uid, _| uids.contains(uid.as_str()));
     }
 }
 

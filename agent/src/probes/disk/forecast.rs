@@ -73,9 +73,9 @@ impl History {
         })
     }
 
-    /// Forgets the mount points that are no longer mounted.
-    pub fn retain(&mut self, mounted: &[&str]) {
-        self.samples.retain(|k, _| mounted.contains(&k.as_str()));
+    /// Forgets the series `keep` says are gone (unmounted filesystems, removed cgroups).
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.samples.retain(|k, _| keep(k));
     }
 }
 
@@ -155,7 +155,7 @@ mod tests {
         assert_eq!(h.samples["/"].len(), 2);
         h.record("/", at(1), 100, 1000, 12 * MIN, 5 * MIN);
         assert_eq!(h.samples["/"].len(), 1);
-        h.retain(&[]);
+        h.retain(|_| false);
         assert!(h.samples.is_empty());
     }
 }

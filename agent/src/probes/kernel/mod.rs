@@ -16,7 +16,7 @@ pub mod tally;
 
 use std::{sync::Mutex, time::Duration};
 
-use nodemedic_proto::v1::{Evidence, Finding, KernelEvent, Severity, evidence};
+use nodemedic_proto::v1::{Evidence, Finding, KernelEvent, Severity};
 
 use self::{
     follow::Follower,
@@ -145,37 +145,27 @@ fn finding(e: &KernelEvent, window: Duration) -> Finding {
     } else {
         format!(" ({})", e.subject)
     };
-    let field = |key: &str| {
-        e.fields
-            .iter()
-            .find(|f| f.key == key)
-            .and_then(|f| match &f.value {
-                Some(evidence::Value::Text(t)) => Some(t.as_str()),
-                _ => None,
-            })
-    };
-    let last = match (field("process"), field("pid")) {
-        (Some(process), Some(pid)) => format!("{process} (pid {pid})"),
-        _ => shorten(&e.last_line, 160),
-    };
     let mut finding = Finding::fail(
         &e.check,
         Severity::try_from(e.severity).unwrap_or(Severity::Warning),
         &e.subject,
-        format!(
-            "{} {what}{about} in the last {}; last: {last}",
-            e.count,
-            humantime::format_duration(window),
-        ),
+        String::new(),
     )
     .with(Evidence::count("count", e.count))
     .with(Evidence::count("total", e.total))
     .with(Evidence::text("reason", e.reason.clone()))
     .with(Evidence::text("first_line", e.first_line.clone()))
     .with(Evidence::text("last_line", e.last_line.clone()));
-    for field in &e.fields {
-        finding = finding.with(field.clone());
-    }
+    finding.evidence.extend(e.fields.iter().cloned());
+    let last = match (finding.text("process"), finding.text("pid")) {
+        (Some(process), Some(pid)) => format!("{process} (pid {pid})"),
+        _ => shorten(&e.last_line, 160),
+    };
+    finding.message = format!(
+        "{} {what}{about} in the last {}; last: {last}",
+        e.count,
+        humantime::format_duration(window),
+    );
     finding
 }
 

@@ -10,9 +10,7 @@ use std::{
 };
 
 use k8s_openapi::{
-    api::core::v1::{
-        ContainerState, ContainerStatus, Event, Node, NodeCondition, Pod, PodCondition,
-    },
+    api::core::v1::{ContainerState, ContainerStatus, Event, Node, Pod},
     apimachinery::pkg::apis::meta::v1::Time,
 };
 
@@ -62,8 +60,6 @@ pub struct ContainerView {
     pub ready: bool,
     /// Why it is waiting, and the kubelet's words: `CrashLoopBackOff`, `ErrImagePull`, ...
     pub waiting: Option<(String, String)>,
-    /// It is running now.
-    pub running: bool,
     /// How it ended, when it is terminated now.
     pub terminated: Option<Termination>,
     /// How its previous run ended.
@@ -131,10 +127,6 @@ pub struct NodeView {
 pub struct EventView {
     /// `Pod` or `Node`.
     pub kind: String,
-    /// The object's namespace (empty for the node).
-    pub namespace: String,
-    /// The object's name.
-    pub name: String,
     /// The object's UID.
     pub uid: String,
     /// `spec.containers{app}` when it is about one container.
@@ -212,7 +204,19 @@ impl Cluster {
                 .status
                 .as_ref()
                 .and_then(|s| s.conditions.as_ref())
-                .map(|cs| cs.iter().map(node_condition).collect())
+                .map(|cs| {
+                    cs.iter()
+                        .map(|c| {
+                            condition(
+                                &c.type_,
+                                &c.status,
+                                &c.reason,
+                                &c.message,
+                                &c.last_transition_time,
+                            )
+                        })
+                        .collect()
+                })
                 .unwrap_or_default(),
         });
     }
@@ -248,8 +252,6 @@ impl Cluster {
             key,
             EventView {
                 kind: obj.kind.clone().unwrap_or_default(),
-                namespace: obj.namespace.clone().unwrap_or_default(),
-                name: obj.name.clone().unwrap_or_default(),
                 uid: obj.uid.clone().unwrap_or_default(),
                 field_path: obj.field_path.clone().unwrap_or_default(),
                 reason: event.reason.clone().unwrap_or_default(),
@@ -324,23 +326,20 @@ fn time(t: &Time) -> SystemTime {
     system_time(&t.0)
 }
 
-fn pod_condition(c: &PodCondition) -> ConditionView {
+/// A pod's or the node's condition (the two API types have the same fields).
+fn condition(
+    kind: &str,
+    status: &str,
+    reason: &Option<String>,
+    message: &Option<String>,
+    since: &Option<Time>,
+) -> ConditionView {
     ConditionView {
-        kind: c.type_.clone(),
-        status: c.status.clone(),
-        reason: c.reason.clone().unwrap_or_default(),
-        message: c.message.clone().unwrap_or_default(),
-        since: c.last_transition_time.as_ref().map(time),
-    }
-}
-
-fn node_condition(c: &NodeCondition) -> ConditionView {
-    ConditionView {
-        kind: c.type_.clone(),
-        status: c.status.clone(),
-        reason: c.reason.clone().unwrap_or_default(),
-        message: c.message.clone().unwrap_or_default(),
-        since: c.last_transition_time.as_ref().map(time),
+        kind: kind.to_owned(),
+        status: status.to_owned(),
+        reason: reason.clone().unwrap_or_default(),
+        message: message.clone().unwrap_or_default(),
+        since: since.as_ref().map(time),
     }
 }
 
@@ -411,7 +410,6 @@ pub fn pod_view(pod: &Pod) -> PodView {
                     w.message.clone().unwrap_or_default(),
                 )
             });
-            view.running = state.is_some_and(|st| st.running.is_some());
             view.terminated = termination(state);
             view.last_terminated = termination(s.last_state.as_ref());
         }
@@ -428,7 +426,19 @@ pub fn pod_view(pod: &Pod) -> PodView {
         finalizers: meta.finalizers.clone().unwrap_or_default(),
         conditions: status
             .and_then(|s| s.conditions.as_ref())
-            .map(|cs| cs.iter().map(pod_condition).collect())
+            .map(|cs| {
+                cs.iter()
+                    .map(|c| {
+                        condition(
+                            &c.type_,
+                            &c.status,
+                            &c.reason,
+                            &c.message,
+                            &c.last_transition_time,
+                        )
+                    })
+                    .collect()
+            })
             .unwrap_or_default(),
         containers,
         seen: None,

@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeSet, path::Path, sync::Arc, time::SystemTime};
 
-use futures::{StreamExt, TryStreamExt as _};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::{
     Api, Client,
@@ -180,9 +180,7 @@ async fn watch_events(
     view: Arc<KubeView>,
     settings: KubernetesConfig,
 ) {
-    let stream = watcher(api, config)
-        .default_backoff()
-        .map_err(|e| e.to_string());
+    let stream = watcher(api, config).default_backoff();
     futures::pin_mut!(stream);
     while let Some(event) = stream.next().await {
         let now = SystemTime::now();
