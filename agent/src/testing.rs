@@ -458,7 +458,10 @@ pub struct Containerd {
 }
 
 impl Containerd {
-    /// Starts containerd under `dir` and waits for its socket.
+    /// Starts containerd under `dir` and waits for its socket. Its CRI sandbox image is
+    /// [`BUSYBOX_IMAGE`], and it keeps the OOM score it is given (`restrict_oom_score_adj`):
+    /// runc cannot lower a sandbox's score to the kubelet's -998 inside this machine's own
+    /// container, and fails with "can't get final child's PID from pipe" if asked to.
     pub fn start(dir: &std::path::Path) -> Self {
         std::fs::create_dir_all(dir).expect("the runtime's directory");
         let socket = dir.join("containerd.sock");
@@ -466,7 +469,7 @@ impl Containerd {
         std::fs::write(
             &config,
             format!(
-                "version = 2\nroot = \"{}\"\nstate = \"{}\"\n[grpc]\n  address = \"{}\"\n[ttrpc]\n  address = \"{}\"\n",
+                "version = 2\nroot = \"{}\"\nstate = \"{}\"\n[grpc]\n  address = \"{}\"\n[ttrpc]\n  address = \"{}\"\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"{BUSYBOX_IMAGE}\"\n  restrict_oom_score_adj = true\n",
                 dir.join("root").display(),
                 dir.join("state").display(),
                 socket.display(),
@@ -502,6 +505,217 @@ impl Containerd {
 impl Drop for Containerd {
     fn drop(&mut self) {
         terminate(&mut self.child);
+    }
+}
+
+/// The image every [`CriPod`] runs, sandbox ("pause") and containers alike: Debian's static
+/// busybox, packed `FROM scratch` (no registry is reachable). Its name is the sandbox image
+/// in [`Containerd`]'s config.
+pub const BUSYBOX_IMAGE: &str = "nodemedic.test/busybox:1";
+
+/// A pod started through the CRI the way the kubelet starts one: a sandbox under a cgroup
+/// parent, then containers with the kubelet's `io.kubernetes.*` labels and a memory limit,
+/// on the host's network (pods get no CNI networking here). Removed, with its cgroups, on
+/// drop.
+pub struct CriPod {
+    socket: PathBuf,
+    sandbox_id: String,
+    cgroup_parent: String,
+    /// The containers' IDs, in the order they were asked for.
+    pub container_ids: Vec<String>,
+}
+
+/// What a [`CriPod`] is: the pod's metadata and its containers (name, memory limit).
+pub struct CriPodSpec<'a> {
+    /// The pod's namespace.
+    pub namespace: &'a str,
+    /// The pod's name.
+    pub name: &'a str,
+    /// The pod's UID.
+    pub uid: &'a str,
+    /// The cgroupfs parent, e.g. `/kubepods/burstable/pod<uid>`.
+    pub cgroup_parent: &'a str,
+    /// Its containers: name and memory limit in bytes.
+    pub containers: &'a [(&'a str, u64)],
+}
+
+impl Containerd {
+    /// Loads [`BUSYBOX_IMAGE`], made by `engine`, into this runtime's `k8s.io` namespace.
+    pub fn load_busybox(&self, engine: &Dockerd) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        std::fs::create_dir(dir.path().join("bin")).expect("mkdir bin");
+        std::fs::copy("/bin/busybox", dir.path().join("bin/busybox"))
+            .expect("/bin/busybox (Debian's busybox-static; scripts/test installs it)");
+        let layer = dir.path().join("layer.tar");
+        run(std::process::Command::new("tar")
+            .arg("-cf")
+            .arg(&layer)
+            .arg("-C")
+            .arg(dir.path())
+            .arg("bin"));
+        engine.docker(&[
+            "import",
+            "--change",
+            r#"ENTRYPOINT ["/bin/busybox", "sleep", "3600"]"#,
+            &layer.to_string_lossy(),
+            BUSYBOX_IMAGE,
+        ]);
+        let archive = dir.path().join("busybox.tar");
+        engine.docker(&["save", "-o", &archive.to_string_lossy(), BUSYBOX_IMAGE]);
+        self.import(&archive);
+    }
+
+    /// Starts `spec` through the CRI (after [`Containerd::load_busybox`]).
+    pub fn run_pod(&self, spec: &CriPodSpec) -> CriPod {
+        use crate::probes::images::cri;
+        use nodemedic_proto::cri::{
+            ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec,
+            LinuxContainerConfig, LinuxContainerResources, LinuxPodSandboxConfig,
+            LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig,
+            PodSandboxMetadata, RunPodSandboxRequest, StartContainerRequest,
+            runtime_service_client::RuntimeServiceClient,
+        };
+        let labels = |container: Option<&str>| {
+            let mut labels = std::collections::HashMap::from([
+                (
+                    "io.kubernetes.pod.namespace".to_owned(),
+                    spec.namespace.to_owned(),
+                ),
+                ("io.kubernetes.pod.name".to_owned(), spec.name.to_owned()),
+                ("io.kubernetes.pod.uid".to_owned(), spec.uid.to_owned()),
+            ]);
+            if let Some(c) = container {
+                labels.insert("io.kubernetes.container.name".to_owned(), c.to_owned());
+            }
+            labels
+        };
+        // No hostname: a host-network pod keeps the node's, as the kubelet does.
+        let sandbox = PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: spec.name.to_owned(),
+                uid: spec.uid.to_owned(),
+                namespace: spec.namespace.to_owned(),
+                attempt: 0,
+            }),
+            labels: labels(None),
+            linux: Some(LinuxPodSandboxConfig {
+                cgroup_parent: spec.cgroup_parent.to_owned(),
+                security_context: Some(LinuxSandboxSecurityContext {
+                    namespace_options: Some(NamespaceOption {
+                        network: NamespaceMode::Node as i32,
+                        pid: NamespaceMode::Pod as i32,
+                        ipc: NamespaceMode::Pod as i32,
+                    }),
+                }),
+            }),
+            ..PodSandboxConfig::default()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(async {
+            let channel = cri::connect(&self.socket, std::time::Duration::from_secs(10))
+                .await
+                .expect("connect to containerd's CRI");
+            let mut client = RuntimeServiceClient::new(channel);
+            let sandbox_id = client
+                .run_pod_sandbox(RunPodSandboxRequest {
+                    config: Some(sandbox.clone()),
+                    runtime_handler: String::new(),
+                })
+                .await
+                .expect("RunPodSandbox")
+                .into_inner()
+                .pod_sandbox_id;
+            let mut pod = CriPod {
+                socket: self.socket.clone(),
+                sandbox_id,
+                cgroup_parent: spec.cgroup_parent.to_owned(),
+                container_ids: Vec::new(),
+            };
+            for (name, limit) in spec.containers {
+                let config = ContainerConfig {
+                    metadata: Some(ContainerMetadata {
+                        name: (*name).to_owned(),
+                        attempt: 0,
+                    }),
+                    image: Some(ImageSpec {
+                        image: BUSYBOX_IMAGE.to_owned(),
+                        ..ImageSpec::default()
+                    }),
+                    labels: labels(Some(name)),
+                    linux: Some(LinuxContainerConfig {
+                        resources: Some(LinuxContainerResources {
+                            memory_limit_in_bytes: *limit as i64,
+                        }),
+                    }),
+                    ..ContainerConfig::default()
+                };
+                let id = client
+                    .create_container(CreateContainerRequest {
+                        pod_sandbox_id: pod.sandbox_id.clone(),
+                        config: Some(config),
+                        sandbox_config: Some(sandbox.clone()),
+                    })
+                    .await
+                    .expect("CreateContainer")
+                    .into_inner()
+                    .container_id;
+                client
+                    .start_container(StartContainerRequest {
+                        container_id: id.clone(),
+                    })
+                    .await
+                    .expect("StartContainer");
+                pod.container_ids.push(id);
+            }
+            pod
+        })
+    }
+}
+
+impl Drop for CriPod {
+    fn drop(&mut self) {
+        use nodemedic_proto::cri::{
+            RemovePodSandboxRequest, StopPodSandboxRequest,
+            runtime_service_client::RuntimeServiceClient,
+        };
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            let timeout = std::time::Duration::from_secs(10);
+            let Ok(channel) = crate::probes::images::cri::connect(&self.socket, timeout).await
+            else {
+                return;
+            };
+            let mut client = RuntimeServiceClient::new(channel);
+            let id = self.sandbox_id.clone();
+            let _ = client
+                .stop_pod_sandbox(StopPodSandboxRequest {
+                    pod_sandbox_id: id.clone(),
+                })
+                .await;
+            let _ = client
+                .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
+                .await;
+        });
+        // runc made the parent path in every v1 controller; the kubelet would remove it.
+        let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") else {
+            return;
+        };
+        for controller in controllers.flatten() {
+            let mut dir = controller
+                .path()
+                .join(self.cgroup_parent.trim_start_matches('/'));
+            while dir != controller.path() && std::fs::remove_dir(&dir).is_ok() {
+                dir.pop();
+            }
+        }
     }
 }
 

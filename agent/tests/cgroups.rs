@@ -4,7 +4,9 @@
 //! check what the kernel reports: usage, limit, growth and the minutes left, limit hits,
 //! and a real OOM kill. The v2 tree is built from the kernel's documented file formats
 //! (v2's memory controller cannot run here beside v1), named through the Kubernetes API.
-//! Needs root and python3 (scripts/test installs it); fails, never skips, without them.
+//! Names from the CRI come from a pod started through a real containerd.
+//! Needs root, python3, docker.io, containerd and busybox-static (scripts/test installs
+//! them); fails, never skips, without them.
 
 use std::{
     path::Path,
@@ -20,7 +22,7 @@ use nodemedic_agent::{
         cgroups::{CgroupsProbe, names::KubeSlot},
         pods::connect,
     },
-    testing::{FakeApiServer, FakeHost, MemoryCgroup},
+    testing::{Containerd, CriPodSpec, Dockerd, FakeApiServer, FakeHost, MemoryCgroup},
 };
 use nodemedic_proto::v1::{CgroupsSection, Finding, Severity};
 
@@ -295,6 +297,76 @@ async fn kube_with_holmes_pod(
     let kube = KubeSlot::default();
     let _ = kube.set(view);
     (api, dir, kube)
+}
+
+/// Names from the CRI, with no Kubernetes API: a pod started through a real containerd the
+/// way the kubelet starts one (its sandbox under a `kubepods` cgroup parent, containers with
+/// the kubelet's `io.kubernetes.*` labels and memory limits). The probe finds the runtime's
+/// socket at its default place in the host root and names each cgroup from the labels.
+#[test]
+fn a_pod_started_through_the_cri_is_named_by_its_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Dockerd::start(&dir.path().join("docker"));
+    let runtime = Containerd::start(&dir.path().join("containerd"));
+    runtime.load_busybox(&engine);
+    let (uid, _) = ids(3);
+    let top = format!("nodemedic-test-{}-3", std::process::id());
+    let containers = [("cart", 64 * MIB), ("istio-proxy", 32 * MIB)];
+    let pod = runtime.run_pod(&CriPodSpec {
+        namespace: "shop",
+        name: "cart-7d9f8b6c5-x2k4q",
+        uid: &uid,
+        cgroup_parent: &format!("/{top}/kubepods/burstable/pod{uid}"),
+        containers: &containers,
+    });
+
+    let host = FakeHost::new();
+    for (link, target) in [
+        (
+            "/sys/fs/cgroup/memory/kubepods",
+            Path::new(MemoryCgroup::ROOT).join(&top).join("kubepods"),
+        ),
+        ("/run/containerd/containerd.sock", runtime.socket.clone()),
+    ] {
+        let link = host.root().path(link);
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(target, &link).unwrap();
+    }
+    let probe = probe(CgroupsConfig::default(), KubeSlot::default());
+    let (section, _) = run(&probe, &host);
+    assert_eq!(
+        (section.pods, section.containers),
+        (1, 3),
+        "two containers and the sandbox"
+    );
+    let sandbox = section
+        .top
+        .iter()
+        .find(|u| !u.container_id.is_empty() && !pod.container_ids.contains(&u.container_id))
+        .expect("the sandbox's cgroup");
+    assert_eq!(
+        (sandbox.pod.as_str(), sandbox.container.as_str()),
+        ("cart-7d9f8b6c5-x2k4q", "POD"),
+        "named as the kubelet names it"
+    );
+    for ((name, limit), id) in containers.iter().zip(&pod.container_ids) {
+        let usage = section
+            .top
+            .iter()
+            .find(|u| &u.container_id == id)
+            .unwrap_or_else(|| panic!("{name} measured: {section:#?}"));
+        assert_eq!(
+            (
+                usage.namespace.as_str(),
+                usage.pod.as_str(),
+                usage.container.as_str(),
+                usage.pod_uid.as_str()
+            ),
+            ("shop", "cart-7d9f8b6c5-x2k4q", *name, uid.as_str())
+        );
+        assert_eq!(usage.limit_bytes, *limit, "the limit the CRI set");
+        assert!(usage.usage_bytes > 0, "busybox runs in it: {usage:?}");
+    }
 }
 
 /// cgroup v2 (systemd driver names), from the kernel's documented file formats, named

@@ -1,8 +1,9 @@
 //! Naming what a cgroup measures: pod namespace/name and container name, from the CRI's
 //! container labels (`io.kubernetes.pod.namespace`, `io.kubernetes.pod.name`,
 //! `io.kubernetes.pod.uid`, `io.kubernetes.container.name`, set by the kubelet) or from the
-//! Kubernetes API when the agent watches it. A cgroup nothing names is still reported by
-//! its pod UID and container ID.
+//! Kubernetes API when the agent watches it; the CRI also names each pod's sandbox
+//! ("pause") container `POD`. A cgroup nothing names is still reported by its pod UID and
+//! container ID.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -11,7 +12,9 @@ use std::{
     time::Duration,
 };
 
-use nodemedic_proto::cri::{ListContainersRequest, runtime_service_client::RuntimeServiceClient};
+use nodemedic_proto::cri::{
+    ListContainersRequest, ListPodSandboxRequest, runtime_service_client::RuntimeServiceClient,
+};
 
 use crate::{parse::cgroup_path::PodCgroup, probes::images::cri, probes::pods::KubeView};
 
@@ -139,7 +142,12 @@ impl Names {
 /// A container's ID and labels.
 type Labelled = (String, HashMap<String, String>);
 
-/// Every container's labels, from `ListContainers`.
+/// The container name the kubelet gives a pod's sandbox ("pause") container, as cAdvisor
+/// shows it.
+const SANDBOX_CONTAINER: &str = "POD";
+
+/// Every container's labels, from `ListContainers`, and every pod sandbox's, from
+/// `ListPodSandbox`, named [`SANDBOX_CONTAINER`] (its cgroup sits beside the containers').
 fn cri_labels(socket: &Path, timeout: Duration) -> Result<Vec<Labelled>, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -149,12 +157,30 @@ fn cri_labels(socket: &Path, timeout: Duration) -> Result<Vec<Labelled>, String>
         let channel = cri::connect(socket, timeout)
             .await
             .map_err(|e| e.to_string())?;
-        let containers = RuntimeServiceClient::new(channel)
+        let mut client = RuntimeServiceClient::new(channel);
+        let containers = client
             .list_containers(ListContainersRequest { filter: None })
             .await
             .map_err(|e| e.to_string())?
             .into_inner()
             .containers;
-        Ok(containers.into_iter().map(|c| (c.id, c.labels)).collect())
+        let sandboxes = client
+            .list_pod_sandbox(ListPodSandboxRequest {})
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner()
+            .items;
+        let sandboxes = sandboxes.into_iter().map(|mut s| {
+            s.labels.insert(
+                "io.kubernetes.container.name".to_owned(),
+                SANDBOX_CONTAINER.to_owned(),
+            );
+            (s.id, s.labels)
+        });
+        Ok(containers
+            .into_iter()
+            .map(|c| (c.id, c.labels))
+            .chain(sandboxes)
+            .collect())
     })
 }
