@@ -147,19 +147,70 @@ impl TlsFiles {
     }
 }
 
-/// The node a verified client certificate names (its common name).
+/// The kubelet's own client identity: common name `system:node:<node>` in organisation
+/// `system:nodes`, as the API server's Node authorizer reads it.
+const KUBELET_CN_PREFIX: &str = "system:node:";
+const KUBELET_ORG: &str = "system:nodes";
+
+/// The node a verified client certificate names: its common name, which is either the
+/// node's name (`certs agent`) or, for the kubelet's own client certificate
+/// (`/var/lib/kubelet/pki/kubelet-client-current.pem`, signed by the cluster's CA), the
+/// node in `system:node:<node>` when the organisation is `system:nodes`. Anything else in
+/// the `system:node:` form names no node.
 pub fn node_of(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    cert.subject()
-        .iter_common_name()
-        .next()
-        .and_then(|cn| cn.as_str().ok())
-        .map(str::to_owned)
+    let subject = cert.subject();
+    let cn = subject.iter_common_name().next()?.as_str().ok()?;
+    match cn.strip_prefix(KUBELET_CN_PREFIX) {
+        None => Some(cn.to_owned()),
+        Some(node) => subject
+            .iter_organization()
+            .any(|o| o.as_str() == Ok(KUBELET_ORG))
+            .then(|| node.to_owned()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A certificate with `cn` and `org` in its subject, in DER.
+    fn subject(cn: &str, org: Option<&str>) -> Vec<u8> {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        if let Some(org) = org {
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, org);
+        }
+        let key = KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn the_kubelet_client_certificate_names_its_node() {
+        let kubelet = subject(
+            "system:node:ip-10-0-1-17.ec2.internal",
+            Some("system:nodes"),
+        );
+        assert_eq!(
+            node_of(&kubelet).as_deref(),
+            Some("ip-10-0-1-17.ec2.internal")
+        );
+        assert_eq!(
+            node_of(&subject("system:node:worker-1", None)),
+            None,
+            "the node form outside system:nodes names no node"
+        );
+        assert_eq!(
+            node_of(&subject("system:node:worker-1", Some("system:masters"))),
+            None
+        );
+        assert_eq!(
+            node_of(&subject("worker-1", None)).as_deref(),
+            Some("worker-1")
+        );
+    }
 
     #[test]
     fn an_agent_certificate_names_its_node() {

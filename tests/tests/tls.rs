@@ -1,7 +1,8 @@
 //! TLS between agents, the CLI and the collector, as real processes: certificates made by
 //! `nodemedic-collector certs`, an agent's report accepted only for the node its
 //! certificate names; a wrong node, no certificate, and an expired certificate refused;
-//! plaintext refused unless asked for.
+//! plaintext refused unless asked for; the kubelet's own client certificate accepted for
+//! its node.
 
 use std::{path::Path, process::Command, time::Duration};
 
@@ -148,6 +149,72 @@ fn agents_report_only_for_the_node_their_certificate_names() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+}
+
+/// Writes what a kubelet keeps in `pki`: a client certificate for `node` (`system:node:<node>`
+/// in `system:nodes`) signed by a cluster CA of the test's own, certificate and key in one
+/// file behind the `kubelet-client-current.pem` symlink (an absolute one, as the kubelet
+/// makes it). Answers (the cluster CA's file, the symlink).
+fn kubelet_pki(dir: &Path, node: &str) -> (String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    std::fs::create_dir_all(dir).unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name.push(DnType::CommonName, "kubernetes");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("system:node:{node}"));
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "system:nodes");
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    std::fs::write(dir.join("ca.crt"), ca_cert.pem()).unwrap();
+    let dated = dir.join("kubelet-client-2026-11-22-09-14-03.pem");
+    std::fs::write(&dated, cert.pem() + &key.serialize_pem()).unwrap();
+    let current = dir.join("kubelet-client-current.pem");
+    std::os::unix::fs::symlink(&dated, &current).unwrap();
+    (path(dir, "ca.crt"), current.to_str().unwrap().to_owned())
+}
+
+/// The deploy manifests' identity: agents present the kubelet's own client certificate and
+/// the collector trusts the cluster's CA. The certificate names `system:node:worker-1`.
+#[test]
+fn agents_can_present_the_kubelets_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let certs_dir = d.join("certs");
+    certs(&["init", certs_dir.to_str().unwrap()]);
+    let (cluster_ca, current) = kubelet_pki(&d.join("pki"), "worker-1");
+    let collector = CollectorProcess::start_with(
+        &d.join("data"),
+        "127.0.0.1:0",
+        &[
+            "--tls-cert",
+            &path(&certs_dir, "server.pem"),
+            "--tls-key",
+            &path(&certs_dir, "server-key.pem"),
+            "--client-ca",
+            &cluster_ca,
+        ],
+    );
+    let (url, ca) = (collector.grpc_url.clone(), path(&certs_dir, "ca.pem"));
+    let host = FakeHost::new();
+    let kubelet = Some((current.as_str(), current.as_str()));
+    let (ok, err) = agent_once(&url, &ca, "worker-1", kubelet, &host);
+    assert!(ok, "{err}");
+    let (ok, err) = agent_once(&url, &ca, "worker-2", kubelet, &host);
+    assert!(!ok);
+    assert!(err.contains("may not report for"), "{err}");
+    let (_, out, _) = cli(&url, &ca, &["nodes", "-o", "json"]);
+    assert!(
+        out.contains("\"worker-1\"") && !out.contains("worker-2"),
+        "{out}"
+    );
 }
 
 #[test]
