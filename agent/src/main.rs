@@ -2,12 +2,14 @@
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
+use anyhow::Context;
 use clap::Parser;
 use nodemedic_agent::{
     Collector,
     actions::Actions,
     collect::node_name,
     config::Config,
+    health::{self, Health},
     host::HostRoot,
     reporter::{self, ReporterOptions},
     spool::SpoolLimits,
@@ -72,6 +74,10 @@ struct Args {
     /// images.prune_stopped_containers, images.prune_build_cache, or images.* for all
     #[arg(long = "allow-action", value_name = "ACTION")]
     allow_actions: Vec<String>,
+    /// Serve /healthz (the report loop keeps collecting) and /readyz (the first report is
+    /// collected) on this address, for the kubelet's probes; e.g. 0.0.0.0:9442
+    #[arg(long, env = "NODEMEDIC_HEALTH_LISTEN")]
+    health_listen: Option<std::net::SocketAddr>,
 }
 
 #[tokio::main]
@@ -94,6 +100,19 @@ async fn main() -> anyhow::Result<()> {
         HostRoot::new(&args.host_root),
         config.images.clone(),
     )?);
+    let health = Arc::new(Health::new(args.interval));
+    if let Some(addr) = args.health_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("--health-listen {addr}"))?;
+        tracing::info!(message = "Serving /healthz and /readyz.", addr = %listener.local_addr()?);
+        let health = Arc::clone(&health);
+        tokio::spawn(async move {
+            if let Err(e) = health::serve(listener, health).await {
+                tracing::error!(message = "The health endpoint stopped.", error = %e);
+            }
+        });
+    }
     let kubernetes = config.kubernetes.clone();
     let collector = Collector::new(node, HostRoot::new(&args.host_root), config)
         .with_kubernetes(args.kubeconfig.as_deref(), &kubernetes)
@@ -105,6 +124,7 @@ async fn main() -> anyhow::Result<()> {
             key: args.key,
         },
         collector_url: args.collector,
+        health,
         interval: args.interval,
         once: args.once,
         once_deadline: args.once_timeout,

@@ -30,6 +30,7 @@ use tracing::{debug, info, warn};
 use crate::{
     actions::Actions,
     collect::{AGENT_VERSION, Collector},
+    health::Health,
     spool::{Spool, SpoolError, SpoolLimits},
 };
 
@@ -83,6 +84,8 @@ pub struct ReporterOptions {
     pub spool: Option<(PathBuf, SpoolLimits)>,
     /// TLS to the collector (its CA, this node's certificate); plaintext without a CA.
     pub tls: nodemedic_proto::tls::ClientTls,
+    /// Where the loop says how it is doing (`/healthz`, `/readyz`).
+    pub health: Arc<Health>,
 }
 
 /// An open `AgentGateway.Connect` stream, after the collector's Welcome.
@@ -343,11 +346,13 @@ pub async fn run(
                 if let Some(report) = queue.push(report) {
                     send(&mut conn, report);
                 }
+                opts.health.collected(queue.pending.len());
             }
             message = next_message(&mut conn) => match message {
                 Ok(CollectorMessage { kind: Some(collector_message::Kind::Ack(ack)) }) => {
                     debug!(message = "Acknowledged.", seq = ack.seq, duplicate = ack.duplicate);
                     queue.ack(ack.seq);
+                    opts.health.pending(queue.pending.len());
                     if opts.once && queue.pending.is_empty() {
                         return Ok(());
                     }
@@ -382,6 +387,7 @@ pub async fn run(
                 Err(status) => {
                     warn!(message = "Lost the collector stream.", code = ?status.code(), error = %status.message());
                     last_error = status.message().to_owned();
+                    opts.health.disconnected(&last_error);
                     conn = None;
                     reconnect_at = Instant::now() + backoff.next();
                 }
@@ -392,6 +398,7 @@ pub async fn run(
                         let last_seq = c.last_seq;
                         info!(message = "Connected to the collector.", url = %opts.collector_url, last_seq, resending = queue.pending.len());
                         backoff.reset();
+                        opts.health.connected();
                         queue.welcome(last_seq);
                         for report in queue.reports() {
                             if c.outbound.try_send(report_message(report.clone())).is_err() {
@@ -411,6 +418,7 @@ pub async fn run(
                         let wait = backoff.next();
                         warn!(message = "Cannot reach the collector.", url = %opts.collector_url, error = %status, retry_in = ?wait);
                         last_error = status.to_string();
+                        opts.health.disconnected(&last_error);
                         reconnect_at = Instant::now() + wait;
                     }
                 }

@@ -1,11 +1,12 @@
 //! An agent keeps collecting while its collector is down, and delivers every report once
-//! the collector is back: the stored seqs have no gap.
+//! the collector is back: the stored seqs have no gap. Its health endpoint stays ready
+//! through the outage and says the collector is away.
 
 use std::time::Duration;
 
 use nodemedic_agent::testing::FakeHost;
 use nodemedic_collector::store::Reader;
-use nodemedic_tests::{CollectorProcess, agent, cli, eventually};
+use nodemedic_tests::{CollectorProcess, agent, cli, eventually, http_get};
 
 fn last_seq(url: &str) -> Option<u64> {
     let (code, out) = cli(&["--collector", url, "node", "node-r", "-o", "json"]);
@@ -22,12 +23,36 @@ fn reports_collected_while_the_collector_is_down_arrive_after_it_returns() {
     let data = tempfile::tempdir().unwrap();
     let collector = CollectorProcess::start(data.path(), "127.0.0.1:0");
     let url = collector.grpc_url.clone();
-    let _agent = agent(&url, "node-r", host.root().dir(), &[]);
+    let health = {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        free.local_addr().unwrap().to_string()
+    };
+    let _agent = agent(
+        &url,
+        "node-r",
+        host.root().dir(),
+        &["--health-listen", &health],
+    );
     let before = eventually(Duration::from_secs(30), "three reports", || {
         last_seq(&url).filter(|s| *s >= 3)
     });
+    let readyz = || {
+        let (status, body) = http_get(&health, "/readyz");
+        (status, String::from_utf8(body).unwrap())
+    };
+    assert_eq!(readyz().0, 200);
     collector.kill();
-    std::thread::sleep(Duration::from_secs(4));
+    let body = eventually(Duration::from_secs(10), "the outage on /readyz", || {
+        let (status, body) = readyz();
+        (status == 200 && body.contains("collector: not connected")).then_some(body)
+    });
+    assert!(body.contains("unacknowledged reports:"), "{body}");
+    let (status, _) = http_get(&health, "/healthz");
+    assert_eq!(
+        status, 200,
+        "a collector outage is no reason to restart the agent"
+    );
+    std::thread::sleep(Duration::from_secs(3));
 
     let addr = url.trim_start_matches("http://");
     let collector = CollectorProcess::start(data.path(), addr);
@@ -47,6 +72,9 @@ fn reports_collected_while_the_collector_is_down_arrive_after_it_returns() {
         "no report lost while the collector was down"
     );
     assert!(seqs.len() as u64 >= after);
+    eventually(Duration::from_secs(10), "connected on /readyz", || {
+        readyz().1.contains("collector: connected").then_some(())
+    });
 }
 
 #[test]
