@@ -1,0 +1,52 @@
+//! The manifests in `deploy/` against the programs they run: the agent's config and the
+//! site runbook rules they ship load, and every flag the agent DaemonSet and the collector
+//! StatefulSet pass is one the binary takes. (scripts/check-deploy validates the objects
+//! themselves against the Kubernetes schemas; the container test runs the images.)
+
+use std::{path::Path, process::Command};
+
+use nodemedic_tests::binary;
+
+fn deploy(rel: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy").join(rel)
+}
+
+#[test]
+fn the_shipped_agent_config_and_site_runbooks_load() {
+    nodemedic_agent::config::Config::load(&deploy("base/config/agent.yaml"))
+        .expect("deploy/base/config/agent.yaml");
+    nodemedic_collector::runbook::Catalog::with_dir(&deploy("base/config/runbooks"))
+        .expect("deploy/base/config/runbooks");
+}
+
+/// The `--flag` names in the container args of the object of `kind` in the rendered file.
+fn flags(rendered: &str, kind: &str) -> Vec<String> {
+    let doc = rendered
+        .split("\n---\n")
+        .find(|d| d.lines().any(|l| l == format!("kind: {kind}")))
+        .unwrap_or_else(|| panic!("no {kind} in deploy/nodemedic.yaml"));
+    doc.lines()
+        .filter_map(|l| l.trim_start().strip_prefix("- --"))
+        .map(|f| f.split('=').next().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn every_flag_in_the_manifests_is_one_the_binary_takes() {
+    let rendered = std::fs::read_to_string(deploy("nodemedic.yaml")).unwrap();
+    for (kind, program) in [
+        ("DaemonSet", "nodemedic-agent"),
+        ("StatefulSet", "nodemedic-collector"),
+    ] {
+        let help = Command::new(binary(program)).arg("--help").output().unwrap();
+        let help = String::from_utf8(help.stdout).unwrap();
+        let flags = flags(&rendered, kind);
+        assert!(flags.len() >= 5, "{kind}: {flags:?}");
+        for flag in flags {
+            assert!(
+                help.contains(&format!("--{flag} ")) || help.contains(&format!("--{flag}\n")),
+                "{kind} passes --{flag}, which {program} does not take"
+            );
+        }
+    }
+}
