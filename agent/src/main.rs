@@ -14,7 +14,6 @@ use nodemedic_agent::{
     reporter::{self, ReporterOptions},
     spool::SpoolLimits,
 };
-use tracing_subscriber::EnvFilter;
 
 /// Measures this node (disk, memory, kernel limits, DNS, container images, the kernel log, pods and node conditions from the Kubernetes API) and streams reports to a nodemedic
 /// collector. Runs as a DaemonSet with the host's / mounted at --host-root.
@@ -82,12 +81,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    nodemedic_proto::logging::init("info");
     let args = Args::parse();
     if args.interval < Duration::from_secs(1) {
         anyhow::bail!("--interval must be at least 1s, got {:?}", args.interval);

@@ -12,7 +12,6 @@ use nodemedic_cli::{
     remediate::{self, RemediateCommand},
     runbook::{self, RunbookCommand},
 };
-use tracing_subscriber::EnvFilter;
 
 /// Node and pod diagnostics for Kubernetes.
 ///
@@ -97,12 +96,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("error")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    nodemedic_proto::logging::init("error");
     let cli = Cli::parse();
     match run(cli).await {
         Ok(code) => ExitCode::from(code),

@@ -11,7 +11,6 @@ use nodemedic_collector::{
     tls::{self, TlsFiles},
     validate::ReportLimits,
 };
-use tracing_subscriber::EnvFilter;
 
 /// Receives reports from nodemedic agents, stores them in SQLite under --data-dir, tracks
 /// findings, correlates them into incidents with the runbook's remediation, and answers the
@@ -122,12 +121,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    nodemedic_proto::logging::init("info");
     let cli = Cli::parse();
     if let Some(Command::Certs(certs)) = cli.command {
         return run_certs(certs);

@@ -7,11 +7,12 @@
 //! mapping (lowerCamelCase field names, enums as their names, 64-bit integers as strings),
 //! which is what `-o json` and bundles print: field names are as stable as the protos.
 //!
-//! Besides the generated code this crate holds only small, I/O-free helpers on the types:
-//! [`finding`] (building findings and evidence), [`time`] (timestamps) and [`tls`] (a
-//! client's TLS files).
+//! Besides the generated code this crate holds only small helpers the programs share:
+//! [`finding`] (building findings and evidence), [`time`] (timestamps), [`tls`] (a
+//! client's TLS files) and [`logging`] (start-up of `tracing`).
 
 pub mod finding;
+pub mod logging;
 pub mod time;
 pub mod tls;
 

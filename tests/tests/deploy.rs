@@ -8,7 +8,9 @@ use std::{path::Path, process::Command};
 use nodemedic_tests::binary;
 
 fn deploy(rel: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy")
+        .join(rel)
 }
 
 #[test]
@@ -38,7 +40,10 @@ fn every_flag_in_the_manifests_is_one_the_binary_takes() {
         ("DaemonSet", "nodemedic-agent"),
         ("StatefulSet", "nodemedic-collector"),
     ] {
-        let help = Command::new(binary(program)).arg("--help").output().unwrap();
+        let help = Command::new(binary(program))
+            .arg("--help")
+            .output()
+            .unwrap();
         let help = String::from_utf8(help.stdout).unwrap();
         let flags = flags(&rendered, kind);
         assert!(flags.len() >= 5, "{kind}: {flags:?}");

@@ -144,6 +144,7 @@ pub fn write(
         redactor: (!request.no_redact).then(Redactor::default),
         files: Vec::new(),
         mtime: (now / 1000).max(0) as u64,
+        scratch: sources.reader.dir().to_owned(),
     };
     archive.tar.get_mut().include_checksum(true)?;
 
@@ -259,6 +260,9 @@ struct Archive<W: Write> {
     redactor: Option<Redactor>,
     files: Vec<ManifestFile>,
     mtime: u64,
+    /// Where temporary files go: the store's directory (the root filesystem may be
+    /// read-only).
+    scratch: std::path::PathBuf,
 }
 
 impl<W: Write> Archive<W> {
@@ -286,7 +290,7 @@ impl<W: Write> Archive<W> {
         path: &str,
         fill: impl FnOnce(&mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> Result<(), BundleError>,
     ) -> Result<(), BundleError> {
-        let mut file = tempfile::tempfile()?;
+        let mut file = tempfile::tempfile_in(&self.scratch)?;
         let mut hasher = Sha256::new();
         let (mut size, mut redacted_total, mut first) = (0u64, 0u64, true);
         {

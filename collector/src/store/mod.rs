@@ -189,6 +189,7 @@ pub struct StoreStats {
 /// Read-only queries, on their own connection.
 pub struct Reader {
     conn: Mutex<Connection>,
+    dir: PathBuf,
 }
 
 const FINDING_COLUMNS: &str = "id, first_seen, last_seen, resolved_at, body";
@@ -203,7 +204,14 @@ impl Reader {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(Reader {
             conn: Mutex::new(conn),
+            dir: data_dir.to_owned(),
         })
+    }
+
+    /// The data directory: also where work on the store's data keeps its temporary files
+    /// (a container's root filesystem is read-only).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {

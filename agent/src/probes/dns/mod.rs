@@ -388,7 +388,9 @@ fn run_all(plan: &[Key], concurrency: usize, timeout: Duration) -> Vec<Outcome> 
 }
 
 /// Resolves [`SEARCH_NAME`] through `conf`'s search list as a stub resolver would, one
-/// candidate after the other, at most `max_queries` queries.
+/// candidate after the other, at most `max_queries` queries. Like glibc's, it gives up at
+/// the first candidate the server does not answer: walking on would cost a timeout per
+/// candidate and blow the probe's deadline when the server is down.
 fn search_lookup(
     server: SocketAddr,
     conf: &ResolvConf,
@@ -403,15 +405,17 @@ fn search_lookup(
     };
     for candidate in conf.candidates(SEARCH_NAME).into_iter().take(max_queries) {
         lookup.queries += 1;
-        if let Outcome::Answered {
-            rcode: ResponseCode::NoError,
-            answers,
-            ..
-        } = query(server, &format!("{candidate}."), Protocol::Udp, timeout)
-            && !answers.is_empty()
-        {
-            lookup.resolved_as = candidate;
-            break;
+        match query(server, &format!("{candidate}."), Protocol::Udp, timeout) {
+            Outcome::Answered {
+                rcode: ResponseCode::NoError,
+                answers,
+                ..
+            } if !answers.is_empty() => {
+                lookup.resolved_as = candidate;
+                break;
+            }
+            Outcome::Answered { .. } => {}
+            Outcome::Timeout | Outcome::Unreachable(_) | Outcome::Failed(_) => break,
         }
     }
     lookup.total_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -538,6 +542,20 @@ mod tests {
             )
             .is_none()
         );
+    }
+
+    #[test]
+    fn a_search_lookup_gives_up_at_a_server_that_does_not_answer() {
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let conf = resolv_conf::parse("search a.example b.example c.example\noptions ndots:5\n");
+        let lookup = search_lookup(
+            silent.local_addr().unwrap(),
+            &conf,
+            6,
+            Duration::from_millis(100),
+        );
+        assert_eq!(lookup.queries, 1, "{lookup:?}");
+        assert_eq!(lookup.resolved_as, "");
     }
 
     #[test]
