@@ -17,6 +17,7 @@
 //! - [`config`]: the YAML config file and its defaults.
 
 pub mod actions;
+pub mod backoff;
 pub mod collect;
 pub mod config;
 pub mod health;

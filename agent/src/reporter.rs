@@ -29,6 +29,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     actions::Actions,
+    backoff::Backoff,
     collect::{AGENT_VERSION, Collector},
     health::Health,
     spool::{Spool, SpoolError, SpoolLimits},
@@ -389,7 +390,7 @@ pub async fn run(
                     last_error = status.message().to_owned();
                     opts.health.disconnected(&last_error);
                     conn = None;
-                    reconnect_at = Instant::now() + backoff.next();
+                    reconnect_at = Instant::now() + backoff.next_wait();
                 }
             },
             () = sleep_until(reconnect_at), if conn.is_none() => {
@@ -415,7 +416,7 @@ pub async fn run(
                         return Err(ReportError::Refused(status.message().to_owned()));
                     }
                     Err(status) => {
-                        let wait = backoff.next();
+                        let wait = backoff.next_wait();
                         warn!(message = "Cannot reach the collector.", url = %opts.collector_url, error = %status, retry_in = ?wait);
                         last_error = status.to_string();
                         opts.health.disconnected(&last_error);
@@ -485,44 +486,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     text
-}
-
-/// Exponential backoff from 1 s to 60 s with up to 50% jitter, so that agents restarted
-/// together do not reconnect together.
-struct Backoff {
-    attempt: u32,
-    state: u64,
-}
-
-impl Backoff {
-    fn new(seed: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .subsec_nanos();
-        let state = seed
-            .bytes()
-            .fold(u64::from(nanos) | 1, |h, b| h.rotate_left(5) ^ u64::from(b));
-        Backoff {
-            attempt: 0,
-            state: state | 1,
-        }
-    }
-
-    fn next(&mut self) -> Duration {
-        let base = Duration::from_secs(1 << self.attempt.min(6)).min(Duration::from_secs(60));
-        self.attempt += 1;
-        // xorshift64
-        self.state ^= self.state << 13;
-        self.state ^= self.state >> 7;
-        self.state ^= self.state << 17;
-        let jitter = (self.state % 1000) as f64 / 2000.0;
-        base.mul_f64(1.0 - jitter)
-    }
-
-    fn reset(&mut self) {
-        self.attempt = 0;
-    }
 }
 
 #[cfg(test)]
@@ -601,15 +564,5 @@ mod tests {
         );
         assert_eq!(last.reports_dropped, 1);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
-    }
-
-    #[test]
-    fn backoff_grows_to_a_minute_with_jitter() {
-        let mut b = Backoff::new("node-a");
-        let waits: Vec<Duration> = (0..10).map(|_| b.next()).collect();
-        assert!(waits[0] <= Duration::from_secs(1) && waits[0] >= Duration::from_millis(500));
-        assert!(waits[9] <= Duration::from_secs(60) && waits[9] >= Duration::from_secs(30));
-        b.reset();
-        assert!(b.next() <= Duration::from_secs(1));
     }
 }

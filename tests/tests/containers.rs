@@ -297,7 +297,7 @@ fn a_collector_and_three_agents_in_containers() {
         if i == 0 {
             args.extend([
                 "-v".into(),
-                format!("{}:/host/var/run/docker.sock", engine.socket.display()),
+                format!("{}:/host/var/run/docker.sock:ro", engine.socket.display()),
                 "-v".into(),
                 format!("{data_root}:/host{data_root}:ro"),
             ]);
