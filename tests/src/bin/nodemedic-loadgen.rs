@@ -84,10 +84,9 @@ struct Stats {
     acked: AtomicU64,
     duplicates: AtomicU64,
     unacked: AtomicU64,
-    /// Ack latencies (µs) since the last print.
-    ack_micros: Mutex<Vec<u64>>,
-    get_node_micros: Mutex<Vec<u64>>,
-    list_findings_micros: Mutex<Vec<u64>>,
+    ack: Latencies,
+    get_node: Latencies,
+    list_findings: Latencies,
     /// Errors by gRPC status code since the start.
     errors: Mutex<BTreeMap<String, u64>>,
 }
@@ -103,9 +102,33 @@ impl Stats {
     }
 }
 
-/// (p50, p99, max) in milliseconds of `micros`, which it empties.
-fn percentiles(micros: &Mutex<Vec<u64>>) -> Option<(f64, f64, f64)> {
-    let mut v = std::mem::take(&mut *micros.lock().unwrap());
+/// Latencies in µs: since the last print, and of the whole run.
+#[derive(Default)]
+struct Latencies {
+    period: Mutex<Vec<u64>>,
+    all: Mutex<Vec<u64>>,
+}
+
+impl Latencies {
+    fn record(&self, since: Instant) {
+        let micros = since.elapsed().as_micros() as u64;
+        self.period.lock().unwrap().push(micros);
+        self.all.lock().unwrap().push(micros);
+    }
+
+    /// (p50, p99, max) in ms since the last call.
+    fn period(&self) -> Option<(f64, f64, f64)> {
+        percentiles(std::mem::take(&mut *self.period.lock().unwrap()))
+    }
+
+    /// (p50, p99, max) in ms of the whole run.
+    fn all(&self) -> Option<(f64, f64, f64)> {
+        percentiles(self.all.lock().unwrap().clone())
+    }
+}
+
+/// (p50, p99, max) in milliseconds of `v` (µs).
+fn percentiles(mut v: Vec<u64>) -> Option<(f64, f64, f64)> {
     if v.is_empty() {
         return None;
     }
@@ -259,7 +282,7 @@ async fn node(
                             pending.pop_front();
                             stats.acked.fetch_add(1, Ordering::Relaxed);
                             stats.unacked.fetch_sub(1, Ordering::Relaxed);
-                            stats.ack_micros.lock().unwrap().push(at.elapsed().as_micros() as u64);
+                            stats.ack.record(at);
                         }
                         if ack.duplicate {
                             stats.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -297,20 +320,12 @@ async fn queries(url: String, prefix: String, nodes: usize, every: Duration, sta
         let name = format!("{prefix}-{}", (n >> 33) as usize % nodes.max(1));
         let t = Instant::now();
         match client.get_node(GetNodeRequest { name }).await {
-            Ok(_) => stats
-                .get_node_micros
-                .lock()
-                .unwrap()
-                .push(t.elapsed().as_micros() as u64),
+            Ok(_) => stats.get_node.record(t),
             Err(s) => stats.error(&format!("GetNode {:?}", s.code())),
         }
         let t = Instant::now();
         match client.list_findings(ListFindingsRequest::default()).await {
-            Ok(_) => stats
-                .list_findings_micros
-                .lock()
-                .unwrap()
-                .push(t.elapsed().as_micros() as u64),
+            Ok(_) => stats.list_findings.record(t),
             Err(s) => stats.error(&format!("ListFindings {:?}", s.code())),
         }
     }
@@ -399,9 +414,9 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
                     (sent - last_sent) as f64 / secs,
                     (acked - last_acked) as f64 / secs,
                     stats.unacked.load(Ordering::Relaxed),
-                    fmt(percentiles(&stats.ack_micros)),
-                    fmt(percentiles(&stats.get_node_micros)),
-                    fmt(percentiles(&stats.list_findings_micros)),
+                    fmt(stats.ack.period()),
+                    fmt(stats.get_node.period()),
+                    fmt(stats.list_findings.period()),
                     stats.errors.lock().unwrap(),
                 );
                 (last_sent, last_acked, last_at) = (sent, acked, tokio::time::Instant::now());
@@ -434,6 +449,12 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
         stats.duplicates.load(Ordering::Relaxed),
         stats.unacked.load(Ordering::Relaxed),
         stats.errors.lock().unwrap(),
+    );
+    println!(
+        "whole run: ack p50/p99/max {}, GetNode {}, ListFindings {}",
+        fmt(stats.ack.all()),
+        fmt(stats.get_node.all()),
+        fmt(stats.list_findings.all()),
     );
     println!(
         "{}",
