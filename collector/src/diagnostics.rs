@@ -164,25 +164,31 @@ impl Diagnostics for DiagnosticsService {
     ) -> Result<Response<GetNodeResponse>, Status> {
         let name = request.into_inner().name;
         validate::node_name(&name)?;
+        // One trip to the blocking pool for the three reads: under load each trip is a
+        // wait for a thread.
         let lookup = name.clone();
-        let (row, latest) = self
-            .read(move |r| r.node(&lookup))
-            .await?
-            .ok_or_else(|| Status::from(Error::UnknownNode(name.clone())))?;
-        let filter = FindingFilter {
-            nodes: vec![name],
-            state: FindingState::Open,
-            limit: MAX_LIMIT,
-            ..Default::default()
-        };
-        let (open_findings, _) = self.read(move |r| r.findings(&filter)).await?;
-        let filter = IncidentFilter {
-            nodes: vec![row.name.clone()],
-            state: IncidentState::Open,
-            limit: MAX_LIMIT,
-            ..Default::default()
-        };
-        let (incidents, _) = self.read(move |r| r.incidents(&filter)).await?;
+        let found = self
+            .read(move |r| {
+                let Some((row, latest)) = r.node(&lookup)? else {
+                    return Ok(None);
+                };
+                let (open_findings, _) = r.findings(&FindingFilter {
+                    nodes: vec![lookup.clone()],
+                    state: FindingState::Open,
+                    limit: MAX_LIMIT,
+                    ..Default::default()
+                })?;
+                let (incidents, _) = r.incidents(&IncidentFilter {
+                    nodes: vec![lookup],
+                    state: IncidentState::Open,
+                    limit: MAX_LIMIT,
+                    ..Default::default()
+                })?;
+                Ok(Some((row, latest, open_findings, incidents)))
+            })
+            .await?;
+        let (row, latest, open_findings, incidents) =
+            found.ok_or_else(|| Status::from(Error::UnknownNode(name)))?;
         Ok(Response::new(GetNodeResponse {
             node: Some(self.summary(row)),
             latest,
