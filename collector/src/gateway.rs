@@ -153,6 +153,15 @@ impl Gateway {
         status
     }
 
+    /// A report the store could not take (a full disk, say): the stream ends UNAVAILABLE
+    /// with the store's reason, unacknowledged reports stay with the agent, and the refusal
+    /// is counted (`reason="store"`).
+    fn store_failed(&self, node: &str, e: impl Into<Error>) -> Status {
+        let e = e.into();
+        warn!(message = "The store refused a report; the agent keeps it.", %node, error = %e);
+        self.refuse("store", e.into())
+    }
+
     /// Serves one stream after its Welcome until it ends.
     async fn session(
         self,
@@ -184,7 +193,7 @@ impl Gateway {
                         let received_at = unix_millis(std::time::SystemTime::now());
                         match self.writer.ingest(report, received_at).await {
                             Ok(committed) => acks.push_back(committed),
-                            Err(e) => break Some(Error::from(e).into()),
+                            Err(e) => break Some(self.store_failed(&node, e)),
                         }
                     }
                     Some(Ok(AgentMessage { kind: Some(agent_message::Kind::ActionResult(result)) })) => {
@@ -220,7 +229,7 @@ impl Gateway {
                             break None;
                         }
                     }
-                    Err(e) => break Some(Error::from(e).into()),
+                    Err(e) => break Some(self.store_failed(&node, e)),
                 },
                 Some(command) = commands.recv() => {
                     if outbound.send(message(collector_message::Kind::Command(command))).await.is_err() {

@@ -215,3 +215,58 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
         raw = &raw[size + 2..];
     }
 }
+
+/// The seqs of `node`'s reports in the store at `data_dir`, in order. After a run that
+/// loses nothing and stores nothing twice they are exactly 1..=n ([`assert_each_once`]).
+pub fn stored_seqs(data_dir: &Path, node: &str) -> Vec<u64> {
+    nodemedic_collector::store::Reader::open(data_dir)
+        .expect("open the store")
+        .history(node, 0)
+        .expect("read the history")
+        .iter()
+        .map(|r| r.seq)
+        .collect()
+}
+
+/// Asserts that `seqs` are 1..=n: every report stored once, none lost, in order.
+pub fn assert_each_once(seqs: &[u64], what: &str) {
+    let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+    assert_eq!(seqs, expected, "{what}: every report once, in order");
+}
+
+/// A tmpfs the test mounts (root), unmounted on drop.
+pub struct Tmpfs(pub PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. `32m`) on `dir`, which must exist.
+    pub fn mount(dir: &Path, size: &str) -> Self {
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "mount a tmpfs on {} (the tests run as root)",
+            dir.display()
+        );
+        Tmpfs(dir.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// The last seq the collector at `url` has stored for `node`, asked through the CLI
+/// (`nodemedic node NODE -o json`); `None` while it cannot say.
+pub fn last_seq(url: &str, node: &str) -> Option<u64> {
+    let (code, out) = cli(&["--collector", url, "node", node, "-o", "json"]);
+    if code != 0 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+    v["node"]["lastSeq"].as_str()?.parse().ok()
+}

@@ -22,22 +22,13 @@ use std::{
 };
 
 use nodemedic_agent::testing::{Dockerd, FakeHost};
-use nodemedic_tests::binary;
+use nodemedic_tests::{Tmpfs, binary};
 
 const SUBNET: &str = "172.31.250.0/24";
 const COLLECTOR_IP: &str = "172.31.250.10";
 /// No container holds it: queries to it go unanswered.
 const DEAD_DNS: &str = "172.31.250.250";
 const TAG: &str = "e2e";
-
-/// A tmpfs the test mounts inside a host tree; unmounted on drop.
-struct Tmpfs(std::path::PathBuf);
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
 
 /// `nodemedic -o json ARGS` inside the collector container, against its own gRPC port.
 fn cli(engine: &Dockerd, args: &[&str]) -> Option<serde_json::Value> {
@@ -253,15 +244,7 @@ fn a_collector_and_three_agents_in_containers() {
     // node-b: a 32 MiB tmpfs at /var/lib/containerd, 31 MiB of it used.
     let imagefs = hosts[1].root().path("/var/lib/containerd");
     std::fs::create_dir_all(&imagefs).unwrap();
-    assert!(
-        Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=32m", "tmpfs"])
-            .arg(&imagefs)
-            .status()
-            .unwrap()
-            .success()
-    );
-    let _imagefs = Tmpfs(imagefs.clone());
+    let _imagefs = Tmpfs::mount(&imagefs, "32m");
     std::fs::write(imagefs.join("layers"), vec![7u8; 31 << 20]).unwrap();
     hosts[1].set_mounts(&[
         "40 21 0:90 / /var/lib/containerd rw,relatime shared:40 - tmpfs tmpfs rw,size=32768k",

@@ -6,16 +6,9 @@ use std::time::Duration;
 
 use nodemedic_agent::testing::FakeHost;
 use nodemedic_collector::store::Reader;
-use nodemedic_tests::{CollectorProcess, agent, cli, eventually, http_get};
-
-fn last_seq(url: &str) -> Option<u64> {
-    let (code, out) = cli(&["--collector", url, "node", "node-r", "-o", "json"]);
-    if code != 0 {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_str(&out).ok()?;
-    v["node"]["lastSeq"].as_str()?.parse().ok()
-}
+use nodemedic_tests::{
+    CollectorProcess, agent, assert_each_once, eventually, http_get, last_seq, stored_seqs,
+};
 
 #[test]
 fn reports_collected_while_the_collector_is_down_arrive_after_it_returns() {
@@ -34,7 +27,7 @@ fn reports_collected_while_the_collector_is_down_arrive_after_it_returns() {
         &["--health-listen", &health],
     );
     let before = eventually(Duration::from_secs(30), "three reports", || {
-        last_seq(&url).filter(|s| *s >= 3)
+        last_seq(&url, "node-r").filter(|s| *s >= 3)
     });
     let readyz = || {
         let (status, body) = http_get(&health, "/readyz");
@@ -57,20 +50,10 @@ fn reports_collected_while_the_collector_is_down_arrive_after_it_returns() {
     let addr = url.trim_start_matches("http://");
     let collector = CollectorProcess::start(data.path(), addr);
     let after = eventually(Duration::from_secs(60), "reports after the restart", || {
-        last_seq(&collector.grpc_url).filter(|s| *s >= before + 6)
+        last_seq(&collector.grpc_url, "node-r").filter(|s| *s >= before + 6)
     });
-    let seqs: Vec<u64> = Reader::open(data.path())
-        .unwrap()
-        .history("node-r", 0)
-        .unwrap()
-        .iter()
-        .map(|r| r.seq)
-        .collect();
-    let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
-    assert_eq!(
-        seqs, expected,
-        "no report lost while the collector was down"
-    );
+    let seqs = stored_seqs(data.path(), "node-r");
+    assert_each_once(&seqs, "while the collector was down");
     assert!(seqs.len() as u64 >= after);
     eventually(Duration::from_secs(10), "connected on /readyz", || {
         readyz().1.contains("collector: connected").then_some(())
@@ -92,7 +75,7 @@ fn spooled_reports_survive_an_agent_restart_and_arrive_in_order() {
         &["--spool-dir", &spool_dir],
     );
     let before = eventually(Duration::from_secs(30), "two reports", || {
-        last_seq(&url).filter(|s| *s >= 2)
+        last_seq(&url, "node-r").filter(|s| *s >= 2)
     });
 
     // The collector goes away; the agent spools, is killed, and a new one starts on the
@@ -117,7 +100,7 @@ fn spooled_reports_survive_an_agent_restart_and_arrive_in_order() {
     eventually(
         Duration::from_secs(60),
         "the spooled reports and new ones",
-        || last_seq(&collector.grpc_url).filter(|s| *s >= before + spooled as u64 + 3),
+        || last_seq(&collector.grpc_url, "node-r").filter(|s| *s >= before + spooled as u64 + 3),
     );
     let reports = Reader::open(data.path())
         .unwrap()

@@ -11,8 +11,7 @@ use std::{
     time::Duration,
 };
 
-use nodemedic_collector::store::Reader;
-use nodemedic_tests::{CollectorProcess, binary};
+use nodemedic_tests::{CollectorProcess, assert_each_once, binary, stored_seqs};
 
 const NODES: usize = 1000;
 
@@ -46,18 +45,11 @@ fn a_thousand_agents_through_a_collector_restart() {
     assert_eq!(summary["acknowledged"], sent, "{lines:#?}");
     assert!(sent >= (NODES * 10) as u64, "{lines:#?}");
 
-    let reader = Reader::open(data.path()).unwrap();
     let mut stored = 0;
     for i in 0..NODES {
         let node = format!("loadgen-{i}");
-        let seqs: Vec<u64> = reader
-            .history(&node, 0)
-            .unwrap()
-            .iter()
-            .map(|r| r.seq)
-            .collect();
-        let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
-        assert_eq!(seqs, expected, "{node}: every report once, in order");
+        let seqs = stored_seqs(data.path(), &node);
+        assert_each_once(&seqs, &node);
         assert!(
             seqs.len() > 12,
             "{node} came back after the restart: {seqs:?}"

@@ -1,0 +1,76 @@
+//! The collector's store on a small tmpfs that fills up: reports are refused with a clear
+//! status (UNAVAILABLE, the store's "disk is full"), counted on /metrics, and nothing
+//! already stored is lost; queries still answer; the agent keeps its reports on its spool
+//! meanwhile, and when space returns they arrive, in order, each once.
+
+use std::{io::Write, time::Duration};
+
+use nodemedic_agent::testing::FakeHost;
+use nodemedic_tests::{
+    CollectorProcess, Tmpfs, agent, assert_each_once, eventually, http_get, last_seq, stored_seqs,
+};
+
+const NODE: &str = "node-full";
+
+#[test]
+fn a_full_disk_refuses_reports_and_recovers_without_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let _data = Tmpfs::mount(&data, "8m");
+    let spool = dir.path().join("spool");
+    let host = FakeHost::new();
+    let collector = CollectorProcess::start(&data, "127.0.0.1:0");
+    let url = collector.grpc_url.clone();
+    let _agent = agent(
+        &url,
+        NODE,
+        host.root().dir(),
+        &["--spool-dir", spool.to_str().unwrap()],
+    );
+    eventually(Duration::from_secs(30), "three reports stored", || {
+        last_seq(&url, NODE).filter(|s| *s >= 3)
+    });
+
+    // Fill the store's filesystem to the last byte.
+    let filler = data.join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 64 << 10];
+    while file
+        .write_all(&chunk)
+        .and_then(|()| file.sync_data())
+        .is_ok()
+    {}
+    let small = [0u8; 512];
+    while file
+        .write_all(&small)
+        .and_then(|()| file.sync_data())
+        .is_ok()
+    {}
+    drop(file);
+
+    let metrics = eventually(Duration::from_secs(30), "a refusal for the store", || {
+        let (_, body) = http_get(&collector.http_addr, "/metrics");
+        let body = String::from_utf8(body).unwrap();
+        body.contains("reason=\"store\"").then_some(body)
+    });
+    assert!(metrics.contains("nodemedic_refused_total"), "{metrics}");
+    // Queries still answer while writes cannot.
+    let stuck = last_seq(&url, NODE).expect("the node is still readable");
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        last_seq(&url, NODE).unwrap() <= stuck + 1,
+        "nothing stored on a full disk"
+    );
+
+    // Space returns: the spooled reports arrive.
+    std::fs::remove_file(&filler).unwrap();
+    let after = eventually(
+        Duration::from_secs(60),
+        "reports after space returned",
+        || last_seq(&url, NODE).filter(|s| *s >= stuck + 6),
+    );
+    let seqs = stored_seqs(&data, NODE);
+    assert_each_once(&seqs, "while the disk was full");
+    assert!(seqs.len() as u64 >= after);
+}
