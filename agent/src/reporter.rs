@@ -297,21 +297,9 @@ pub async fn run(
     actions: Arc<Actions>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ReportError> {
-    let endpoint = Endpoint::from_shared(opts.collector_url.clone())
-        .map_err(|source| ReportError::BadUrl {
-            url: opts.collector_url.clone(),
-            source,
-        })?
-        .connect_timeout(Duration::from_secs(5))
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .tcp_keepalive(Some(Duration::from_secs(60)));
-    let endpoint = match opts.tls.config().map_err(ReportError::Tls)? {
-        Some(tls) => endpoint
-            .tls_config(tls)
-            .map_err(|e| ReportError::Tls(e.to_string()))?,
-        None => endpoint,
-    };
+    // Fails now on a bad URL or unreadable TLS files; built again at every reconnect, so
+    // certificates renewed on disk (the kubelet rotates its own) are used without a restart.
+    let mut endpoint = collector_endpoint(opts)?;
     let started = Instant::now();
     let spool = match &opts.spool {
         Some((dir, limits)) => Some(Spool::open(dir, *limits)?),
@@ -394,6 +382,10 @@ pub async fn run(
                 }
             },
             () = sleep_until(reconnect_at), if conn.is_none() => {
+                match collector_endpoint(opts) {
+                    Ok(fresh) => endpoint = fresh,
+                    Err(e) => warn!(message = "Cannot read the TLS files again; using the ones read before.", error = %e),
+                }
                 match connect(&endpoint, collector, opts.interval).await {
                     Ok(c) => {
                         let last_seq = c.last_seq;
@@ -425,6 +417,25 @@ pub async fn run(
                 }
             }
         }
+    }
+}
+
+/// The collector's endpoint, with the TLS files as they are on disk now.
+fn collector_endpoint(opts: &ReporterOptions) -> Result<Endpoint, ReportError> {
+    let endpoint = Endpoint::from_shared(opts.collector_url.clone())
+        .map_err(|source| ReportError::BadUrl {
+            url: opts.collector_url.clone(),
+            source,
+        })?
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .tcp_keepalive(Some(Duration::from_secs(60)));
+    match opts.tls.config().map_err(ReportError::Tls)? {
+        Some(tls) => endpoint
+            .tls_config(tls)
+            .map_err(|e| ReportError::Tls(e.to_string())),
+        None => Ok(endpoint),
     }
 }
 

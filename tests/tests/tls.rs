@@ -2,12 +2,12 @@
 //! `nodemedic-collector certs`, an agent's report accepted only for the node its
 //! certificate names; a wrong node, no certificate, and an expired certificate refused;
 //! plaintext refused unless asked for; the kubelet's own client certificate accepted for
-//! its node.
+//! its node; a certificate renewed on disk used without restarting the agent.
 
 use std::{path::Path, process::Command, time::Duration};
 
 use nodemedic_agent::testing::FakeHost;
-use nodemedic_tests::{CollectorProcess, binary, collector_command, eventually, http_get};
+use nodemedic_tests::{CollectorProcess, agent, binary, collector_command, eventually, http_get};
 
 fn certs(args: &[&str]) {
     let out = Command::new(binary("nodemedic-collector"))
@@ -24,6 +24,23 @@ fn certs(args: &[&str]) {
 
 fn path(dir: &Path, file: &str) -> String {
     dir.join(file).to_str().unwrap().to_owned()
+}
+
+/// A collector on 127.0.0.1 serving TLS with the certificate `certs init` made in
+/// `certs_dir`, trusting client certificates signed by `client_ca`; its data in `dir`.
+fn tls_collector(dir: &Path, certs_dir: &Path, client_ca: &str) -> CollectorProcess {
+    CollectorProcess::start_with(
+        &dir.join("data"),
+        "127.0.0.1:0",
+        &[
+            "--tls-cert",
+            &path(certs_dir, "server.pem"),
+            "--tls-key",
+            &path(certs_dir, "server-key.pem"),
+            "--client-ca",
+            client_ca,
+        ],
+    )
 }
 
 /// `nodemedic --ca CA ARGS` against the collector; (exit code, stdout, stderr).
@@ -82,18 +99,7 @@ fn agents_report_only_for_the_node_their_certificate_names() {
     certs(&["init", certs_dir.to_str().unwrap()]);
     certs(&["agent", certs_dir.to_str().unwrap(), "--node", "node-a"]);
     let ca = path(&certs_dir, "ca.pem");
-    let collector = CollectorProcess::start_with(
-        &d.join("data"),
-        "127.0.0.1:0",
-        &[
-            "--tls-cert",
-            &path(&certs_dir, "server.pem"),
-            "--tls-key",
-            &path(&certs_dir, "server-key.pem"),
-            "--client-ca",
-            &ca,
-        ],
-    );
+    let collector = tls_collector(d, &certs_dir, &ca);
     let url = collector.grpc_url.clone();
     assert!(url.starts_with("https://localhost:"), "{url}");
     let (_, ready) = http_get(&collector.http_addr, "/readyz");
@@ -151,6 +157,49 @@ fn agents_report_only_for_the_node_their_certificate_names() {
     assert!(!out.status.success());
 }
 
+/// Certificates renewed on disk are used at the next reconnect: an agent started with an
+/// expired certificate is refused until a valid one is written over it, then reports,
+/// without a restart (the kubelet rotates the certificate the manifests give agents).
+#[test]
+fn an_agent_uses_a_renewed_certificate_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let certs_dir = d.join("certs");
+    let c = certs_dir.to_str().unwrap();
+    certs(&["init", c]);
+    certs(&["agent", c, "--node", "node-r", "--days", "0"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let ca = path(&certs_dir, "ca.pem");
+    let collector = tls_collector(d, &certs_dir, &ca);
+    let url = collector.grpc_url.clone();
+    let host = FakeHost::new();
+    let _agent = agent(
+        &url,
+        "node-r",
+        host.root().dir(),
+        &[
+            "--ca",
+            &ca,
+            "--cert",
+            &path(&certs_dir, "agent-node-r.pem"),
+            "--key",
+            &path(&certs_dir, "agent-node-r-key.pem"),
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, out, _) = cli(&url, &ca, &["nodes", "-o", "json"]);
+    assert!(!out.contains("node-r"), "expired: refused: {out}");
+    certs(&["agent", c, "--node", "node-r"]);
+    eventually(
+        Duration::from_secs(30),
+        "the renewed certificate used",
+        || {
+            let (_, out, _) = cli(&url, &ca, &["nodes", "-o", "json"]);
+            out.contains("\"node-r\"").then_some(())
+        },
+    );
+}
+
 /// Writes what a kubelet keeps in `pki`: a client certificate for `node` (`system:node:<node>`
 /// in `system:nodes`) signed by a cluster CA of the test's own, certificate and key in one
 /// file behind the `kubelet-client-current.pem` symlink (an absolute one, as the kubelet
@@ -190,18 +239,7 @@ fn agents_can_present_the_kubelets_client_certificate() {
     let certs_dir = d.join("certs");
     certs(&["init", certs_dir.to_str().unwrap()]);
     let (cluster_ca, current) = kubelet_pki(&d.join("pki"), "worker-1");
-    let collector = CollectorProcess::start_with(
-        &d.join("data"),
-        "127.0.0.1:0",
-        &[
-            "--tls-cert",
-            &path(&certs_dir, "server.pem"),
-            "--tls-key",
-            &path(&certs_dir, "server-key.pem"),
-            "--client-ca",
-            &cluster_ca,
-        ],
-    );
+    let collector = tls_collector(d, &certs_dir, &cluster_ca);
     let (url, ca) = (collector.grpc_url.clone(), path(&certs_dir, "ca.pem"));
     let host = FakeHost::new();
     let kubelet = Some((current.as_str(), current.as_str()));
