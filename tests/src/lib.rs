@@ -270,3 +270,18 @@ pub fn last_seq(url: &str, node: &str) -> Option<u64> {
     let v: serde_json::Value = serde_json::from_str(&out).ok()?;
     v["node"]["lastSeq"].as_str()?.parse().ok()
 }
+
+/// Runs `nodemedic-collector certs ARGS` (certificates as an operator makes them); panics
+/// with its stderr when it fails.
+pub fn certs(args: &[&str]) {
+    let out = Command::new(binary("nodemedic-collector"))
+        .arg("certs")
+        .args(args)
+        .output()
+        .expect("run nodemedic-collector certs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -22,7 +22,7 @@ use std::{
 };
 
 use nodemedic_agent::testing::{Dockerd, FakeHost};
-use nodemedic_tests::{Tmpfs, binary};
+use nodemedic_tests::{Tmpfs, binary, certs};
 
 const SUBNET: &str = "172.31.250.0/24";
 const COLLECTOR_IP: &str = "172.31.250.10";
@@ -30,19 +30,22 @@ const COLLECTOR_IP: &str = "172.31.250.10";
 const DEAD_DNS: &str = "172.31.250.250";
 const TAG: &str = "e2e";
 
+/// `docker exec` of the CLI in the collector container, against its own gRPC port (as
+/// `kubectl exec` would run it).
+const IN_COLLECTOR: &[&str] = &[
+    "exec",
+    "nodemedic-collector",
+    "/usr/bin/nodemedic",
+    "--collector",
+    "https://nodemedic-collector:9440",
+    "--ca",
+    "/certs/ca.pem",
+];
+
 /// `nodemedic -o json ARGS` inside the collector container, against its own gRPC port.
 fn cli(engine: &Dockerd, args: &[&str]) -> Option<serde_json::Value> {
-    let mut full = vec![
-        "exec",
-        "nodemedic-collector",
-        "/usr/bin/nodemedic",
-        "--collector",
-        "https://nodemedic-collector:9440",
-        "--ca",
-        "/certs/ca.pem",
-        "-o",
-        "json",
-    ];
+    let mut full = IN_COLLECTOR.to_vec();
+    full.extend_from_slice(&["-o", "json"]);
     full.extend_from_slice(args);
     let out = Command::new("docker")
         .arg("-H")
@@ -132,19 +135,6 @@ fn last_seqs(engine: &Dockerd) -> Option<Vec<(String, u64)>> {
             })
             .collect(),
     )
-}
-
-fn certs(args: &[&str]) {
-    let out = Command::new(binary("nodemedic-collector"))
-        .arg("certs")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]
@@ -353,18 +343,13 @@ fn a_collector_and_three_agents_in_containers() {
     }
 
     // A bundle made in the collector container holds all three nodes.
-    engine.docker(&[
-        "exec",
-        "nodemedic-collector",
-        "/usr/bin/nodemedic",
-        "--collector",
-        "https://nodemedic-collector:9440",
-        "--ca",
-        "/certs/ca.pem",
-        "bundle",
-        "-f",
-        "/var/lib/nodemedic/cluster.tar.zst",
-    ]);
+    engine.docker(
+        &[
+            IN_COLLECTOR,
+            &["bundle", "-f", "/var/lib/nodemedic/cluster.tar.zst"],
+        ]
+        .concat(),
+    );
     let bundle = dir.path().join("cluster.tar.zst");
     engine.docker(&[
         "cp",

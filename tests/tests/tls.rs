@@ -7,20 +7,9 @@
 use std::{path::Path, process::Command, time::Duration};
 
 use nodemedic_agent::testing::FakeHost;
-use nodemedic_tests::{CollectorProcess, agent, binary, collector_command, eventually, http_get};
-
-fn certs(args: &[&str]) {
-    let out = Command::new(binary("nodemedic-collector"))
-        .arg("certs")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use nodemedic_tests::{
+    CollectorProcess, agent, binary, certs, collector_command, eventually, http_get,
+};
 
 fn path(dir: &Path, file: &str) -> String {
     dir.join(file).to_str().unwrap().to_owned()
