@@ -14,13 +14,13 @@ use nodemedic_collector::bundle;
 use nodemedic_proto::{
     finding::human_bytes,
     time::duration,
-    v1::{BundleRequest, Incident, diagnostics_client::DiagnosticsClient},
+    v1::{BundleRequest, Incident},
 };
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 
 use crate::{
     output::{Format, structured},
+    query::Client,
     query::status_text,
     table::Table,
 };
@@ -61,7 +61,7 @@ pub enum BundleCommand {
 }
 
 /// Downloads a bundle.
-pub async fn download(mut c: DiagnosticsClient<Channel>, args: BundleArgs) -> anyhow::Result<()> {
+pub async fn download(mut c: Client, args: BundleArgs) -> anyhow::Result<()> {
     let file = args.file.context(
         "say where to write the bundle: nodemedic bundle -f FILE (or bundle inspect FILE)",
     )?;

@@ -6,14 +6,14 @@ use nodemedic_proto::{
     time::system_time,
     v1::{
         GetIncidentRequest, Incident, IncidentScope, IncidentState, ListIncidentsRequest, Severity,
-        WatchIncidentsRequest, diagnostics_client::DiagnosticsClient, incident_event,
+        WatchIncidentsRequest, incident_event,
     },
 };
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 
 use crate::{
     output::{Format, streamed, structured},
+    query::Client,
     query::{severity_arg, status_text},
     render,
     table::{Table, age},
@@ -78,11 +78,7 @@ const COLUMNS: &[&str] = &[
 ];
 
 /// `incidents`.
-pub async fn list(
-    mut c: DiagnosticsClient<Channel>,
-    args: IncidentsArgs,
-    format: Format,
-) -> anyhow::Result<()> {
+pub async fn list(mut c: Client, args: IncidentsArgs, format: Format) -> anyhow::Result<()> {
     let state = match args.state.as_str() {
         "open" => IncidentState::Open,
         "resolved" => IncidentState::Resolved,
@@ -145,11 +141,7 @@ pub async fn list(
 }
 
 /// `incident ID`.
-pub async fn show(
-    mut c: DiagnosticsClient<Channel>,
-    id: u64,
-    format: Format,
-) -> anyhow::Result<()> {
+pub async fn show(mut c: Client, id: u64, format: Format) -> anyhow::Result<()> {
     let incident = c
         .get_incident(GetIncidentRequest { id })
         .await

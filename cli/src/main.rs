@@ -40,6 +40,10 @@ struct Cli {
     /// Its private key (PEM)
     #[arg(long, global = true, env = "NODEMEDIC_KEY", requires = "cert")]
     key: Option<std::path::PathBuf>,
+    /// A file holding a bearer token (from `nodemedic-collector tokens add`); the token
+    /// itself may be given in NODEMEDIC_TOKEN instead
+    #[arg(long, global = true, env = "NODEMEDIC_TOKEN_FILE")]
+    token_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -114,7 +118,11 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         cert: cli.cert.clone(),
         key: cli.key.clone(),
     };
-    let client = || query::client(&cli.collector, &tls);
+    let bearer = query::Bearer::from(
+        cli.token_file.as_deref(),
+        std::env::var("NODEMEDIC_TOKEN").ok(),
+    )?;
+    let client = || query::client(&cli.collector, &tls, bearer.clone());
     match cli.command {
         Command::Doctor(args) => return doctor::run(args, format).await,
         Command::Runbook { dir, command } => return runbook::run(command, dir, format),

@@ -13,7 +13,12 @@ use nodemedic_proto::{
     },
 };
 use tokio_stream::StreamExt;
-use tonic::transport::{Channel, Endpoint};
+use tonic::{
+    Status,
+    metadata::{Ascii, MetadataValue},
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::{Channel, Endpoint},
+};
 
 use crate::{
     output::{Format, streamed, structured},
@@ -21,11 +26,50 @@ use crate::{
     table::{Table, age},
 };
 
+/// The Diagnostics client, with the caller's bearer token on every call.
+pub type Client = DiagnosticsClient<InterceptedService<Channel, Bearer>>;
+
+/// Puts `authorization: Bearer <token>` on each request, when there is a token.
+#[derive(Clone, Debug, Default)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Bearer {
+    /// The token in `file`, else in the environment variable's `value`, else none.
+    pub fn from(file: Option<&std::path::Path>, value: Option<String>) -> anyhow::Result<Self> {
+        let token = match file {
+            Some(file) => Some(
+                std::fs::read_to_string(file)
+                    .with_context(|| format!("cannot read the token file {}", file.display()))?,
+            ),
+            None => value,
+        };
+        token
+            .map(|t| {
+                MetadataValue::try_from(format!("Bearer {}", t.trim()))
+                    .context("the token is not printable ASCII")
+            })
+            .transpose()
+            .map(Bearer)
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
 /// Connects to the collector's Diagnostics API.
 pub async fn client(
     url: &str,
     tls: &nodemedic_proto::tls::ClientTls,
-) -> anyhow::Result<DiagnosticsClient<Channel>> {
+    bearer: Bearer,
+) -> anyhow::Result<Client> {
     let mut endpoint = Endpoint::from_shared(url.to_owned())
         .with_context(|| format!("invalid collector URL {url:?}"))?
         .connect_timeout(Duration::from_secs(5));
@@ -35,7 +79,7 @@ pub async fn client(
     let channel = endpoint.connect().await.with_context(|| {
         format!("cannot reach the collector at {url} (set --collector or NODEMEDIC_COLLECTOR)")
     })?;
-    Ok(DiagnosticsClient::new(channel))
+    Ok(DiagnosticsClient::with_interceptor(channel, bearer))
 }
 
 /// Parses `--severity`.
@@ -83,7 +127,7 @@ pub fn status_text(e: tonic::Status) -> anyhow::Error {
 }
 
 /// `nodes`.
-pub async fn nodes(mut c: DiagnosticsClient<Channel>, format: Format) -> anyhow::Result<()> {
+pub async fn nodes(mut c: Client, format: Format) -> anyhow::Result<()> {
     let resp = c
         .list_nodes(ListNodesRequest {})
         .await
@@ -126,11 +170,7 @@ pub async fn nodes(mut c: DiagnosticsClient<Channel>, format: Format) -> anyhow:
 }
 
 /// `node NAME`.
-pub async fn node(
-    mut c: DiagnosticsClient<Channel>,
-    name: String,
-    format: Format,
-) -> anyhow::Result<()> {
+pub async fn node(mut c: Client, name: String, format: Format) -> anyhow::Result<()> {
     let resp = c
         .get_node(GetNodeRequest { name })
         .await
@@ -183,11 +223,7 @@ pub async fn node(
 }
 
 /// `findings`.
-pub async fn findings(
-    mut c: DiagnosticsClient<Channel>,
-    args: FindingsArgs,
-    format: Format,
-) -> anyhow::Result<()> {
+pub async fn findings(mut c: Client, args: FindingsArgs, format: Format) -> anyhow::Result<()> {
     let state = match args.state.as_str() {
         "open" => FindingState::Open,
         "resolved" => FindingState::Resolved,
@@ -241,11 +277,7 @@ pub async fn findings(
 }
 
 /// `watch`: one line per change until interrupted.
-pub async fn watch(
-    mut c: DiagnosticsClient<Channel>,
-    args: WatchArgs,
-    format: Format,
-) -> anyhow::Result<()> {
+pub async fn watch(mut c: Client, args: WatchArgs, format: Format) -> anyhow::Result<()> {
     let req = WatchFindingsRequest {
         nodes: args.nodes,
         min_severity: args.severity.map_or(0, |s| s as i32),
@@ -287,11 +319,7 @@ pub async fn watch(
 }
 
 /// `collect [NODE]`.
-pub async fn collect(
-    mut c: DiagnosticsClient<Channel>,
-    node: Option<String>,
-    format: Format,
-) -> anyhow::Result<()> {
+pub async fn collect(mut c: Client, node: Option<String>, format: Format) -> anyhow::Result<()> {
     let resp = c
         .trigger_collection(TriggerCollectionRequest {
             node: node.unwrap_or_default(),

@@ -7,15 +7,12 @@ use std::time::{Duration, SystemTime};
 use nodemedic_proto::{
     finding::human_bytes,
     time::{duration, system_time},
-    v1::{
-        ActionItem, ApplyRemediationRequest, ListRemediationsRequest, PlanRemediationRequest,
-        diagnostics_client::DiagnosticsClient,
-    },
+    v1::{ActionItem, ApplyRemediationRequest, ListRemediationsRequest, PlanRemediationRequest},
 };
-use tonic::transport::Channel;
 
 use crate::{
     output::{Format, structured},
+    query::Client,
     query::status_text,
     table::{Table, age},
 };
@@ -93,11 +90,7 @@ fn requested_by() -> String {
 }
 
 /// Runs a `remediate` subcommand.
-pub async fn run(
-    mut c: DiagnosticsClient<Channel>,
-    command: RemediateCommand,
-    format: Format,
-) -> anyhow::Result<()> {
+pub async fn run(mut c: Client, command: RemediateCommand, format: Format) -> anyhow::Result<()> {
     match command {
         RemediateCommand::Plan {
             node,
@@ -164,8 +157,8 @@ pub async fn run(
             if !structured(format, &resp)? {
                 let now = SystemTime::now();
                 let mut t = Table::new(&[
-                    "ID", "NODE", "ACTION", "BY", "AGE", "REMOVED", "SKIPPED", "FAILED", "FREED",
-                    "ERROR",
+                    "ID", "NODE", "ACTION", "CALLER", "BY", "AGE", "REMOVED", "SKIPPED", "FAILED",
+                    "FREED", "ERROR",
                 ]);
                 for r in &resp.records {
                     let o = r.outcome.clone().unwrap_or_default();
@@ -173,6 +166,7 @@ pub async fn run(
                         r.id.to_string(),
                         r.node.clone(),
                         o.action.clone(),
+                        r.caller.clone(),
                         r.requested_by.clone(),
                         r.requested_at
                             .as_ref()

@@ -127,6 +127,8 @@ fn main() {
             catalog: std::sync::Arc::new(nodemedic_collector::runbook::Catalog::builtin()),
             incidents: nodemedic_collector::incidents::IncidentConfig::default(),
             tls: None,
+            token_file: None,
+            agent_rate: Default::default(),
         })
         .await
         .unwrap();

@@ -20,8 +20,10 @@ use tonic::{Request, Response, Status};
 use tracing::info;
 
 use crate::{
+    auth::{Auth, Caller, Credentials, Role},
     bundle::{self, stream::Bundler},
     error::Error,
+    listener::peer_of,
     registry::Registry,
     remediation,
     store::{
@@ -44,6 +46,8 @@ pub struct DiagnosticsService {
     pub(crate) events: Events,
     pub(crate) writer: WriterHandle,
     pub(crate) bundles: Bundler,
+    /// Who may call what.
+    pub(crate) auth: Arc<Auth>,
     /// Changes when the collector shuts down: every watch ends.
     pub(crate) shutdown: tokio::sync::watch::Receiver<()>,
 }
@@ -59,6 +63,23 @@ impl DiagnosticsService {
             .await
             .map_err(|e| Status::internal(format!("query task failed: {e}")))?
             .map_err(|e| Error::from(e).into())
+    }
+
+    /// Lets the call through for callers with at least `need`.
+    fn allow<T>(
+        &self,
+        request: &Request<T>,
+        call: &'static str,
+        need: Role,
+    ) -> Result<Caller, Status> {
+        let credentials = Credentials {
+            authorization: request
+                .metadata()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok()),
+            peer: peer_of(request),
+        };
+        Ok(self.auth.authorize(call, need, credentials)?)
     }
 
     fn summary(&self, row: NodeRow) -> NodeSummary {
@@ -151,8 +172,9 @@ fn min_severity(value: i32) -> Result<Option<Severity>, Status> {
 impl Diagnostics for DiagnosticsService {
     async fn list_nodes(
         &self,
-        _: Request<ListNodesRequest>,
+        request: Request<ListNodesRequest>,
     ) -> Result<Response<ListNodesResponse>, Status> {
+        self.allow(&request, "ListNodes", Role::Viewer)?;
         let rows = self.read(Reader::nodes).await?;
         let nodes = rows.into_iter().map(|r| self.summary(r)).collect();
         Ok(Response::new(ListNodesResponse { nodes }))
@@ -162,6 +184,7 @@ impl Diagnostics for DiagnosticsService {
         &self,
         request: Request<GetNodeRequest>,
     ) -> Result<Response<GetNodeResponse>, Status> {
+        self.allow(&request, "GetNode", Role::Viewer)?;
         let name = request.into_inner().name;
         validate::node_name(&name)?;
         // One trip to the blocking pool for the three reads: under load each trip is a
@@ -201,6 +224,7 @@ impl Diagnostics for DiagnosticsService {
         &self,
         request: Request<ListFindingsRequest>,
     ) -> Result<Response<ListFindingsResponse>, Status> {
+        self.allow(&request, "ListFindings", Role::Viewer)?;
         let req = request.into_inner();
         for node in &req.nodes {
             validate::node_name(node)?;
@@ -229,6 +253,7 @@ impl Diagnostics for DiagnosticsService {
         &self,
         request: Request<WatchFindingsRequest>,
     ) -> Result<Response<Self::WatchFindingsStream>, Status> {
+        self.allow(&request, "WatchFindings", Role::Viewer)?;
         let req = request.into_inner();
         let min = min_severity(req.min_severity)?.map_or(0, |s| s as i32);
         let nodes = req.nodes;
@@ -248,6 +273,7 @@ impl Diagnostics for DiagnosticsService {
         &self,
         request: Request<ListIncidentsRequest>,
     ) -> Result<Response<ListIncidentsResponse>, Status> {
+        self.allow(&request, "ListIncidents", Role::Viewer)?;
         let req = request.into_inner();
         for node in &req.nodes {
             validate::node_name(node)?;
@@ -271,6 +297,7 @@ impl Diagnostics for DiagnosticsService {
         &self,
         request: Request<GetIncidentRequest>,
     ) -> Result<Response<Incident>, Status> {
+        self.allow(&request, "GetIncident", Role::Viewer)?;
         let id = request.into_inner().id;
         let incident = self
             .read(move |r| r.incident(id))
@@ -285,6 +312,7 @@ impl Diagnostics for DiagnosticsService {
         &self,
         request: Request<WatchIncidentsRequest>,
     ) -> Result<Response<Self::WatchIncidentsStream>, Status> {
+        self.allow(&request, "WatchIncidents", Role::Viewer)?;
         let min = min_severity(request.into_inner().min_severity)?.map_or(0, |s| s as i32);
         Ok(Response::new(watch(
             &self.events.incidents,
@@ -298,6 +326,7 @@ impl Diagnostics for DiagnosticsService {
         &self,
         request: Request<PlanRemediationRequest>,
     ) -> Result<Response<ActionPlan>, Status> {
+        self.allow(&request, "PlanRemediation", Role::Operator)?;
         let plan = remediation::plan(&self.registry, request.into_inner()).await?;
         Ok(Response::new(plan))
     }
@@ -306,12 +335,18 @@ impl Diagnostics for DiagnosticsService {
         &self,
         request: Request<ApplyRemediationRequest>,
     ) -> Result<Response<ActionOutcome>, Status> {
-        let peer = request
-            .remote_addr()
-            .map(|a| a.to_string())
+        let caller = self.allow(&request, "ApplyRemediation", Role::Operator)?;
+        let peer = peer_of(&request)
+            .map(|p| p.addr.to_string())
             .unwrap_or_default();
-        let outcome =
-            remediation::apply(&self.registry, &self.writer, request.into_inner(), peer).await?;
+        let outcome = remediation::apply(
+            &self.registry,
+            &self.writer,
+            request.into_inner(),
+            peer,
+            caller.name,
+        )
+        .await?;
         Ok(Response::new(outcome))
     }
 
@@ -319,6 +354,7 @@ impl Diagnostics for DiagnosticsService {
         &self,
         request: Request<ListRemediationsRequest>,
     ) -> Result<Response<ListRemediationsResponse>, Status> {
+        self.allow(&request, "ListRemediations", Role::Viewer)?;
         let req = request.into_inner();
         if !req.node.is_empty() {
             validate::node_name(&req.node)?;
@@ -340,6 +376,12 @@ impl Diagnostics for DiagnosticsService {
         &self,
         request: Request<BundleRequest>,
     ) -> Result<Response<Self::DownloadBundleStream>, Status> {
+        let need = if request.get_ref().no_redact {
+            Role::Operator
+        } else {
+            Role::Viewer
+        };
+        self.allow(&request, "DownloadBundle", need)?;
         let req = request.into_inner();
         let request = bundle_request(
             req.nodes,
@@ -363,6 +405,7 @@ impl Diagnostics for DiagnosticsService {
         &self,
         request: Request<TriggerCollectionRequest>,
     ) -> Result<Response<TriggerCollectionResponse>, Status> {
+        self.allow(&request, "TriggerCollection", Role::Operator)?;
         let node = request.into_inner().node;
         if !node.is_empty() {
             validate::node_name(&node)?;

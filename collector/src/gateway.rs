@@ -22,7 +22,9 @@ use tracing::{debug, info, warn};
 
 use crate::{
     error::Error,
+    listener::peer_of,
     metrics::Metrics,
+    ratelimit::RateLimiter,
     registry::{Lease, Registry},
     store::writer::WriterHandle,
     validate::{self, ReportLimits},
@@ -45,6 +47,8 @@ pub struct Gateway {
     pub(crate) shutdown: tokio::sync::watch::Receiver<()>,
     /// Agents must present a client certificate naming the node they report for (TLS).
     pub(crate) require_identity: bool,
+    /// Each agent's report rate.
+    pub(crate) rate: Arc<RateLimiter>,
 }
 
 type Outbound = mpsc::Sender<Result<CollectorMessage, Status>>;
@@ -61,11 +65,11 @@ impl AgentGateway for Gateway {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
-        let peer = request.remote_addr();
+        let peer = peer_of(&request).map(|p| p.addr);
         // The node the verified client certificate names, if any.
-        let certified = request
-            .peer_certs()
-            .and_then(|certs| certs.first().and_then(|c| crate::tls::node_of(c)));
+        let certified = peer_of(&request)
+            .and_then(|p| p.cert.as_deref())
+            .and_then(crate::tls::node_of);
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.next()).await {
             Ok(Some(Ok(AgentMessage {
@@ -176,13 +180,19 @@ impl Gateway {
         let mut previous_seq = 0;
         let mut acks = FuturesOrdered::new();
         let mut inbound_open = true;
+        // Over its rate, the agent's next message is read only from this time on.
+        let mut paused_until: Option<tokio::time::Instant> = None;
+        let mut paced = false;
         let mut shutdown = self.shutdown.clone();
         let end: Option<Status> = loop {
             tokio::select! {
                 _ = shutdown.changed() => {
                     break Some(Status::unavailable("the collector is shutting down; reconnect and resend what was not acknowledged"));
                 }
-                message = inbound.next(), if inbound_open => match message {
+                () = tokio::time::sleep_until(paused_until.unwrap_or_else(tokio::time::Instant::now)), if paused_until.is_some() => {
+                    paused_until = None;
+                }
+                message = inbound.next(), if inbound_open && paused_until.is_none() => match message {
                     Some(Ok(AgentMessage { kind: Some(agent_message::Kind::Report(report)) })) => {
                         if let Err(e) = validate::report(&report, &node, previous_seq, self.limits) {
                             let reason = if report.node != node { "node_mismatch" } else if report.seq <= previous_seq { "seq" } else { "invalid_report" };
@@ -190,6 +200,15 @@ impl Gateway {
                             break Some(self.refuse(reason, e.into()));
                         }
                         previous_seq = report.seq;
+                        let wait = self.rate.take(&node, std::time::Instant::now());
+                        if !wait.is_zero() {
+                            self.metrics.throttled.inc();
+                            if !paced {
+                                paced = true;
+                                warn!(message = "Pacing an agent over its report rate.", %node, seq = report.seq);
+                            }
+                            paused_until = Some(tokio::time::Instant::now() + wait);
+                        }
                         let received_at = unix_millis(std::time::SystemTime::now());
                         match self.writer.ingest(report, received_at).await {
                             Ok(committed) => acks.push_back(committed),

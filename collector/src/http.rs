@@ -1,21 +1,25 @@
 //! The HTTP listener: `/healthz` (the process answers), `/readyz` (the store accepts
 //! writes), `/metrics` (Prometheus text format) and `/api/v1/bundle` (a diagnostics bundle
-//! for curl: `?node=a&node=b&since=2h&incidents_only=true`).
+//! for curl: `?node=a&node=b&since=2h&incidents_only=true`, a viewer's bearer token or
+//! client certificate; `no_redact=true` needs an operator). TLS as on the gRPC listener.
 
 use std::sync::Arc;
 
 use axum::{
     Router,
-    extract::{RawQuery, State},
-    http::StatusCode,
-    http::header,
+    extract::{ConnectInfo, RawQuery, State},
+    http::{HeaderMap, StatusCode, header},
     response::IntoResponse,
     routing::get,
 };
 use tokio_stream::StreamExt;
 
 use crate::{
-    bundle::stream::Bundler, diagnostics::bundle_request, metrics::Metrics,
+    auth::{Auth, Credentials, Denied, Role},
+    bundle::stream::Bundler,
+    diagnostics::bundle_request,
+    listener::Peer,
+    metrics::Metrics,
     store::writer::WriterHandle,
 };
 
@@ -24,7 +28,9 @@ struct AppState {
     metrics: Arc<Metrics>,
     writer: WriterHandle,
     bundles: Bundler,
-    /// Serving plaintext gRPC (`--insecure`): said on `/readyz`.
+    /// Who may download bundles.
+    auth: Arc<Auth>,
+    /// Serving plaintext (`--insecure`): said on `/readyz`.
     insecure: bool,
 }
 
@@ -33,6 +39,7 @@ pub fn router(
     metrics: Arc<Metrics>,
     writer: WriterHandle,
     bundles: Bundler,
+    auth: Arc<Auth>,
     insecure: bool,
 ) -> Router {
     Router::new()
@@ -44,6 +51,7 @@ pub fn router(
             metrics,
             writer,
             bundles,
+            auth,
             insecure,
         })
 }
@@ -51,11 +59,14 @@ pub fn router(
 /// `GET /api/v1/bundle?node=N&since=2h&incidents_only=true`: the bundle as the body.
 async fn bundle_download(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> axum::response::Response {
     let mut nodes = Vec::new();
     let mut since = None;
     let mut incidents_only = false;
+    let mut no_redact = false;
     for pair in query
         .unwrap_or_default()
         .split('&')
@@ -72,17 +83,40 @@ async fn bundle_download(
                 }
             },
             "incidents_only" => incidents_only = value == "true" || value == "1",
+            "no_redact" => no_redact = value == "true" || value == "1",
             other => {
                 return (
                     StatusCode::BAD_REQUEST,
-                    format!("unknown parameter {other:?}; known: node, since, incidents_only\n"),
+                    format!(
+                        "unknown parameter {other:?}; known: node, since, incidents_only, no_redact\n"
+                    ),
                 )
                     .into_response();
             }
         }
     }
-    // Redaction cannot be turned off over plain HTTP.
-    let request = match bundle_request(nodes, since, incidents_only, false) {
+    let need = if no_redact {
+        Role::Operator
+    } else {
+        Role::Viewer
+    };
+    let credentials = Credentials {
+        authorization: headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+        peer: Some(&peer),
+    };
+    if let Err(denied) = state
+        .auth
+        .authorize("GET /api/v1/bundle", need, credentials)
+    {
+        let status = match denied {
+            Denied::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Denied::Forbidden { .. } => StatusCode::FORBIDDEN,
+        };
+        return (status, format!("{denied}\n")).into_response();
+    }
+    let request = match bundle_request(nodes, since, incidents_only, no_redact) {
         Ok(r) => r,
         Err(status) => {
             return (StatusCode::BAD_REQUEST, format!("{}\n", status.message())).into_response();
@@ -105,19 +139,22 @@ async fn bundle_download(
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    if state.writer.is_alive() && state.insecure {
-        (
-            StatusCode::OK,
-            "ready (insecure: plaintext gRPC, agents not identified)\n",
-        )
-    } else if state.writer.is_alive() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (
+    if !state.writer.is_alive() {
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: the store writer has stopped\n",
-        )
+            "not ready: the store writer has stopped\n".to_owned(),
+        );
     }
+    let mut text = "ready".to_owned();
+    if state.insecure {
+        text.push_str(" (insecure: plaintext, agents not identified");
+        if state.auth.is_open() {
+            text.push_str(", every caller may operate");
+        }
+        text.push(')');
+    }
+    text.push('\n');
+    (StatusCode::OK, text)
 }
 
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {

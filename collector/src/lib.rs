@@ -5,7 +5,8 @@
 //!
 //! ## Layout (the data path, in order)
 //! - [`gateway`]: `AgentGateway`, the agents' streams (Hello → Welcome, Report → Ack).
-//! - [`validate`]: what is accepted (node names, report rules, limits).
+//! - [`validate`]: what is accepted (node names, report rules, limits);
+//!   [`ratelimit`]: each agent's report rate (paced, not cut off).
 //! - [`store`]: SQLite. [`store::writer`] is the single writer thread that batches
 //!   commits and owns the finding lifecycle; [`store::Reader`] answers queries.
 //! - [`incidents`]: correlation; the writer hands it each node's open findings and stores
@@ -19,16 +20,23 @@
 //!   (used by `nodemedic doctor` in-process and by `nodemedic node`).
 //! - [`bundle`]: diagnostics bundles (`.tar.zst`) built from the store, and their checking.
 //! - [`http`] and [`metrics`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`auth`]: who may call what (bearer tokens, tooling certificates, the viewer and
+//!   operator roles); [`tls`]: certificates and the server's TLS configuration;
+//!   [`listener`]: TCP and TLS connections and their peers; [`watched`]: files read again
+//!   when they change (certificates, tokens).
 //! - [`server`]: binds and wires it all; `main.rs` only parses flags.
 
 pub mod analysis;
+pub mod auth;
 pub mod bundle;
 pub mod diagnostics;
 pub mod error;
 pub mod gateway;
 pub mod http;
 pub mod incidents;
+pub mod listener;
 pub mod metrics;
+pub mod ratelimit;
 pub mod registry;
 pub mod remediation;
 pub mod runbook;
@@ -36,3 +44,4 @@ pub mod server;
 pub mod store;
 pub mod tls;
 pub mod validate;
+pub mod watched;

@@ -5,7 +5,9 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use nodemedic_collector::{
+    auth::{self, Role},
     incidents::IncidentConfig,
+    ratelimit::AgentRate,
     runbook::Catalog,
     server::{Bound, Config},
     tls::{self, TlsFiles},
@@ -14,7 +16,10 @@ use nodemedic_collector::{
 
 /// Receives reports from nodemedic agents, stores them in SQLite under --data-dir, tracks
 /// findings, correlates them into incidents with the runbook's remediation, and answers the
-/// Diagnostics gRPC API. /healthz, /readyz and /metrics are served on --http-listen.
+/// Diagnostics gRPC API. /healthz, /readyz, /metrics and /api/v1/bundle are served on
+/// --http-listen. Both listeners use TLS (--tls-cert, --tls-key, --client-ca; read again when
+/// the files change); tooling authenticates with a bearer token from --token-file or a
+/// client certificate with a role (`certs client`).
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None, args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -29,6 +34,37 @@ enum Command {
     /// Certificates for TLS between agents, tooling and the collector
     #[command(subcommand)]
     Certs(Certs),
+    /// Bearer tokens for tooling (the CLI's --token-file, curl's Authorization header)
+    #[command(subcommand)]
+    Tokens(Tokens),
+}
+
+#[derive(Debug, Subcommand)]
+enum Tokens {
+    /// Make a new token: its hash and role are appended to FILE (the collector's
+    /// --token-file, read again when it changes) and the token itself is printed once
+    Add {
+        /// The token file (created if missing)
+        file: PathBuf,
+        /// Who the token is for, as logs and remediation records name them
+        #[arg(long)]
+        name: String,
+        /// viewer (queries, watches, redacted bundles) or operator (also remediation
+        /// actions, collection requests, unredacted bundles)
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+    },
+}
+
+fn positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("{s:?} is not a positive number")),
+    }
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse(s).ok_or_else(|| format!("{s:?} is not viewer or operator"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,6 +101,21 @@ enum Certs {
         #[arg(long, default_value_t = 365)]
         days: u32,
     },
+    /// Issue a tooling client certificate (client-NAME.pem, client-NAME-key.pem) with the CA
+    /// in DIR, carrying a role in its organisation (nodemedic:viewer or nodemedic:operator)
+    Client {
+        /// The directory of `certs init`
+        dir: PathBuf,
+        /// Who it is for
+        #[arg(long)]
+        name: String,
+        /// viewer or operator
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// Days it is valid
+        #[arg(long, default_value_t = 90)]
+        days: u32,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -90,6 +141,13 @@ struct Args {
     /// Most findings accepted in one report
     #[arg(long, default_value_t = 1000)]
     max_findings: usize,
+    /// Reports per second one agent may send, sustained; above it the collector reads its
+    /// stream more slowly (nothing is lost; counted in nodemedic_throttled_total)
+    #[arg(long, default_value_t = AgentRate::default().per_second, value_parser = positive)]
+    agent_rate: f64,
+    /// Reports one agent may send at once before it is paced (a replay after an outage)
+    #[arg(long, default_value_t = AgentRate::default().burst, value_parser = clap::value_parser!(u32).range(1..))]
+    agent_burst: u32,
     /// Directory of runbook rule files (*.yaml) added to the built-in catalog; a rule with a
     /// built-in id replaces it. The collector refuses to start if a rule is broken (check
     /// with `nodemedic runbook validate DIR`)
@@ -114,7 +172,12 @@ struct Args {
     /// certificate names
     #[arg(long, requires = "tls_cert")]
     client_ca: Option<PathBuf>,
-    /// Serve plaintext gRPC, with no agent identity (tests, a trusted network only)
+    /// Bearer tokens of tooling: one `<sha256-hex> <role> <name>` per line (make them with
+    /// `nodemedic-collector tokens add FILE`); read again when the file changes
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Serve plaintext, with no agent identity; without --token-file every caller may act as
+    /// an operator (tests, a trusted network only)
     #[arg(long, conflicts_with = "tls_cert")]
     insecure: bool,
 }
@@ -123,8 +186,12 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     nodemedic_proto::logging::init("info");
     let cli = Cli::parse();
-    if let Some(Command::Certs(certs)) = cli.command {
-        return run_certs(certs);
+    match cli.command {
+        Some(Command::Certs(certs)) => return run_certs(certs),
+        Some(Command::Tokens(Tokens::Add { file, name, role })) => {
+            return add_token(&file, &name, role);
+        }
+        None => {}
     }
     let args = cli.serve;
     let tls = match (args.tls_cert, args.tls_key, args.client_ca) {
@@ -135,7 +202,7 @@ async fn main() -> anyhow::Result<()> {
         }),
         _ if args.insecure => {
             tracing::warn!(
-                "--insecure: plaintext gRPC, agents are not identified; use TLS outside tests"
+                "--insecure: plaintext gRPC and HTTP, agents are not identified; use TLS outside tests"
             );
             None
         }
@@ -163,7 +230,12 @@ async fn main() -> anyhow::Result<()> {
             repeat: args.incident_repeat,
             repeat_window: args.incident_repeat_window,
         },
+        agent_rate: AgentRate {
+            per_second: args.agent_rate,
+            burst: args.agent_burst,
+        },
         tls,
+        token_file: args.token_file,
     })
     .await?;
     // One line on stdout that scripts and tests read for the bound ports.
@@ -198,7 +270,36 @@ fn run_certs(certs: Certs) -> anyhow::Result<()> {
             let (cert, key) = tls::agent(&dir, &node, days)?;
             println!("wrote {} and {}", cert.display(), key.display());
         }
+        Certs::Client {
+            dir,
+            name,
+            role,
+            days,
+        } => {
+            let (cert, key) = tls::client(&dir, &name, role, days)?;
+            println!("wrote {} and {}", cert.display(), key.display());
+        }
     }
+    Ok(())
+}
+
+/// Appends a new token's line to `file` (owner-only) and prints the token.
+fn add_token(file: &std::path::Path, name: &str, role: Role) -> anyhow::Result<()> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let (token, line) = auth::new_token(name, role).map_err(anyhow::Error::msg)?;
+    std::fs::File::options()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(file)
+        .and_then(|mut f| f.write_all(line.as_bytes()))
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    eprintln!(
+        "added {name} ({}) to {}; the token, shown only now:",
+        role.as_str(),
+        file.display()
+    );
+    println!("{token}");
     Ok(())
 }
 

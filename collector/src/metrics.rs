@@ -9,6 +9,9 @@
 //! | `nodemedic_connected_agents` | gauge | open agent streams |
 //! | `nodemedic_open_findings{severity}` | gauge | open findings by severity |
 //! | `nodemedic_refused_total{reason}` | counter | streams or reports refused, by reason |
+//! | `nodemedic_throttled_total` | counter | reports after which an agent over its rate was paced |
+//! | `nodemedic_denied_total{call,reason}` | counter | calls denied: `unauthenticated` or `forbidden` |
+//! | `nodemedic_reloads_total{what,result}` | counter | changed TLS or token files loaded again (`ok`) or kept out (`error`) |
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -30,6 +33,24 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+/// Labels of `nodemedic_denied_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeniedLabel {
+    /// The RPC or HTTP route.
+    pub call: String,
+    /// `unauthenticated` or `forbidden`.
+    pub reason: String,
+}
+
+/// Labels of `nodemedic_reloads_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabel {
+    /// Which files: `token file`, `TLS (grpc)`, ...
+    pub what: String,
+    /// `ok` or `error`.
+    pub result: String,
+}
+
 /// Every metric the collector exports.
 pub struct Metrics {
     registry: Registry,
@@ -47,6 +68,12 @@ pub struct Metrics {
     pub open_findings: Family<SeverityLabel, Gauge>,
     /// Refusals by reason.
     pub refused: Family<ReasonLabel, Counter>,
+    /// Reports after which an agent was paced.
+    pub throttled: Counter,
+    /// Denied calls.
+    pub denied: Family<DeniedLabel, Counter>,
+    /// Files loaded again.
+    pub reloads: Family<ReloadLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -62,6 +89,9 @@ impl Default for Metrics {
             connected_agents: Gauge::default(),
             open_findings: Family::default(),
             refused: Family::default(),
+            throttled: Counter::default(),
+            denied: Family::default(),
+            reloads: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -99,6 +129,21 @@ impl Default for Metrics {
             "Streams or reports refused, by reason",
             m.refused.clone(),
         );
+        registry.register(
+            "throttled",
+            "Reports after which an agent over its rate was paced",
+            m.throttled.clone(),
+        );
+        registry.register(
+            "denied",
+            "Calls denied: unauthenticated or forbidden",
+            m.denied.clone(),
+        );
+        registry.register(
+            "reloads",
+            "Changed TLS or token files loaded again, or kept out",
+            m.reloads.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -109,6 +154,26 @@ impl Metrics {
         self.refused
             .get_or_create(&ReasonLabel {
                 reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a denied call.
+    pub fn deny(&self, call: &str, reason: &str) {
+        self.denied
+            .get_or_create(&DeniedLabel {
+                call: call.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a reload of changed files.
+    pub fn reloaded(&self, what: &str, result: &str) {
+        self.reloads
+            .get_or_create(&ReloadLabel {
+                what: what.to_owned(),
+                result: result.to_owned(),
             })
             .inc();
     }

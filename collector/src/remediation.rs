@@ -1,6 +1,6 @@
 //! Remediation actions through the collector: a plan or an apply is sent to the node's
 //! agent down its stream and answered there; every apply is recorded in the store before it
-//! is sent (who, when, what) and completed with its result, so the record survives a crash
+//! is sent (the authenticated caller, who they said they are, from where, when, what) and completed with its result, so the record survives a crash
 //! half-way.
 
 use std::time::{Duration, SystemTime};
@@ -52,6 +52,7 @@ pub async fn apply(
     writer: &WriterHandle,
     req: ApplyRemediationRequest,
     peer: String,
+    caller: String,
 ) -> Result<ActionOutcome, Error> {
     check_node(&req.node)?;
     if req.plan_id.is_empty() {
@@ -62,11 +63,12 @@ pub async fn apply(
         plan_id: req.plan_id.clone(),
         requested_by: req.requested_by,
         peer,
+        caller,
         requested_at: Some(timestamp(SystemTime::now())),
         ..Default::default()
     };
     record.id = writer.remediation(record.clone()).await?;
-    info!(message = "Applying a remediation.", node = %record.node, plan = %record.plan_id, by = %record.requested_by, peer = %record.peer);
+    info!(message = "Applying a remediation.", node = %record.node, plan = %record.plan_id, caller = %record.caller, by = %record.requested_by, peer = %record.peer);
     let request = ActionRequest {
         plan_id: req.plan_id,
         ..Default::default()

@@ -7,20 +7,23 @@ use nodemedic_proto::v1::{
     agent_gateway_server::AgentGatewayServer, diagnostics_server::DiagnosticsServer,
 };
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 use tracing::info;
 
 use crate::{
+    auth::Auth,
     bundle::stream::Bundler,
     diagnostics::DiagnosticsService,
     gateway::Gateway,
     http,
     incidents::IncidentConfig,
+    listener::{Listener, Peer, TlsConfig},
     metrics::Metrics,
+    ratelimit::{AgentRate, RateLimiter},
     registry::Registry,
     runbook::Catalog,
     store::{self, Reader, StoreError, writer},
     validate::ReportLimits,
+    watched::Watched,
 };
 
 /// How long clients get to close their connections after a shutdown signal.
@@ -53,6 +56,9 @@ pub enum ServerError {
     /// Reflection could not be built from the descriptors.
     #[error("gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The token file could not be used.
+    #[error("{0}")]
+    Tokens(String),
 }
 
 /// What the collector needs to run.
@@ -76,9 +82,13 @@ pub struct Config {
     pub catalog: Arc<Catalog>,
     /// When findings become incidents.
     pub incidents: IncidentConfig,
-    /// TLS on the gRPC listener, agents identified by their client certificates; `None`
-    /// serves plaintext (`--insecure`).
+    /// TLS on both listeners, agents and tooling identified by their client certificates;
+    /// `None` serves plaintext (`--insecure`). Changed files are read again.
     pub tls: Option<crate::tls::TlsFiles>,
+    /// Each agent's report rate.
+    pub agent_rate: AgentRate,
+    /// Bearer tokens of tooling and their roles (read again when the file changes).
+    pub token_file: Option<PathBuf>,
 }
 
 /// A collector with its listeners bound, not yet serving.
@@ -122,6 +132,38 @@ impl Bound {
     ) -> Result<(), ServerError> {
         let Bound { config, grpc, http } = self;
         let metrics = Arc::new(Metrics::default());
+        let auth = Arc::new(
+            Auth::new(
+                config.token_file.as_deref(),
+                config.tls.is_none(),
+                Arc::clone(&metrics),
+            )
+            .map_err(ServerError::Tokens)?,
+        );
+        if auth.is_open() {
+            tracing::warn!(
+                "No TLS and no token file: every caller may act as an operator; use TLS outside tests"
+            );
+        }
+        // One configuration per listener (gRPC speaks HTTP/2, the HTTP listener HTTP/1.1),
+        // each kept current from the same files.
+        let tls_for = |what: &'static str, alpn: &'static [u8]| {
+            config
+                .tls
+                .as_ref()
+                .map(|files| {
+                    Watched::load(what, files.paths(), Arc::clone(&metrics), move |paths| {
+                        crate::tls::TlsFiles::from_paths(paths)
+                            .server_config(&[alpn])
+                            .map_err(|e| e.to_string())
+                    })
+                    .map(Arc::new)
+                })
+                .transpose()
+                .map_err(|e| ServerError::Tls(crate::tls::TlsError::Cert(e)))
+        };
+        let grpc_tls: Option<Arc<TlsConfig>> = tls_for("TLS (grpc)", b"h2")?;
+        let http_tls: Option<Arc<TlsConfig>> = tls_for("TLS (http)", b"http/1.1")?;
         let events = writer::Events::default();
         let conn = store::open_for_writing(&config.data_dir)?;
         let (writer, writer_thread) = writer::spawn(
@@ -160,6 +202,7 @@ impl Bound {
             limits: config.limits,
             shutdown: stop_rx.clone(),
             require_identity: config.tls.is_some(),
+            rate: Arc::new(RateLimiter::new(config.agent_rate)),
         };
         let info = serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
@@ -168,6 +211,8 @@ impl Bound {
                 "silent_after": config.silent_after,
                 "max_message_bytes": config.max_message_bytes,
                 "max_findings": config.limits.max_findings,
+                "agent_rate": config.agent_rate.per_second,
+                "agent_burst": config.agent_rate.burst,
                 "incident_hold": humantime::format_duration(config.incidents.hold).to_string(),
                 "incident_repeat": config.incidents.repeat,
                 "incident_repeat_window": humantime::format_duration(config.incidents.repeat_window).to_string(),
@@ -184,6 +229,7 @@ impl Bound {
             registry,
             writer: writer.clone(),
             bundles: bundles.clone(),
+            auth: Arc::clone(&auth),
             events,
             shutdown: stop_rx.clone(),
         };
@@ -200,11 +246,7 @@ impl Bound {
         let stopped = |mut rx: tokio::sync::watch::Receiver<()>| async move {
             let _ = rx.changed().await;
         };
-        let mut builder = tonic::transport::Server::builder();
-        if let Some(tls) = &config.tls {
-            builder = builder.tls_config(tls.server_config()?)?;
-        }
-        let grpc_server = builder
+        let grpc_server = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_service(health_service)
@@ -216,19 +258,19 @@ impl Bound {
             )
             .add_service(DiagnosticsServer::new(diagnostics).max_encoding_message_size(64 << 20))
             .serve_with_incoming_shutdown(
-                // No Nagle: a response's last small frame (the trailers) must not wait for
-                // the peer's delayed ACK (40 ms; it was every ListFindings' latency).
-                TcpIncoming::from(grpc).with_nodelay(Some(true)),
+                Listener::start(grpc, grpc_tls, Arc::clone(&metrics)).into_stream(),
                 stopped(stop_rx.clone()),
             );
         let http_server = axum::serve(
-            http,
+            Listener::start(http, http_tls, Arc::clone(&metrics)),
             http::router(
                 Arc::clone(&metrics),
                 writer.clone(),
                 bundles,
+                auth,
                 config.tls.is_none(),
-            ),
+            )
+            .into_make_service_with_connect_info::<Peer>(),
         )
         .with_graceful_shutdown(stopped(stop_rx.clone()));
         drop(writer);

@@ -1,19 +1,24 @@
-//! TLS for the gRPC listener (rustls with ring, through tonic) and the certificates it
-//! needs: `nodemedic-collector certs init` makes a CA and the collector's server
-//! certificate, `certs agent` issues a node's client certificate (its common name and DNS
-//! name are the node's name). An agent's stream is accepted only for the node its
-//! certificate names.
+//! TLS for the collector's listeners (rustls with ring; the handshakes are in
+//! [`crate::listener`]) and the certificates it needs: `nodemedic-collector certs init`
+//! makes a CA and the collector's server certificate, `certs agent` issues a node's client
+//! certificate (its common name and DNS name are the node's name), `certs client` a
+//! tooling certificate whose organisation carries a role (`nodemedic:viewer` or
+//! `nodemedic:operator`, as Kubernetes carries groups). An agent's stream is accepted only
+//! for the node its certificate names; a tooling certificate names no node.
 
 use std::{
     net::IpAddr,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
 };
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+
+use crate::auth::Role;
 
 /// File names in a certificate directory.
 pub const CA_CERT: &str = "ca.pem";
@@ -124,6 +129,43 @@ pub fn agent(dir: &Path, node: &str, days: u32) -> Result<(PathBuf, PathBuf), Tl
     Ok((dir.join(cert_file), dir.join(key_file)))
 }
 
+/// The organisation that carries a tooling certificate's role.
+const ROLE_ORG_PREFIX: &str = "nodemedic:";
+
+/// Issues a tooling client certificate for `name` with `role` with the CA in `dir`:
+/// `client-<name>.pem` and `client-<name>-key.pem`. Answers their paths.
+pub fn client(
+    dir: &Path,
+    name: &str,
+    role: Role,
+    days: u32,
+) -> Result<(PathBuf, PathBuf), TlsError> {
+    crate::validate::node_name(name).map_err(|e| TlsError::Cert(format!("client name: {e}")))?;
+    let read = |file: &str| {
+        let path = dir.join(file);
+        std::fs::read_to_string(&path).map_err(io(&path))
+    };
+    let ca_key = KeyPair::from_pem(&read(CA_KEY)?).map_err(cert_err)?;
+    let issuer = Issuer::from_ca_cert_pem(&read(CA_CERT)?, ca_key).map_err(cert_err)?;
+    let key = KeyPair::generate().map_err(cert_err)?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(cert_err)?;
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.distinguished_name.push(
+        DnType::OrganizationName,
+        format!("{ROLE_ORG_PREFIX}{}", role.as_str()),
+    );
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    valid_for(&mut params, days);
+    let cert = params.signed_by(&key, &issuer).map_err(cert_err)?;
+    let (cert_file, key_file) = (
+        format!("client-{name}.pem"),
+        format!("client-{name}-key.pem"),
+    );
+    write(dir, &cert_file, &cert.pem(), false)?;
+    write(dir, &key_file, &key.serialize_pem(), true)?;
+    Ok((dir.join(cert_file), dir.join(key_file)))
+}
+
 /// The collector's TLS files.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -136,15 +178,80 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
-    /// tonic's server configuration: the identity, and client certificates verified
-    /// against the CA when a client presents one (tooling may come without).
-    pub fn server_config(&self) -> Result<ServerTlsConfig, TlsError> {
-        let read = |path: &Path| std::fs::read(path).map_err(io(path));
-        Ok(ServerTlsConfig::new()
-            .identity(Identity::from_pem(read(&self.cert)?, read(&self.key)?))
-            .client_ca_root(Certificate::from_pem(read(&self.client_ca)?))
-            .client_auth_optional(true))
+    /// The files, in the order [`TlsFiles::from_paths`] takes them (for
+    /// [`crate::watched::Watched`]).
+    pub fn paths(&self) -> Vec<PathBuf> {
+        vec![self.cert.clone(), self.key.clone(), self.client_ca.clone()]
     }
+
+    /// The inverse of [`TlsFiles::paths`].
+    pub fn from_paths(paths: &[PathBuf]) -> Self {
+        TlsFiles {
+            cert: paths[0].clone(),
+            key: paths[1].clone(),
+            client_ca: paths[2].clone(),
+        }
+    }
+
+    /// A server configuration offering `alpn`: the collector's certificate, and client
+    /// certificates verified against the CA when a client presents one (tooling with a
+    /// token, and the kubelet's probes, come without). The error names the bad file.
+    pub fn server_config(&self, alpn: &[&[u8]]) -> Result<rustls::ServerConfig, TlsError> {
+        let bad = |path: &Path| {
+            let path = path.display().to_string();
+            move |e: rustls::Error| TlsError::Cert(format!("{path}: {e}"))
+        };
+        let pem = |path: &Path| {
+            let path = path.display().to_string();
+            move |e: rustls::pki_types::pem::Error| TlsError::Cert(format!("{path}: {e}"))
+        };
+        let certs = |path: &Path| -> Result<Vec<CertificateDer<'static>>, TlsError> {
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(pem(path))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(pem(path))?;
+            if certs.is_empty() {
+                return Err(TlsError::Cert(format!(
+                    "{}: no certificate",
+                    path.display()
+                )));
+            }
+            Ok(certs)
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in certs(&self.client_ca)? {
+            roots.add(ca).map_err(bad(&self.client_ca))?;
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::clone(&provider),
+        )
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| TlsError::Cert(format!("{}: {e}", self.client_ca.display())))?;
+        let key = PrivateKeyDer::from_pem_file(&self.key).map_err(pem(&self.key))?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(bad(&self.cert))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs(&self.cert)?, key)
+            .map_err(bad(&self.cert))?;
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(config)
+    }
+}
+
+/// The tooling identity a verified client certificate carries: its common name and the
+/// role in its `nodemedic:<role>` organisation (`certs client`).
+pub fn tooling_identity(der: &[u8]) -> Option<(String, Role)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    let role = subject
+        .iter_organization()
+        .find_map(|o| Role::parse(o.as_str().ok()?.strip_prefix(ROLE_ORG_PREFIX)?))?;
+    let cn = subject.iter_common_name().next()?.as_str().ok()?;
+    Some((cn.to_owned(), role))
 }
 
 /// The kubelet's own client identity: common name `system:node:<node>` in organisation
@@ -156,10 +263,16 @@ const KUBELET_ORG: &str = "system:nodes";
 /// node's name (`certs agent`) or, for the kubelet's own client certificate
 /// (`/var/lib/kubelet/pki/kubelet-client-current.pem`, signed by the cluster's CA), the
 /// node in `system:node:<node>` when the organisation is `system:nodes`. Anything else in
-/// the `system:node:` form names no node.
+/// the `system:node:` form names no node, and neither does a tooling certificate.
 pub fn node_of(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let subject = cert.subject();
+    if subject
+        .iter_organization()
+        .any(|o| o.as_str().is_ok_and(|o| o.starts_with(ROLE_ORG_PREFIX)))
+    {
+        return None;
+    }
     let cn = subject.iter_common_name().next()?.as_str().ok()?;
     match cn.strip_prefix(KUBELET_CN_PREFIX) {
         None => Some(cn.to_owned()),
@@ -238,5 +351,16 @@ mod tests {
             agent(dir.path(), "../etc", 30).is_err(),
             "hostile node names are refused"
         );
+        let (cert, _) = client(dir.path(), "ci-bot", Role::Operator, 30).unwrap();
+        let pem = std::fs::read_to_string(&cert).unwrap();
+        let der = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+            .unwrap()
+            .1
+            .contents;
+        assert_eq!(
+            tooling_identity(&der),
+            Some(("ci-bot".to_owned(), Role::Operator))
+        );
+        assert_eq!(node_of(&der), None, "a tooling certificate names no node");
     }
 }

@@ -31,7 +31,7 @@ const DEAD_DNS: &str = "172.31.250.250";
 const TAG: &str = "e2e";
 
 /// `docker exec` of the CLI in the collector container, against its own gRPC port (as
-/// `kubectl exec` would run it).
+/// `kubectl exec` would run it), with a viewer's client certificate.
 const IN_COLLECTOR: &[&str] = &[
     "exec",
     "nodemedic-collector",
@@ -40,6 +40,10 @@ const IN_COLLECTOR: &[&str] = &[
     "https://nodemedic-collector:9440",
     "--ca",
     "/certs/ca.pem",
+    "--cert",
+    "/certs/client-oncall.pem",
+    "--key",
+    "/certs/client-oncall-key.pem",
 ];
 
 /// `nodemedic -o json ARGS` inside the collector container, against its own gRPC port.
@@ -166,6 +170,7 @@ fn a_collector_and_three_agents_in_containers() {
     let certs_dir = dir.path().join("certs");
     let c = certs_dir.to_str().unwrap();
     certs(&["init", c, "--dns", "nodemedic-collector"]);
+    certs(&["client", c, "--name", "oncall", "--role", "viewer"]);
     for node in ["node-a", "node-b", "node-c"] {
         certs(&["agent", c, "--node", node]);
     }

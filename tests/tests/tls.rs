@@ -2,23 +2,62 @@
 //! `nodemedic-collector certs`, an agent's report accepted only for the node its
 //! certificate names; a wrong node, no certificate, and an expired certificate refused;
 //! plaintext refused unless asked for; the kubelet's own client certificate accepted for
-//! its node; a certificate renewed on disk used without restarting the agent.
+//! its node; a certificate renewed on disk used without restarting the agent, and the
+//! collector's own certificates and client CA replaced without restarting the collector.
+//! Tooling's access: bearer tokens and role certificates, viewer and operator, on the gRPC
+//! API and the HTTPS bundle route; the token file read again when it changes.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
 
 use nodemedic_agent::testing::FakeHost;
 use nodemedic_tests::{
-    CollectorProcess, agent, binary, certs, collector_command, eventually, http_get,
+    CollectorProcess, agent, binary, certs, collector_command, eventually, https_get,
 };
 
 fn path(dir: &Path, file: &str) -> String {
     dir.join(file).to_str().unwrap().to_owned()
 }
 
+/// A collector serving TLS, and the tokens tooling calls it with.
+struct TlsCollector {
+    process: CollectorProcess,
+    url: String,
+    /// `https://` needs the CA of the collector's certificate.
+    ca: String,
+    /// The token file the collector reads.
+    token_file: PathBuf,
+    viewer: String,
+    operator: String,
+}
+
+/// `nodemedic-collector tokens add FILE --name NAME --role ROLE`: the new token.
+fn add_token(file: &Path, name: &str, role: &str) -> String {
+    let out = Command::new(binary("nodemedic-collector"))
+        .args(["tokens", "add"])
+        .arg(file)
+        .args(["--name", name, "--role", role])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 /// A collector on 127.0.0.1 serving TLS with the certificate `certs init` made in
-/// `certs_dir`, trusting client certificates signed by `client_ca`; its data in `dir`.
-fn tls_collector(dir: &Path, certs_dir: &Path, client_ca: &str) -> CollectorProcess {
-    CollectorProcess::start_with(
+/// `certs_dir`, trusting client certificates signed by `client_ca`, with a token file of
+/// one viewer and one operator; its data in `dir`.
+fn tls_collector(dir: &Path, certs_dir: &Path, client_ca: &str) -> TlsCollector {
+    let token_file = dir.join("tokens");
+    let viewer = add_token(&token_file, "vera", "viewer");
+    let operator = add_token(&token_file, "otto", "operator");
+    let process = CollectorProcess::start_with(
         &dir.join("data"),
         "127.0.0.1:0",
         &[
@@ -28,22 +67,49 @@ fn tls_collector(dir: &Path, certs_dir: &Path, client_ca: &str) -> CollectorProc
             &path(certs_dir, "server-key.pem"),
             "--client-ca",
             client_ca,
+            "--token-file",
+            token_file.to_str().unwrap(),
         ],
-    )
+    );
+    TlsCollector {
+        url: process.grpc_url.clone(),
+        ca: path(certs_dir, "ca.pem"),
+        process,
+        token_file,
+        viewer,
+        operator,
+    }
 }
 
-/// `nodemedic --ca CA ARGS` against the collector; (exit code, stdout, stderr).
-fn cli(url: &str, ca: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(binary("nodemedic"))
-        .args(["--collector", url, "--ca", ca])
+/// `nodemedic --ca CA ARGS` against the collector with `token` in NODEMEDIC_TOKEN; (exit
+/// code, stdout, stderr).
+fn cli_as(url: &str, ca: &str, token: Option<&str>, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = Command::new(binary("nodemedic"));
+    cmd.args(["--collector", url, "--ca", ca])
         .args(args)
-        .output()
-        .unwrap();
+        .env_remove("NODEMEDIC_TOKEN");
+    if let Some(token) = token {
+        cmd.env("NODEMEDIC_TOKEN", token);
+    }
+    let out = cmd.output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+impl TlsCollector {
+    /// `nodemedic ARGS` as the viewer.
+    fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        cli_as(&self.url, &self.ca, Some(&self.viewer), args)
+    }
+
+    /// GET `path` on the HTTPS listener with `token`.
+    fn get(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        let (status, body) = https_get(&self.process.http_addr, path, Path::new(&self.ca), token);
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
 }
 
 /// `nodemedic-agent --once` as `node` with the client certificate `cert`; (success, stderr).
@@ -89,10 +155,9 @@ fn agents_report_only_for_the_node_their_certificate_names() {
     certs(&["agent", certs_dir.to_str().unwrap(), "--node", "node-a"]);
     let ca = path(&certs_dir, "ca.pem");
     let collector = tls_collector(d, &certs_dir, &ca);
-    let url = collector.grpc_url.clone();
+    let url = collector.url.clone();
     assert!(url.starts_with("https://localhost:"), "{url}");
-    let (_, ready) = http_get(&collector.http_addr, "/readyz");
-    assert_eq!(String::from_utf8(ready).unwrap(), "ready\n");
+    assert_eq!(collector.get("/readyz", None), (200, "ready\n".to_owned()));
     let host = FakeHost::new();
     let node_a = (
         path(&certs_dir, "agent-node-a.pem"),
@@ -103,7 +168,7 @@ fn agents_report_only_for_the_node_their_certificate_names() {
     // Its own node: stored.
     let (ok, err) = agent_once(&url, &ca, "node-a", cert_a, &host);
     assert!(ok, "{err}");
-    let (code, out, err) = cli(&url, &ca, &["nodes", "-o", "json"]);
+    let (code, out, err) = collector.cli(&["nodes", "-o", "json"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("\"node-a\""), "{out}");
 
@@ -115,11 +180,10 @@ fn agents_report_only_for_the_node_their_certificate_names() {
     let (ok, err) = agent_once(&url, &ca, "node-c", None, &host);
     assert!(!ok);
     assert!(err.contains("client certificate"), "{err}");
-    let (_, out, _) = cli(&url, &ca, &["nodes", "-o", "json"]);
+    let (_, out, _) = collector.cli(&["nodes", "-o", "json"]);
     assert!(!out.contains("node-b") && !out.contains("node-c"), "{out}");
     let metrics = eventually(Duration::from_secs(5), "the refusals counted", || {
-        let (_, body) = http_get(&collector.http_addr, "/metrics");
-        let body = String::from_utf8(body).unwrap();
+        let (_, body) = collector.get("/metrics", None);
         body.contains("reason=\"identity\"").then_some(body)
     });
     assert!(metrics.contains("nodemedic_refused_total"), "{metrics}");
@@ -160,7 +224,7 @@ fn an_agent_uses_a_renewed_certificate_without_a_restart() {
     std::thread::sleep(Duration::from_secs(2));
     let ca = path(&certs_dir, "ca.pem");
     let collector = tls_collector(d, &certs_dir, &ca);
-    let url = collector.grpc_url.clone();
+    let url = collector.url.clone();
     let host = FakeHost::new();
     let _agent = agent(
         &url,
@@ -176,14 +240,14 @@ fn an_agent_uses_a_renewed_certificate_without_a_restart() {
         ],
     );
     std::thread::sleep(Duration::from_secs(3));
-    let (_, out, _) = cli(&url, &ca, &["nodes", "-o", "json"]);
+    let (_, out, _) = collector.cli(&["nodes", "-o", "json"]);
     assert!(!out.contains("node-r"), "expired: refused: {out}");
     certs(&["agent", c, "--node", "node-r"]);
     eventually(
         Duration::from_secs(30),
         "the renewed certificate used",
         || {
-            let (_, out, _) = cli(&url, &ca, &["nodes", "-o", "json"]);
+            let (_, out, _) = collector.cli(&["nodes", "-o", "json"]);
             out.contains("\"node-r\"").then_some(())
         },
     );
@@ -229,7 +293,7 @@ fn agents_can_present_the_kubelets_client_certificate() {
     certs(&["init", certs_dir.to_str().unwrap()]);
     let (cluster_ca, current) = kubelet_pki(&d.join("pki"), "worker-1");
     let collector = tls_collector(d, &certs_dir, &cluster_ca);
-    let (url, ca) = (collector.grpc_url.clone(), path(&certs_dir, "ca.pem"));
+    let (url, ca) = (collector.url.clone(), collector.ca.clone());
     let host = FakeHost::new();
     let kubelet = Some((current.as_str(), current.as_str()));
     let (ok, err) = agent_once(&url, &ca, "worker-1", kubelet, &host);
@@ -237,7 +301,7 @@ fn agents_can_present_the_kubelets_client_certificate() {
     let (ok, err) = agent_once(&url, &ca, "worker-2", kubelet, &host);
     assert!(!ok);
     assert!(err.contains("may not report for"), "{err}");
-    let (_, out, _) = cli(&url, &ca, &["nodes", "-o", "json"]);
+    let (_, out, _) = collector.cli(&["nodes", "-o", "json"]);
     assert!(
         out.contains("\"worker-1\"") && !out.contains("worker-2"),
         "{out}"
@@ -255,5 +319,192 @@ fn plaintext_only_when_asked_for() {
     assert!(
         err.contains("--tls-cert") && err.contains("--insecure"),
         "{err}"
+    );
+}
+
+/// Tooling's access: no credentials, a viewer, an operator, role certificates, and an
+/// agent's certificate, on the gRPC API and the HTTPS bundle route; a token added to or
+/// removed from the file takes effect without a restart.
+#[test]
+fn tooling_calls_need_a_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let certs_dir = d.join("certs");
+    let c = certs_dir.to_str().unwrap();
+    certs(&["init", c]);
+    certs(&["client", c, "--name", "dashboard", "--role", "viewer"]);
+    certs(&["client", c, "--name", "ci-bot", "--role", "operator"]);
+    certs(&["agent", c, "--node", "node-a"]);
+    let ca = path(&certs_dir, "ca.pem");
+    let collector = tls_collector(d, &certs_dir, &ca);
+    let (url, viewer, operator) = (&collector.url, &collector.viewer, &collector.operator);
+
+    // gRPC: nothing, a viewer, an operator.
+    let (code, _, err) = cli_as(url, &ca, None, &["nodes"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no credentials"), "{err}");
+    let (code, _, err) = cli_as(url, &ca, Some("not-a-token"), &["nodes"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("unknown token"), "{err}");
+    let (code, _, err) = cli_as(url, &ca, Some(viewer), &["nodes"]);
+    assert_eq!(code, 0, "{err}");
+    let bundle = d.join("b.tar.zst");
+    let b = bundle.to_str().unwrap();
+    for operator_only in [
+        &["collect"][..],
+        &["remediate", "apply", "node-a", "plan-1"],
+        &["bundle", "-f", b, "--no-redact"],
+    ] {
+        let (code, _, err) = cli_as(url, &ca, Some(viewer), operator_only);
+        assert_ne!(code, 0, "{operator_only:?}");
+        assert!(
+            err.contains("token:vera is a viewer") && err.contains("needs an operator"),
+            "{operator_only:?}: {err}"
+        );
+    }
+    let (code, _, err) = cli_as(url, &ca, Some(viewer), &["bundle", "-f", b]);
+    assert_eq!(code, 0, "a viewer gets a redacted bundle: {err}");
+    let (code, _, err) = cli_as(
+        url,
+        &ca,
+        Some(operator),
+        &["bundle", "-f", b, "--no-redact"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = cli_as(url, &ca, Some(operator), &["collect"]);
+    assert_eq!(code, 0, "{err}");
+    // The token from a file (--token-file) works like the variable.
+    let token_file = d.join("my-token");
+    std::fs::write(&token_file, format!("{viewer}\n")).unwrap();
+    let (code, _, err) = cli_as(
+        url,
+        &ca,
+        None,
+        &["--token-file", token_file.to_str().unwrap(), "nodes"],
+    );
+    assert_eq!(code, 0, "{err}");
+
+    // Certificates: a role certificate is a caller; an agent's certificate is not.
+    let with_cert = |name: &str, args: &[&str]| {
+        let (cert, key) = (
+            path(&certs_dir, &format!("{name}.pem")),
+            path(&certs_dir, &format!("{name}-key.pem")),
+        );
+        cli_as(
+            url,
+            &ca,
+            None,
+            &[&["--cert", &cert, "--key", &key][..], args].concat(),
+        )
+    };
+    let (code, _, err) = with_cert("client-dashboard", &["nodes"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = with_cert("client-dashboard", &["collect"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("cert:dashboard is a viewer"), "{err}");
+    let (code, _, err) = with_cert("client-ci-bot", &["collect"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = with_cert("agent-node-a", &["nodes"]);
+    assert_ne!(code, 0, "an agent's certificate carries no role");
+    assert!(err.contains("no credentials"), "{err}");
+
+    // HTTPS: the bundle route as curl would call it.
+    let (status, body) = collector.get("/api/v1/bundle", None);
+    assert_eq!(status, 401, "{body}");
+    let (status, _) = collector.get("/api/v1/bundle", Some(viewer));
+    assert_eq!(status, 200);
+    let (status, body) = collector.get("/api/v1/bundle?no_redact=true", Some(viewer));
+    assert_eq!(status, 403, "{body}");
+    let (status, _) = collector.get("/api/v1/bundle?no_redact=true", Some(operator));
+    assert_eq!(status, 200);
+    let (_, metrics) = collector.get("/metrics", None);
+    for line in [
+        r#"nodemedic_denied_total{call="ListNodes",reason="unauthenticated"} 3"#,
+        r#"nodemedic_denied_total{call="TriggerCollection",reason="forbidden"} 2"#,
+        r#"nodemedic_denied_total{call="ApplyRemediation",reason="forbidden"} 1"#,
+        r#"nodemedic_denied_total{call="DownloadBundle",reason="forbidden"} 1"#,
+        r#"nodemedic_denied_total{call="GET /api/v1/bundle",reason="forbidden"} 1"#,
+        r#"nodemedic_denied_total{call="GET /api/v1/bundle",reason="unauthenticated"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+
+    // The token file changes: a new token works, a removed one stops working.
+    let nina = add_token(&collector.token_file, "nina", "viewer");
+    eventually(Duration::from_secs(10), "a token added to the file", || {
+        (cli_as(url, &ca, Some(&nina), &["nodes"]).0 == 0).then_some(())
+    });
+    let kept: String = std::fs::read_to_string(&collector.token_file)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.ends_with(" vera"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&collector.token_file, kept).unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "a token removed from the file",
+        || (cli_as(url, &ca, Some(viewer), &["nodes"]).0 != 0).then_some(()),
+    );
+}
+
+/// The collector's own certificate, key and client CA replaced on disk (a new CA, as when
+/// cert-manager reissues them) are used without a restart: clients that trust only the new
+/// CA get in, agents with certificates of the new CA report, and the old CA is no longer
+/// presented.
+#[test]
+fn the_collector_uses_renewed_certificates_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (old, new, live) = (d.join("old"), d.join("new"), d.join("live"));
+    certs(&["init", old.to_str().unwrap()]);
+    certs(&["init", new.to_str().unwrap()]);
+    certs(&["agent", new.to_str().unwrap(), "--node", "node-n"]);
+    std::fs::create_dir_all(&live).unwrap();
+    let install = |from: &Path| {
+        for file in ["server.pem", "server-key.pem", "ca.pem"] {
+            // Written to a temporary name and renamed, as a Secret volume swaps its files.
+            let tmp = live.join(format!(".{file}"));
+            std::fs::copy(from.join(file), &tmp).unwrap();
+            std::fs::rename(&tmp, live.join(file)).unwrap();
+        }
+    };
+    install(&old);
+    let collector = tls_collector(d, &live, &path(&live, "ca.pem"));
+    let (url, viewer) = (&collector.url, &collector.viewer);
+    let (old_ca, new_ca) = (path(&old, "ca.pem"), path(&new, "ca.pem"));
+    assert_eq!(cli_as(url, &old_ca, Some(viewer), &["nodes"]).0, 0);
+    assert_ne!(cli_as(url, &new_ca, Some(viewer), &["nodes"]).0, 0);
+
+    install(&new);
+    eventually(
+        Duration::from_secs(10),
+        "the new certificate served",
+        || (cli_as(url, &new_ca, Some(viewer), &["nodes"]).0 == 0).then_some(()),
+    );
+    assert_ne!(
+        cli_as(url, &old_ca, Some(viewer), &["nodes"]).0,
+        0,
+        "the old CA's certificate is no longer presented"
+    );
+    let host = FakeHost::new();
+    let (cert, key) = (
+        path(&new, "agent-node-n.pem"),
+        path(&new, "agent-node-n-key.pem"),
+    );
+    let (ok, err) = agent_once(url, &new_ca, "node-n", Some((&cert, &key)), &host);
+    assert!(ok, "an agent certificate of the new client CA: {err}");
+    let (status, body) = https_get(
+        &collector.process.http_addr,
+        "/metrics",
+        Path::new(&new_ca),
+        None,
+    );
+    let metrics = String::from_utf8(body).unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains(r#"nodemedic_reloads_total{what="TLS (grpc)",result="ok"}"#)
+            && metrics.contains(r#"nodemedic_reloads_total{what="TLS (http)",result="ok"}"#),
+        "{metrics}"
     );
 }
