@@ -60,6 +60,27 @@ pub fn check_id(check: &str) -> bool {
         })
 }
 
+/// Longest finding subject (part of a finding's key in the store), bytes.
+pub const MAX_SUBJECT: usize = 1024;
+/// Longest finding message, evidence text or probe error, bytes.
+pub const MAX_TEXT: usize = 4096;
+/// Most evidence items on one finding, and probe runs in one report.
+pub const MAX_ITEMS: usize = 64;
+
+/// A key of evidence or a probe id: ASCII letters, digits, `_`, `-` and `.`, at most 64
+/// (kernel rules name evidence after their regex groups, which may be upper case).
+fn word(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// Free text from an agent: bounded, without control characters other than tab.
+fn text(s: &str, max: usize) -> bool {
+    s.len() <= max && !s.chars().any(|c| c.is_control() && c != '\t')
+}
+
 /// Checks a report that arrived on `stream_node`'s stream after `previous_seq`.
 pub fn report(
     report: &NodeReport,
@@ -107,6 +128,64 @@ pub fn report(
             "finding for node {:?} in a report of {stream_node:?}",
             truncate(&f.node)
         )));
+    }
+    for f in &report.findings {
+        let bad = |what: String| {
+            Err(Error::Invalid(format!(
+                "finding {} of report seq {}: {what}",
+                f.check, report.seq
+            )))
+        };
+        if !text(&f.subject, MAX_SUBJECT) {
+            return bad(format!(
+                "subject {:?} is longer than {MAX_SUBJECT} bytes or has control characters",
+                truncate(&f.subject)
+            ));
+        }
+        if !text(&f.message, MAX_TEXT) {
+            return bad(format!(
+                "message is longer than {MAX_TEXT} bytes or has control characters"
+            ));
+        }
+        if f.evidence.len() > MAX_ITEMS {
+            return bad(format!(
+                "{} evidence items, more than {MAX_ITEMS}",
+                f.evidence.len()
+            ));
+        }
+        for e in &f.evidence {
+            if !word(&e.key) || !text(&e.unit, 64) {
+                return bad(format!(
+                    "evidence key {:?} or its unit {:?} is not a word of at most 64 letters, digits, '_', '-' or '.'",
+                    truncate(&e.key),
+                    truncate(&e.unit)
+                ));
+            }
+            if let Some(nodemedic_proto::v1::evidence::Value::Text(t)) = &e.value
+                && !text(t, MAX_TEXT)
+            {
+                return bad(format!(
+                    "evidence {} is longer than {MAX_TEXT} bytes or has control characters",
+                    e.key
+                ));
+            }
+        }
+    }
+    if report.probes.len() > MAX_ITEMS {
+        return Err(Error::Invalid(format!(
+            "report seq {} has {} probe runs, more than {MAX_ITEMS}",
+            report.seq,
+            report.probes.len()
+        )));
+    }
+    for p in &report.probes {
+        if !word(&p.probe) || !p.checks.iter().all(|c| check_id(c)) {
+            return Err(Error::Invalid(format!(
+                "probe run {:?} of report seq {}: the probe id is not a word of at most 64, or a check id is malformed",
+                truncate(&p.probe),
+                report.seq
+            )));
+        }
     }
     Ok(())
 }
@@ -192,5 +271,49 @@ mod tests {
                 .to_string()
                 .contains("limit")
         );
+    }
+
+    #[test]
+    fn strings_that_become_keys_and_evidence_are_bounded() {
+        use nodemedic_proto::v1::{Evidence, ProbeRun, evidence::Value};
+        let limits = ReportLimits::default();
+        let refused = |change: &dyn Fn(&mut NodeReport)| {
+            let mut r = report_of("n1", 5);
+            change(&mut r);
+            report(&r, "n1", 0, limits).is_err()
+        };
+        assert!(!refused(&|_| ()));
+        assert!(refused(
+            &|r| r.findings[0].subject = "x".repeat(MAX_SUBJECT + 1)
+        ));
+        assert!(refused(&|r| r.findings[0].subject = "/var\n/lib".into()));
+        assert!(refused(
+            &|r| r.findings[0].message = "m".repeat(MAX_TEXT + 1)
+        ));
+        let evidence = |key: &str, text: &str| Evidence {
+            key: key.into(),
+            value: Some(Value::Text(text.into())),
+            unit: String::new(),
+        };
+        assert!(!refused(
+            &|r| r.findings[0].evidence = vec![evidence("mount_point", "/var")]
+        ));
+        assert!(refused(
+            &|r| r.findings[0].evidence = vec![evidence("mount point", "/var")]
+        ));
+        assert!(refused(
+            &|r| r.findings[0].evidence = vec![evidence("k", &"t".repeat(MAX_TEXT + 1))]
+        ));
+        assert!(refused(
+            &|r| r.findings[0].evidence = vec![evidence("k", "x"); MAX_ITEMS + 1]
+        ));
+        let probe = |id: &str| ProbeRun {
+            probe: id.into(),
+            ok: true,
+            ..Default::default()
+        };
+        assert!(!refused(&|r| r.probes = vec![probe("disk")]));
+        assert!(refused(&|r| r.probes = vec![probe("../disk")]));
+        assert!(refused(&|r| r.probes = vec![probe("disk"); MAX_ITEMS + 1]));
     }
 }

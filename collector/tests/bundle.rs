@@ -134,7 +134,7 @@ fn decompressed(bundle: &[u8]) -> Vec<u8> {
 async fn a_bundle_holds_the_store_checksummed_and_redacted() {
     let dir = store().await;
     let bytes = build(dir.path(), &BundleRequest::default());
-    let checked = bundle::inspect(bytes.as_slice()).unwrap();
+    let checked = bundle::inspect(bytes.as_slice(), |_| true).unwrap();
     let paths: Vec<&str> = checked.files.keys().map(String::as_str).collect();
     for expected in [
         "collector/info.json",
@@ -230,6 +230,7 @@ async fn a_bundle_holds_the_store_checksummed_and_redacted() {
             },
         )
         .as_slice(),
+        |_| true,
     )
     .unwrap();
     assert!(!one.files.keys().any(|p| p.starts_with("nodes/n1")));
@@ -248,6 +249,7 @@ async fn a_bundle_holds_the_store_checksummed_and_redacted() {
             },
         )
         .as_slice(),
+        |_| true,
     )
     .unwrap();
     assert!(!incidents_only.files.keys().any(|p| p.starts_with("nodes/")));
@@ -288,20 +290,20 @@ async fn hostile_names_and_altered_bundles_are_refused() {
 
     let bytes = build(dir.path(), &BundleRequest::default());
     // Truncated: the decoder says so.
-    let err = bundle::inspect(&bytes[..bytes.len() / 2]).unwrap_err();
+    let err = bundle::inspect(&bytes[..bytes.len() / 2], |_| true).unwrap_err();
     assert!(matches!(err, InspectError::Corrupt { .. }), "{err}");
     // A flipped byte in the compressed stream.
     let mut flipped = bytes.clone();
     let at = flipped.len() / 2;
     flipped[at] ^= 0x55;
-    assert!(bundle::inspect(flipped.as_slice()).is_err());
+    assert!(bundle::inspect(flipped.as_slice(), |_| true).is_err());
     // A file altered inside a well-formed archive: named by its checksum.
     let mut tar = decompressed(&bytes);
     let needle = b"\"rule\": \"disk-full\"";
     let pos = tar.windows(needle.len()).position(|w| w == needle).unwrap();
     tar[pos + 10] = b'X';
     let tampered = zstd::encode_all(tar.as_slice(), 3).unwrap();
-    let err = bundle::inspect(tampered.as_slice())
+    let err = bundle::inspect(tampered.as_slice(), |_| true)
         .unwrap_err()
         .to_string();
     assert!(err.starts_with("incidents.json: SHA-256"), "{err}");
@@ -317,8 +319,44 @@ async fn hostile_names_and_altered_bundles_are_refused() {
         header.set_cksum();
         let mut evil = header.as_bytes().to_vec();
         evil.extend_from_slice(&[0; 1024]);
-        let err =
-            bundle::inspect(zstd::encode_all(evil.as_slice(), 3).unwrap().as_slice()).unwrap_err();
+        let err = bundle::inspect(
+            zstd::encode_all(evil.as_slice(), 3).unwrap().as_slice(),
+            |_| true,
+        )
+        .unwrap_err();
         assert!(matches!(err, InspectError::Unsafe { .. }), "{name}: {err}");
     }
+
+    // A header that claims a terabyte and brings nothing: an error, not an allocation.
+    let mut header = tar::Header::new_gnu();
+    header.set_path("nodes/n1/latest.json").unwrap();
+    header.set_size(1 << 40);
+    header.set_cksum();
+    let mut liar = header.as_bytes().to_vec();
+    liar.extend_from_slice(&[b'x'; 512]);
+    let err = bundle::inspect(
+        zstd::encode_all(liar.as_slice(), 3).unwrap().as_slice(),
+        |_| true,
+    )
+    .unwrap_err();
+    assert!(matches!(err, InspectError::Corrupt { .. }), "{err}");
+
+    // A decompression bomb: 300 MiB of zeros in a few kilobytes. Kept, it is refused at
+    // the limit; not kept, it is hashed as it streams and never held.
+    let bomb = |name: &str| {
+        let mut builder = tar::Builder::new(zstd::Encoder::new(Vec::new(), 3).unwrap());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(300 << 20);
+        header.set_mode(0o644);
+        builder
+            .append_data(&mut header, name, std::io::repeat(0).take(300 << 20))
+            .unwrap();
+        builder.into_inner().unwrap().finish().unwrap()
+    };
+    let small = bomb("manifest.json");
+    assert!(small.len() < 64 << 10, "{} bytes", small.len());
+    let err = bundle::inspect(small.as_slice(), |_| true).unwrap_err();
+    assert!(matches!(err, InspectError::TooLarge { .. }), "{err}");
+    let err = bundle::inspect(bomb("nodes/n1/history.jsonl").as_slice(), |_| false).unwrap_err();
+    assert!(err.to_string().contains("no manifest.json"), "{err}");
 }

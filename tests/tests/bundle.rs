@@ -94,7 +94,7 @@ fn download_inspect_and_http() {
     // The same over HTTP.
     let (status, body) = http_get(&collector.http_addr, "/api/v1/bundle?node=node-b&since=1h");
     assert_eq!(status, 200);
-    let checked = nodemedic_collector::bundle::inspect(body.as_slice()).unwrap();
+    let checked = nodemedic_collector::bundle::inspect(body.as_slice(), |_| true).unwrap();
     assert!(checked.files.contains_key("nodes/node-b/latest.json"));
     let (status, body) = http_get(&collector.http_addr, "/api/v1/bundle?node=../etc");
     assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
@@ -136,7 +136,8 @@ fn doctor_writes_a_one_node_bundle_without_a_collector() {
         String::from_utf8_lossy(&run.stderr)
     );
     let checked =
-        nodemedic_collector::bundle::inspect(std::fs::File::open(&file).unwrap()).unwrap();
+        nodemedic_collector::bundle::inspect(std::fs::File::open(&file).unwrap(), |_| true)
+            .unwrap();
     assert!(checked.files.contains_key("nodes/lonely/latest.json"));
     let incidents = String::from_utf8_lossy(&checked.files["incidents.json"]).into_owned();
     assert!(incidents.contains("memory-pressure"), "{incidents}");
@@ -144,7 +145,8 @@ fn doctor_writes_a_one_node_bundle_without_a_collector() {
 
 /// summary.html of a bundle file.
 fn checked_summary(file: &std::path::Path) -> Vec<u8> {
-    let checked = nodemedic_collector::bundle::inspect(std::fs::File::open(file).unwrap()).unwrap();
+    let checked =
+        nodemedic_collector::bundle::inspect(std::fs::File::open(file).unwrap(), |_| true).unwrap();
     checked.files["summary.html"].clone()
 }
 

@@ -84,9 +84,11 @@ fn unescape(field: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        // Three octal digits of one byte: `\000` to `\377` (`\666` is not an escape; the
+        // fuzzer found it overflowing).
+        let octal = bytes.get(i + 1..i + 4).filter(|d| {
+            (b'0'..=b'3').contains(&d[0]) && d[1..].iter().all(|b| (b'0'..=b'7').contains(b))
+        });
         match (bytes[i], octal) {
             (b'\\', Some(d)) => {
                 out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
@@ -105,6 +107,17 @@ fn unescape(field: &str) -> String {
 mod tests {
     use super::*;
     use crate::testing::fixture;
+
+    #[test]
+    fn only_escapes_of_one_byte_are_decoded() {
+        assert_eq!(unescape(r"/mnt/my\040disk"), "/mnt/my disk");
+        assert_eq!(unescape(r"/d\377"), "/d\u{fffd}");
+        assert_eq!(
+            unescape(r"/d\666x"),
+            r"/d\666x",
+            "out of a byte's range: kept as is"
+        );
+    }
 
     #[test]
     fn parses_a_real_k8s_node() {

@@ -1,6 +1,8 @@
 //! Checking a bundle: every entry is a plain file at a safe relative path, its size and
 //! SHA-256 match the manifest, and nothing is missing or extra. The first problem is named
-//! with the file it is in.
+//! with the file it is in. Entries are hashed as they stream out of the decoder, so memory
+//! stays bounded however large the bundle (or a decompression bomb posing as one); only the
+//! files the caller asks to keep are held, each up to [`MAX_KEPT`].
 
 use std::{
     collections::BTreeMap,
@@ -8,7 +10,12 @@ use std::{
     path::{Component, Path},
 };
 
-use super::{MANIFEST, Manifest, sha256_hex};
+use sha2::{Digest, Sha256};
+
+use super::{MANIFEST, Manifest, hex};
+
+/// The largest file kept in memory (the manifest, or one the caller keeps).
+pub const MAX_KEPT: u64 = 256 << 20;
 
 /// A bundle that is not what its manifest says, or not a bundle.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +47,12 @@ pub enum InspectError {
     /// No manifest, or one that does not parse.
     #[error("bad manifest: {0}")]
     Manifest(String),
+    /// A file to keep expands past [`MAX_KEPT`].
+    #[error("{path}: expands past {} MiB; refusing to hold it", MAX_KEPT >> 20)]
+    TooLarge {
+        /// The file.
+        path: String,
+    },
 }
 
 /// A checked bundle.
@@ -47,12 +60,12 @@ pub enum InspectError {
 pub struct Inspected {
     /// Its manifest.
     pub manifest: Manifest,
-    /// Its files' contents, by path (the manifest's files, all verified).
+    /// The contents of the files the caller kept, by path (all verified).
     pub files: BTreeMap<String, Vec<u8>>,
 }
 
-/// Reads and verifies a `.tar.zst` bundle.
-pub fn inspect(bundle: impl Read) -> Result<Inspected, InspectError> {
+/// Reads and verifies a `.tar.zst` bundle, keeping the contents of the files `keep` names.
+pub fn inspect(bundle: impl Read, keep: impl Fn(&str) -> bool) -> Result<Inspected, InspectError> {
     let corrupt = |at: Option<&str>, e: std::io::Error| InspectError::Corrupt {
         at: at.map(str::to_owned),
         reason: e.to_string(),
@@ -60,9 +73,11 @@ pub fn inspect(bundle: impl Read) -> Result<Inspected, InspectError> {
     let decoder = zstd::stream::read::Decoder::new(bundle).map_err(|e| corrupt(None, e))?;
     let mut archive = tar::Archive::new(decoder);
     let mut files = BTreeMap::new();
+    // Every entry's size and SHA-256, by path.
+    let mut seen: BTreeMap<String, (u64, String)> = BTreeMap::new();
     let mut manifest = None;
     for entry in archive.entries().map_err(|e| corrupt(None, e))? {
-        let mut entry = entry.map_err(|e| corrupt(files.keys().last().map(String::as_str), e))?;
+        let mut entry = entry.map_err(|e| corrupt(seen.keys().last().map(String::as_str), e))?;
         let path = entry
             .path()
             .map_err(|e| corrupt(None, e))?
@@ -75,44 +90,68 @@ pub fn inspect(bundle: impl Read) -> Result<Inspected, InspectError> {
                 reason: "not a regular file (links are refused)",
             });
         }
-        let mut body = Vec::with_capacity(entry.size() as usize);
-        entry
-            .read_to_end(&mut body)
-            .map_err(|e| corrupt(Some(&path), e))?;
+        let kept = path == MANIFEST || keep(&path);
+        let mut body = Vec::new();
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut chunk = vec![0u8; 64 << 10];
+        loop {
+            let n = entry
+                .read(&mut chunk)
+                .map_err(|e| corrupt(Some(&path), e))?;
+            if n == 0 {
+                break;
+            }
+            size += n as u64;
+            hasher.update(&chunk[..n]);
+            if kept {
+                if size > MAX_KEPT {
+                    return Err(InspectError::TooLarge { path });
+                }
+                body.extend_from_slice(&chunk[..n]);
+            }
+        }
         if path == MANIFEST {
             manifest = Some(
                 serde_json::from_slice::<Manifest>(&body)
                     .map_err(|e| InspectError::Manifest(e.to_string()))?,
             );
-        } else if files.insert(path.clone(), body).is_some() {
+            continue;
+        }
+        if seen
+            .insert(path.clone(), (size, hex(&hasher.finalize())))
+            .is_some()
+        {
             return Err(InspectError::Mismatch {
                 path,
                 reason: "appears twice".into(),
             });
         }
+        if kept {
+            files.insert(path, body);
+        }
     }
     let manifest =
         manifest.ok_or_else(|| InspectError::Manifest(format!("no {MANIFEST} in the bundle")))?;
     for f in &manifest.files {
-        let body = files.get(&f.path).ok_or_else(|| InspectError::Mismatch {
+        let (size, sha) = seen.get(&f.path).ok_or_else(|| InspectError::Mismatch {
             path: f.path.clone(),
             reason: "listed in the manifest but missing".into(),
         })?;
-        if body.len() as u64 != f.size {
+        if *size != f.size {
             return Err(InspectError::Mismatch {
                 path: f.path.clone(),
-                reason: format!("{} bytes, the manifest says {}", body.len(), f.size),
+                reason: format!("{size} bytes, the manifest says {}", f.size),
             });
         }
-        let sha = sha256_hex(body);
-        if sha != f.sha256 {
+        if *sha != f.sha256 {
             return Err(InspectError::Mismatch {
                 path: f.path.clone(),
                 reason: format!("SHA-256 {sha}, the manifest says {}", f.sha256),
             });
         }
     }
-    if let Some(extra) = files
+    if let Some(extra) = seen
         .keys()
         .find(|p| !manifest.files.iter().any(|f| &f.path == *p))
     {
