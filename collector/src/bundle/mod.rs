@@ -341,16 +341,11 @@ fn redacted<'a>(redactor: Option<&Redactor>, text: &'a [u8]) -> (Cow<'a, [u8]>, 
     let Some(r) = redactor else {
         return (Cow::Borrowed(text), 0);
     };
-    let text = String::from_utf8_lossy(text);
-    if !r.needed(&text) {
-        return match text {
-            // Valid UTF-8 as given: the bytes themselves.
-            Cow::Borrowed(t) => (Cow::Borrowed(t.as_bytes()), 0),
-            Cow::Owned(t) => (Cow::Owned(t.into_bytes()), 0),
-        };
+    if !r.needed(text) {
+        return (Cow::Borrowed(text), 0);
     }
-    let (text, n) = r.redact(&text);
-    (Cow::Owned(text.into_bytes()), n as u64)
+    let (text, n) = r.redact(text);
+    (Cow::Owned(text), n as u64)
 }
 
 /// A bundle of one report, without a collector (`nodemedic doctor --bundle`): the report goes
