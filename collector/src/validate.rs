@@ -76,9 +76,18 @@ fn word(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
-/// Free text from an agent: bounded, without control characters other than tab.
-fn text(s: &str, max: usize) -> bool {
+/// One line from an agent (a subject, a unit): bounded, no control characters but tab.
+fn line(s: &str, max: usize) -> bool {
     s.len() <= max && !s.chars().any(|c| c.is_control() && c != '\t')
+}
+
+/// Free text from an agent (a message, evidence): bounded, and no control characters but
+/// tab and line breaks (an error chain may span lines; escape sequences may not pass).
+fn text(s: &str, max: usize) -> bool {
+    s.len() <= max
+        && !s
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
 }
 
 /// Checks a report that arrived on `stream_node`'s stream after `previous_seq`.
@@ -136,7 +145,7 @@ pub fn report(
                 f.check, report.seq
             )))
         };
-        if !text(&f.subject, MAX_SUBJECT) {
+        if !line(&f.subject, MAX_SUBJECT) {
             return bad(format!(
                 "subject {:?} is longer than {MAX_SUBJECT} bytes or has control characters",
                 truncate(&f.subject)
@@ -154,7 +163,7 @@ pub fn report(
             ));
         }
         for e in &f.evidence {
-            if !word(&e.key) || !text(&e.unit, 64) {
+            if !word(&e.key) || !line(&e.unit, 64) {
                 return bad(format!(
                     "evidence key {:?} or its unit {:?} is not a word of at most 64 letters, digits, '_', '-' or '.'",
                     truncate(&e.key),
@@ -289,6 +298,12 @@ mod tests {
         assert!(refused(&|r| r.findings[0].subject = "/var\n/lib".into()));
         assert!(refused(
             &|r| r.findings[0].message = "m".repeat(MAX_TEXT + 1)
+        ));
+        assert!(!refused(
+            &|r| r.findings[0].message = "failed:\n  caused by: EOF".into()
+        ));
+        assert!(refused(
+            &|r| r.findings[0].message = "\u{1b}[2J cleared".into()
         ));
         let evidence = |key: &str, text: &str| Evidence {
             key: key.into(),
