@@ -1,7 +1,10 @@
 //! What the collector accepts: node names that are safe as keys, paths and labels, and
 //! reports that are what they claim to be.
 
-use nodemedic_proto::v1::NodeReport;
+use nodemedic_proto::{
+    limits::{MAX_ITEMS, MAX_SUBJECT, MAX_TEXT, MAX_UNIT, is_line, is_text},
+    v1::NodeReport,
+};
 
 use crate::error::Error;
 
@@ -60,13 +63,6 @@ pub fn check_id(check: &str) -> bool {
         })
 }
 
-/// Longest finding subject (part of a finding's key in the store), bytes.
-pub const MAX_SUBJECT: usize = 1024;
-/// Longest finding message, evidence text or probe error, bytes.
-pub const MAX_TEXT: usize = 4096;
-/// Most evidence items on one finding, and probe runs in one report.
-pub const MAX_ITEMS: usize = 64;
-
 /// A key of evidence or a probe id: ASCII letters, digits, `_`, `-` and `.`, at most 64
 /// (kernel rules name evidence after their regex groups, which may be upper case).
 fn word(s: &str) -> bool {
@@ -74,20 +70,6 @@ fn word(s: &str) -> bool {
         && s.len() <= 64
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-}
-
-/// One line from an agent (a subject, a unit): bounded, no control characters but tab.
-fn line(s: &str, max: usize) -> bool {
-    s.len() <= max && !s.chars().any(|c| c.is_control() && c != '\t')
-}
-
-/// Free text from an agent (a message, evidence): bounded, and no control characters but
-/// tab and line breaks (an error chain may span lines; escape sequences may not pass).
-fn text(s: &str, max: usize) -> bool {
-    s.len() <= max
-        && !s
-            .chars()
-            .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
 }
 
 /// Checks a report that arrived on `stream_node`'s stream after `previous_seq`.
@@ -145,13 +127,13 @@ pub fn report(
                 f.check, report.seq
             )))
         };
-        if !line(&f.subject, MAX_SUBJECT) {
+        if !is_line(&f.subject, MAX_SUBJECT) {
             return bad(format!(
                 "subject {:?} is longer than {MAX_SUBJECT} bytes or has control characters",
                 truncate(&f.subject)
             ));
         }
-        if !text(&f.message, MAX_TEXT) {
+        if !is_text(&f.message, MAX_TEXT) {
             return bad(format!(
                 "message is longer than {MAX_TEXT} bytes or has control characters"
             ));
@@ -163,7 +145,7 @@ pub fn report(
             ));
         }
         for e in &f.evidence {
-            if !word(&e.key) || !line(&e.unit, 64) {
+            if !word(&e.key) || !is_line(&e.unit, MAX_UNIT) {
                 return bad(format!(
                     "evidence key {:?} or its unit {:?} is not a word of at most 64 letters, digits, '_', '-' or '.'",
                     truncate(&e.key),
@@ -171,7 +153,7 @@ pub fn report(
                 ));
             }
             if let Some(nodemedic_proto::v1::evidence::Value::Text(t)) = &e.value
-                && !text(t, MAX_TEXT)
+                && !is_text(t, MAX_TEXT)
             {
                 return bad(format!(
                     "evidence {} is longer than {MAX_TEXT} bytes or has control characters",
@@ -188,9 +170,10 @@ pub fn report(
         )));
     }
     for p in &report.probes {
-        if !word(&p.probe) || !p.checks.iter().all(|c| check_id(c)) {
+        if !word(&p.probe) || !p.checks.iter().all(|c| check_id(c)) || !is_text(&p.error, MAX_TEXT)
+        {
             return Err(Error::Invalid(format!(
-                "probe run {:?} of report seq {}: the probe id is not a word of at most 64, or a check id is malformed",
+                "probe run {:?} of report seq {}: the probe id is not a word of at most 64, a check id is malformed, or the error is longer than {MAX_TEXT} bytes or has control characters",
                 truncate(&p.probe),
                 report.seq
             )));
@@ -330,5 +313,14 @@ mod tests {
         assert!(!refused(&|r| r.probes = vec![probe("disk")]));
         assert!(refused(&|r| r.probes = vec![probe("../disk")]));
         assert!(refused(&|r| r.probes = vec![probe("disk"); MAX_ITEMS + 1]));
+        // What the agent sends is fitted first, so a node's odd state never makes its
+        // reports unacceptable.
+        let mut hostile = report_of("n1", 5);
+        hostile.findings[0].subject = format!("/mnt/a\nb{}", "x".repeat(2 * MAX_SUBJECT));
+        hostile.findings[0].message = "\u{1b}[31mred".into();
+        hostile.findings[0].evidence = vec![evidence("k", "\u{0}"); 2 * MAX_ITEMS];
+        assert!(report(&hostile, "n1", 0, limits).is_err());
+        nodemedic_proto::limits::fit_report(&mut hostile);
+        report(&hostile, "n1", 0, limits).unwrap();
     }
 }
