@@ -15,7 +15,7 @@ use std::{
 
 use nodemedic_agent::testing::FakeHost;
 use nodemedic_tests::{
-    CollectorProcess, agent, binary, certs, collector_command, eventually, https_get,
+    CollectorProcess, agent, binary, certs, collector_command, eventually, http_get, https_get,
 };
 
 fn path(dir: &Path, file: &str) -> String {
@@ -81,13 +81,15 @@ fn tls_collector(dir: &Path, certs_dir: &Path, client_ca: &str) -> TlsCollector 
     }
 }
 
-/// `nodemedic --ca CA ARGS` against the collector with `token` in NODEMEDIC_TOKEN; (exit
-/// code, stdout, stderr).
+/// `nodemedic --ca CA ARGS` against the collector (no `--ca` when `ca` is empty: plaintext)
+/// with `token` in NODEMEDIC_TOKEN; (exit code, stdout, stderr).
 fn cli_as(url: &str, ca: &str, token: Option<&str>, args: &[&str]) -> (i32, String, String) {
     let mut cmd = Command::new(binary("nodemedic"));
-    cmd.args(["--collector", url, "--ca", ca])
-        .args(args)
-        .env_remove("NODEMEDIC_TOKEN");
+    cmd.args(["--collector", url]);
+    if !ca.is_empty() {
+        cmd.args(["--ca", ca]);
+    }
+    cmd.args(args).env_remove("NODEMEDIC_TOKEN");
     if let Some(token) = token {
         cmd.env("NODEMEDIC_TOKEN", token);
     }
@@ -320,6 +322,28 @@ fn plaintext_only_when_asked_for() {
         err.contains("--tls-cert") && err.contains("--insecure"),
         "{err}"
     );
+    // Asked for: /readyz says so, and whether every caller may operate.
+    let open = CollectorProcess::start(&data.path().join("open"), "127.0.0.1:0");
+    let (_, body) = http_get(&open.http_addr, "/readyz");
+    assert_eq!(
+        String::from_utf8(body).unwrap(),
+        "ready (insecure: plaintext, agents not identified, every caller may operate)\n"
+    );
+    let tokens = data.path().join("tokens");
+    add_token(&tokens, "vera", "viewer");
+    let with_tokens = CollectorProcess::start_with(
+        &data.path().join("tokens-data"),
+        "127.0.0.1:0",
+        &["--insecure", "--token-file", tokens.to_str().unwrap()],
+    );
+    let (_, body) = http_get(&with_tokens.http_addr, "/readyz");
+    assert_eq!(
+        String::from_utf8(body).unwrap(),
+        "ready (insecure: plaintext, agents not identified)\n"
+    );
+    let (code, _, err) = cli_as(&with_tokens.grpc_url, "", None, &["nodes"]);
+    assert_ne!(code, 0, "a token file closes even a plaintext collector");
+    assert!(err.contains("no credentials"), "{err}");
 }
 
 /// Tooling's access: no credentials, a viewer, an operator, role certificates, and an
@@ -373,6 +397,29 @@ fn tooling_calls_need_a_role() {
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = cli_as(url, &ca, Some(operator), &["collect"]);
     assert_eq!(code, 0, "{err}");
+    // An operator's apply is recorded with who they are, before it is sent (node-a has
+    // no agent connected, so it fails, and the record says so).
+    let (code, _, _) = cli_as(
+        url,
+        &ca,
+        Some(operator),
+        &["remediate", "apply", "node-a", "plan-1"],
+    );
+    assert_ne!(code, 0);
+    let (code, out, err) = cli_as(
+        url,
+        &ca,
+        Some(viewer),
+        &["remediate", "history", "-o", "json"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let history: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let record = &history["records"][0];
+    assert_eq!(record["caller"], "token:otto", "{history:#}");
+    assert!(
+        record["error"].as_str().unwrap().contains("node-a"),
+        "{history:#}"
+    );
     // The token from a file (--token-file) works like the variable.
     let token_file = d.join("my-token");
     std::fs::write(&token_file, format!("{viewer}\n")).unwrap();
