@@ -118,7 +118,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         cert: cli.cert.clone(),
         key: cli.key.clone(),
     };
-    let bearer = query::Bearer::from(
+    let bearer = query::Bearer::load(
         cli.token_file.as_deref(),
         std::env::var("NODEMEDIC_TOKEN").ok(),
     )?;

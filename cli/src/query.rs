@@ -35,7 +35,7 @@ pub struct Bearer(Option<MetadataValue<Ascii>>);
 
 impl Bearer {
     /// The token in `file`, else in the environment variable's `value`, else none.
-    pub fn from(file: Option<&std::path::Path>, value: Option<String>) -> anyhow::Result<Self> {
+    pub fn load(file: Option<&std::path::Path>, value: Option<String>) -> anyhow::Result<Self> {
         let token = match file {
             Some(file) => Some(
                 std::fs::read_to_string(file)

@@ -7,11 +7,7 @@
 //! With `--insecure` and no token file, nobody is identified and every caller is an
 //! operator (tests, a trusted network); the collector says so at start and on `/readyz`.
 
-use std::{
-    collections::HashMap,
-    path::{Path, PathBuf},
-    sync::Arc,
-};
+use std::{collections::HashMap, path::Path, sync::Arc};
 
 use tracing::warn;
 
@@ -122,10 +118,9 @@ pub fn parse_tokens(text: &str) -> Result<TokenTable, String> {
     Ok(table)
 }
 
-/// Reads the token file (`paths[0]`). A missing file holds no tokens (an optional
-/// Kubernetes Secret not created yet); it is read when it appears.
-fn load_tokens(paths: &[PathBuf]) -> Result<TokenTable, String> {
-    let file = &paths[0];
+/// Reads the token file. A missing file holds no tokens (an optional Kubernetes Secret
+/// not created yet); it is read when it appears.
+fn load_tokens(file: &Path) -> Result<TokenTable, String> {
     let text = match std::fs::read_to_string(file) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -170,11 +165,12 @@ impl Auth {
     pub fn new(tokens: Option<&Path>, open: bool, metrics: Arc<Metrics>) -> Result<Self, String> {
         let tokens = tokens
             .map(|path| {
+                let file = path.to_owned();
                 Watched::load(
                     "token file",
-                    vec![path.to_owned()],
+                    vec![file.clone()],
                     Arc::clone(&metrics),
-                    load_tokens,
+                    move || load_tokens(&file),
                 )
             })
             .transpose()?;

@@ -152,10 +152,9 @@ impl Bound {
                 .tls
                 .as_ref()
                 .map(|files| {
-                    Watched::load(what, files.paths(), Arc::clone(&metrics), move |paths| {
-                        crate::tls::TlsFiles::from_paths(paths)
-                            .server_config(&[alpn])
-                            .map_err(|e| e.to_string())
+                    let files = files.clone();
+                    Watched::load(what, files.paths(), Arc::clone(&metrics), move || {
+                        files.server_config(&[alpn]).map_err(|e| e.to_string())
                     })
                     .map(Arc::new)
                 })

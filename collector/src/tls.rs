@@ -107,10 +107,14 @@ pub fn init(dir: &Path, dns: &[String], ips: &[IpAddr], days: u32) -> Result<(),
     write(dir, SERVER_KEY, &key.serialize_pem(), true)
 }
 
-/// Issues a client certificate for `node` with the CA in `dir`: `agent-<node>.pem` and
-/// `agent-<node>-key.pem`. Answers their paths.
-pub fn agent(dir: &Path, node: &str, days: u32) -> Result<(PathBuf, PathBuf), TlsError> {
-    crate::validate::node_name(node).map_err(|e| TlsError::Cert(e.to_string()))?;
+/// Signs a client certificate described by `params` with the CA in `dir`, valid for `days`,
+/// and writes it as `<stem>.pem` and `<stem>-key.pem`. Answers their paths.
+fn issue_client(
+    dir: &Path,
+    stem: &str,
+    mut params: CertificateParams,
+    days: u32,
+) -> Result<(PathBuf, PathBuf), TlsError> {
     let read = |file: &str| {
         let path = dir.join(file);
         std::fs::read_to_string(&path).map_err(io(&path))
@@ -118,15 +122,22 @@ pub fn agent(dir: &Path, node: &str, days: u32) -> Result<(PathBuf, PathBuf), Tl
     let ca_key = KeyPair::from_pem(&read(CA_KEY)?).map_err(cert_err)?;
     let issuer = Issuer::from_ca_cert_pem(&read(CA_CERT)?, ca_key).map_err(cert_err)?;
     let key = KeyPair::generate().map_err(cert_err)?;
-    let mut params = CertificateParams::new(vec![node.to_owned()]).map_err(cert_err)?;
-    params.distinguished_name.push(DnType::CommonName, node);
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     valid_for(&mut params, days);
     let cert = params.signed_by(&key, &issuer).map_err(cert_err)?;
-    let (cert_file, key_file) = (format!("agent-{node}.pem"), format!("agent-{node}-key.pem"));
+    let (cert_file, key_file) = (format!("{stem}.pem"), format!("{stem}-key.pem"));
     write(dir, &cert_file, &cert.pem(), false)?;
     write(dir, &key_file, &key.serialize_pem(), true)?;
     Ok((dir.join(cert_file), dir.join(key_file)))
+}
+
+/// Issues a client certificate for `node` with the CA in `dir`: `agent-<node>.pem` and
+/// `agent-<node>-key.pem`. Answers their paths.
+pub fn agent(dir: &Path, node: &str, days: u32) -> Result<(PathBuf, PathBuf), TlsError> {
+    crate::validate::node_name(node).map_err(|e| TlsError::Cert(e.to_string()))?;
+    let mut params = CertificateParams::new(vec![node.to_owned()]).map_err(cert_err)?;
+    params.distinguished_name.push(DnType::CommonName, node);
+    issue_client(dir, &format!("agent-{node}"), params, days)
 }
 
 /// The organisation that carries a tooling certificate's role.
@@ -141,29 +152,13 @@ pub fn client(
     days: u32,
 ) -> Result<(PathBuf, PathBuf), TlsError> {
     crate::validate::node_name(name).map_err(|e| TlsError::Cert(format!("client name: {e}")))?;
-    let read = |file: &str| {
-        let path = dir.join(file);
-        std::fs::read_to_string(&path).map_err(io(&path))
-    };
-    let ca_key = KeyPair::from_pem(&read(CA_KEY)?).map_err(cert_err)?;
-    let issuer = Issuer::from_ca_cert_pem(&read(CA_CERT)?, ca_key).map_err(cert_err)?;
-    let key = KeyPair::generate().map_err(cert_err)?;
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(cert_err)?;
     params.distinguished_name.push(DnType::CommonName, name);
     params.distinguished_name.push(
         DnType::OrganizationName,
         format!("{ROLE_ORG_PREFIX}{}", role.as_str()),
     );
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    valid_for(&mut params, days);
-    let cert = params.signed_by(&key, &issuer).map_err(cert_err)?;
-    let (cert_file, key_file) = (
-        format!("client-{name}.pem"),
-        format!("client-{name}-key.pem"),
-    );
-    write(dir, &cert_file, &cert.pem(), false)?;
-    write(dir, &key_file, &key.serialize_pem(), true)?;
-    Ok((dir.join(cert_file), dir.join(key_file)))
+    issue_client(dir, &format!("client-{name}"), params, days)
 }
 
 /// The collector's TLS files.
@@ -178,19 +173,9 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
-    /// The files, in the order [`TlsFiles::from_paths`] takes them (for
-    /// [`crate::watched::Watched`]).
+    /// The three files (what [`crate::watched::Watched`] looks at for changes).
     pub fn paths(&self) -> Vec<PathBuf> {
         vec![self.cert.clone(), self.key.clone(), self.client_ca.clone()]
-    }
-
-    /// The inverse of [`TlsFiles::paths`].
-    pub fn from_paths(paths: &[PathBuf]) -> Self {
-        TlsFiles {
-            cert: paths[0].clone(),
-            key: paths[1].clone(),
-            client_ca: paths[2].clone(),
-        }
     }
 
     /// A server configuration offering `alpn`: the collector's certificate, and client

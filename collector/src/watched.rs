@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 /// How often the files are looked at, at most.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
-type Loader<T> = Box<dyn Fn(&[PathBuf]) -> Result<T, String> + Send + Sync>;
+type Loader<T> = Box<dyn Fn() -> Result<T, String> + Send + Sync>;
 
 /// What identifies a file's version: modification time, size, inode.
 type Stamp = Option<(SystemTime, u64, u64)>;
@@ -51,15 +51,16 @@ pub struct Watched<T> {
 }
 
 impl<T> Watched<T> {
-    /// Loads `what` from `paths` now (an error here stops the start) and keeps it current.
+    /// Loads `what` with `load` now (an error here stops the start), and again whenever
+    /// one of `paths` changes.
     pub fn load(
         what: &'static str,
         paths: Vec<PathBuf>,
         metrics: Arc<Metrics>,
-        load: impl Fn(&[PathBuf]) -> Result<T, String> + Send + Sync + 'static,
+        load: impl Fn() -> Result<T, String> + Send + Sync + 'static,
     ) -> Result<Self, String> {
         let stamps = stamps(&paths);
-        let current = Arc::new(load(&paths)?);
+        let current = Arc::new(load()?);
         Ok(Watched {
             what,
             paths,
@@ -81,7 +82,7 @@ impl<T> Watched<T> {
             let now = stamps(&self.paths);
             if now != state.stamps {
                 state.stamps = now;
-                match (self.load)(&self.paths) {
+                match (self.load)() {
                     Ok(value) => {
                         state.current = Arc::new(value);
                         info!(message = "Reloaded changed files.", what = self.what);
@@ -108,8 +109,9 @@ mod tests {
         let file = dir.path().join("n");
         std::fs::write(&file, "1").unwrap();
         let metrics = Arc::new(Metrics::default());
-        let watched = Watched::load("number", vec![file.clone()], metrics.clone(), |p| {
-            let text = std::fs::read_to_string(&p[0]).map_err(|e| e.to_string())?;
+        let path = file.clone();
+        let watched = Watched::load("number", vec![file.clone()], metrics.clone(), move || {
+            let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
             text.trim().parse::<u32>().map_err(|e| e.to_string())
         })
         .unwrap();
