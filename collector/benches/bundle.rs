@@ -1,6 +1,7 @@
 //! Building a diagnostics bundle from a large store: NODES synthetic nodes with REPORTS
-//! reports each (a real collection from this machine as the template, findings that come
-//! and go), then one bundle of everything into a byte counter.
+//! reports each (a real collection from this machine as the template, its numbers moving
+//! from report to report as a node's do, findings that come and go), then one bundle of
+//! everything into a byte counter.
 //!
 //! `cargo bench -p nodemedic-collector --bench bundle` (env NODES, default 5000; REPORTS,
 //! default 360 = an hour at 10 s).
@@ -11,7 +12,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use nodemedic_agent::{Collector, config::Config, host::HostRoot};
+use nodemedic_agent::{Collector, config::Config, host::HostRoot, testing};
 use nodemedic_collector::{
     bundle::{self, BundleRequest, Sources},
     incidents::IncidentConfig,
@@ -66,7 +67,10 @@ async fn main() {
     let dir =
         tempfile::tempdir_in(std::env::var("BUNDLE_BENCH_DIR").unwrap_or_else(|_| "/tmp".into()))
             .unwrap();
-    let template = Collector::new("template".into(), HostRoot::new("/"), Config::default())
+    // No live DNS queries: this machine's resolvers are not the benchmark's own.
+    let mut config = Config::default();
+    config.dns.enabled = false;
+    let template = Collector::new("template".into(), HostRoot::new("/"), config)
         .collect()
         .await;
     let catalog = Arc::new(Catalog::builtin());
@@ -100,6 +104,7 @@ async fn main() {
             r.node = format!("node-{n:05}");
             r.seq = seq;
             r.collected_at = Some(timestamp_from_millis(at));
+            testing::drift(&mut r, n as u64, seq);
             r.findings = if (n as u64 + seq).is_multiple_of(3) {
                 vec![Finding {
                     node: r.node.clone(),

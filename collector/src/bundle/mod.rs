@@ -25,6 +25,7 @@ mod summary;
 use std::{
     borrow::Cow,
     io::{Read, Write},
+    sync::Arc,
     time::Duration,
 };
 
@@ -36,7 +37,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 pub use self::inspect::{InspectError, Inspected, inspect};
-use self::redact::Redactor;
+use self::{redact::Redactor, summary::Summary};
 use crate::{
     runbook::Catalog,
     store::{FindingFilter, IncidentFilter, Reader, StoreError},
@@ -47,6 +48,10 @@ use crate::{
 pub const FORMAT_VERSION: u32 = 1;
 /// Findings read from the store at a time.
 const FINDINGS_PAGE: usize = 2000;
+/// zstd level: 1 is both faster and smaller than 3 on reports (BENCHMARKS.md).
+const ZSTD_LEVEL: i32 = 1;
+/// Most threads making node folders.
+const MAX_WORKERS: usize = 4;
 /// The manifest's name in the archive.
 pub const MANIFEST: &str = "manifest.json";
 
@@ -138,10 +143,10 @@ pub fn write(
         validate::node_name(node).map_err(|e| BundleError::Invalid(e.to_string()))?;
     }
     let since = request.since.map(|d| now - d.as_millis() as i64);
-    let encoder = zstd::stream::write::Encoder::new(out, 3)?;
+    let encoder = zstd::stream::write::Encoder::new(out, ZSTD_LEVEL)?;
     let mut archive = Archive {
         tar: tar::Builder::new(encoder),
-        redactor: (!request.no_redact).then(Redactor::default),
+        redactor: (!request.no_redact).then(|| Arc::new(Redactor::default())),
         files: Vec::new(),
         mtime: (now / 1000).max(0) as u64,
         scratch: sources.reader.dir().to_owned(),
@@ -193,39 +198,26 @@ pub fn write(
 
     let created =
         humantime::format_rfc3339_seconds(system_time(&timestamp_from_millis(now))).to_string();
-    let mut summary = summary::Summary::new(since.unwrap_or(now - 86_400_000), now);
+    let window = (since.unwrap_or(now - 86_400_000), now);
+    let mut summary = Summary::new(window);
     if !request.incidents_only {
-        let nodes = sources.reader.nodes()?;
-        for row in nodes
-            .iter()
-            .filter(|n| request.nodes.is_empty() || request.nodes.contains(&n.name))
-        {
-            // Stored names were validated at ingest; checked again, as they become paths.
-            if validate::node_name(&row.name).is_err() {
-                continue;
-            }
-            let latest = sources.reader.node(&row.name)?.and_then(|(_, l)| l);
-            if let Some(latest) = &latest {
-                archive.json(&format!("nodes/{}/latest.json", row.name), latest)?;
-            }
-            summary.node(&row.name, latest.as_ref());
-            let history = sources.reader.history(&row.name, since.unwrap_or(0))?;
-            for report in &history {
-                summary.report(report);
-            }
-            if !history.is_empty() {
-                let mut lines = Vec::new();
-                for report in &history {
-                    serde_json::to_writer(&mut lines, report).map_err(std::io::Error::other)?;
-                    lines.push(b'\n');
-                }
-                archive.text(&format!("nodes/{}/history.jsonl", row.name), lines)?;
-            }
-            if let Some(log) = kernel_log(history.iter().chain(&latest)) {
-                archive.text(&format!("nodes/{}/kernel.log", row.name), log)?;
-            }
-            progress(archive.files.len());
-        }
+        // Stored names were validated at ingest; checked again, as they become paths.
+        let names: Vec<String> = sources
+            .reader
+            .nodes()?
+            .into_iter()
+            .map(|row| row.name)
+            .filter(|n| request.nodes.is_empty() || request.nodes.contains(n))
+            .filter(|n| validate::node_name(n).is_ok())
+            .collect();
+        node_folders(
+            &mut archive,
+            sources.reader.dir(),
+            &names,
+            (since.unwrap_or(0), window),
+            &mut summary,
+            &mut progress,
+        )?;
     }
 
     archive.text(
@@ -255,9 +247,125 @@ pub fn write(
     Ok(manifest)
 }
 
+/// Makes the node folders on `workers` threads, each with its own store connection, and
+/// writes them here in order: worker `w` makes nodes `w`, `w + workers`, ..., and holds at
+/// most one made node until it is written, so memory holds a few nodes' files at a time.
+/// This thread only compresses; reading, decoding, JSON, redaction and hashing (nearly all
+/// the work) run beside it.
+fn node_folders<W: Write>(
+    archive: &mut Archive<W>,
+    store: &std::path::Path,
+    names: &[String],
+    (since, window): (i64, (i64, i64)),
+    summary: &mut Summary,
+    progress: &mut impl FnMut(usize),
+) -> Result<(), BundleError> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_WORKERS)
+        .min(names.len().max(1));
+    std::thread::scope(|scope| {
+        let mut made = Vec::with_capacity(workers);
+        for w in 0..workers {
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            made.push(rx);
+            let redactor = archive.redactor.clone();
+            scope.spawn(move || {
+                let reader = match Reader::open(store) {
+                    Ok(reader) => reader,
+                    Err(e) => return drop(tx.send(Err(e.into()))),
+                };
+                for name in names.iter().skip(w).step_by(workers) {
+                    let files = node_files(&reader, name, since, window, redactor.as_deref());
+                    // The writer stopped (an error): so do we.
+                    if tx.send(files).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        for i in 0..names.len() {
+            let node = made[i % workers]
+                .recv()
+                .map_err(|_| std::io::Error::other("a bundle worker stopped"))??;
+            summary.merge(node.summary);
+            for file in node.files {
+                archive.add(file)?;
+            }
+            progress(archive.files.len());
+        }
+        Ok(())
+    })
+}
+
+/// One node's folder, made ready to write, and its part of the summary.
+struct NodeFolder {
+    files: Vec<Prepared>,
+    summary: Summary,
+}
+
+fn node_files(
+    reader: &Reader,
+    name: &str,
+    since: i64,
+    window: (i64, i64),
+    redactor: Option<&Redactor>,
+) -> Result<NodeFolder, BundleError> {
+    let mut summary = Summary::new(window);
+    let mut files = Vec::new();
+    let latest = reader.node(name)?.and_then(|(_, l)| l);
+    if let Some(latest) = &latest {
+        let body = serde_json::to_vec_pretty(latest).map_err(std::io::Error::other)?;
+        files.push(prepare(redactor, format!("nodes/{name}/latest.json"), body));
+    }
+    summary.node(name, latest.as_ref());
+    let history = reader.history(name, since)?;
+    for report in &history {
+        summary.report(report);
+    }
+    if !history.is_empty() {
+        let mut lines = Vec::new();
+        for report in &history {
+            serde_json::to_writer(&mut lines, report).map_err(std::io::Error::other)?;
+            lines.push(b'\n');
+        }
+        files.push(prepare(
+            redactor,
+            format!("nodes/{name}/history.jsonl"),
+            lines,
+        ));
+    }
+    if let Some(log) = kernel_log(history.iter().chain(&latest)) {
+        files.push(prepare(redactor, format!("nodes/{name}/kernel.log"), log));
+    }
+    Ok(NodeFolder { files, summary })
+}
+
+/// A file ready to be written: redacted, measured and hashed.
+struct Prepared {
+    path: String,
+    body: Vec<u8>,
+    sha256: String,
+    redacted: u64,
+}
+
+fn prepare(redactor: Option<&Redactor>, path: String, body: Vec<u8>) -> Prepared {
+    let (changed, redacted) = match redacted(redactor, &body) {
+        (Cow::Owned(changed), n) => (Some(changed), n),
+        (Cow::Borrowed(_), n) => (None, n),
+    };
+    let body = changed.unwrap_or(body);
+    Prepared {
+        sha256: sha256_hex(&body),
+        path,
+        body,
+        redacted,
+    }
+}
+
 struct Archive<W: Write> {
     tar: tar::Builder<zstd::stream::write::Encoder<'static, W>>,
-    redactor: Option<Redactor>,
+    redactor: Option<Arc<Redactor>>,
     files: Vec<ManifestFile>,
     mtime: u64,
     /// Where temporary files go: the store's directory (the root filesystem may be
@@ -273,14 +381,20 @@ impl<W: Write> Archive<W> {
 
     /// Adds a text file, redacted, and lists it in the manifest.
     fn text(&mut self, path: &str, body: Vec<u8>) -> Result<(), BundleError> {
-        let (body, redacted) = redacted(self.redactor.as_ref(), &body);
+        let file = prepare(self.redactor.as_deref(), path.to_owned(), body);
+        self.add(file)
+    }
+
+    /// Adds a prepared file and lists it in the manifest.
+    fn add(&mut self, file: Prepared) -> Result<(), BundleError> {
+        self.append(&file.path, file.body.len() as u64, file.body.as_slice())?;
         self.files.push(ManifestFile {
-            path: path.to_owned(),
-            size: body.len() as u64,
-            sha256: sha256_hex(&body),
-            redacted,
+            path: file.path,
+            size: file.body.len() as u64,
+            sha256: file.sha256,
+            redacted: file.redacted,
         });
-        self.append(path, body.len() as u64, &*body)
+        Ok(())
     }
 
     /// Adds a JSON array written element by element (each redacted) through a temporary
@@ -301,7 +415,7 @@ impl<W: Write> Archive<W> {
                 out.write_all(bytes)
             };
             put(b"[", &mut out)?;
-            let redactor = self.redactor.as_ref();
+            let redactor = self.redactor.as_deref();
             let mut element = |json: &[u8]| -> std::io::Result<()> {
                 let (json, n) = redacted(redactor, json);
                 redacted_total += n;

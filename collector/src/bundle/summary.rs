@@ -50,9 +50,14 @@ fn memory_available(r: &NodeReport) -> Option<f64> {
     (m.total_bytes > 0).then(|| m.available_bytes as f64 * 100.0 / m.total_bytes as f64)
 }
 
+/// Keeps in `slot` the value `pick` prefers of it and `value`.
+fn keep(slot: &mut Option<f64>, value: f64, pick: fn(f64, f64) -> f64) {
+    *slot = Some(slot.map_or(value, |x| pick(x, value)));
+}
+
 impl Summary {
     /// An empty summary of the window `start..=end` (unix ms).
-    pub fn new(start: i64, end: i64) -> Self {
+    pub fn new((start, end): (i64, i64)) -> Self {
         Summary {
             start,
             end: end.max(start + 1),
@@ -80,11 +85,26 @@ impl Summary {
             return;
         };
         if let Some(d) = disk_used(r) {
-            self.disk[b] = Some(self.disk[b].map_or(d, |x| x.max(d)));
+            keep(&mut self.disk[b], d, f64::max);
         }
         if let Some(m) = memory_available(r) {
-            self.memory[b] = Some(self.memory[b].map_or(m, |x| x.min(m)));
+            keep(&mut self.memory[b], m, f64::min);
         }
+    }
+
+    /// Adds what `part` (of the same window: one node's, gathered on another thread) holds.
+    pub fn merge(&mut self, part: Summary) {
+        for (mine, theirs) in self.disk.iter_mut().zip(part.disk) {
+            if let Some(d) = theirs {
+                keep(mine, d, f64::max);
+            }
+        }
+        for (mine, theirs) in self.memory.iter_mut().zip(part.memory) {
+            if let Some(m) = theirs {
+                keep(mine, m, f64::min);
+            }
+        }
+        self.nodes.extend(part.nodes);
     }
 
     /// A node's row, from its latest report.

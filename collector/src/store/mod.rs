@@ -6,6 +6,7 @@
 //! the commit that holds it. Reads use their own connection ([`Reader`]) and never wait
 //! for the writer (WAL readers see the last commit).
 
+mod delta;
 pub mod writer;
 
 use std::{
@@ -44,6 +45,14 @@ pub enum StoreError {
         #[source]
         source: prost::DecodeError,
     },
+    /// A report stored by its changes cannot be restored.
+    #[error("corrupt stored report {id}: {reason}")]
+    CorruptReport {
+        /// Its row.
+        id: i64,
+        /// What is wrong.
+        reason: String,
+    },
     /// The database was written by a newer nodemedic.
     #[error(
         "the database schema version {0} is newer than this collector understands ({SCHEMA_VERSION})"
@@ -58,7 +67,7 @@ pub enum StoreError {
 }
 
 /// The schema version `schema.sql` creates.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// The database file in a data directory.
 pub fn database_path(data_dir: &Path) -> PathBuf {
@@ -84,6 +93,10 @@ pub fn open_for_writing(data_dir: &Path) -> Result<Connection, StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version > SCHEMA_VERSION {
         return Err(StoreError::SchemaTooNew(version));
+    }
+    if (1..3).contains(&version) {
+        // Version 3 stores reports by their changes (`delta`); older rows are whole.
+        conn.execute_batch("ALTER TABLE reports ADD COLUMN base_id INTEGER")?;
     }
     conn.execute_batch(include_str!("schema.sql"))?;
     Ok(conn)
@@ -263,21 +276,17 @@ impl Reader {
         let Some(row) = self.node_rows(Some(name))?.into_iter().next() else {
             return Ok(None);
         };
-        let body: Option<Vec<u8>> = self
-            .conn()
+        let conn = self.conn();
+        let stored: Option<(i64, Option<i64>, Vec<u8>)> = conn
             .query_row(
-                "SELECT r.body FROM nodes n JOIN reports r ON r.id = n.latest_report_id WHERE n.name = ?1",
+                "SELECT r.id, r.base_id, r.body FROM nodes n JOIN reports r ON r.id = n.latest_report_id WHERE n.name = ?1",
                 [name],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
-        let latest = body
-            .map(|b| NodeReport::decode(b.as_slice()))
-            .transpose()
-            .map_err(|source| StoreError::Corrupt {
-                what: "report",
-                source,
-            })?;
+        let latest = stored
+            .map(|(id, base_id, body)| delta::Restorer::new(&conn).report(id, base_id, &body))
+            .transpose()?;
         Ok(Some((row, latest)))
     }
 
@@ -432,18 +441,17 @@ impl Reader {
     /// A node's stored reports received at or after `since` (unix ms), oldest first.
     pub fn history(&self, node: &str, since: i64) -> Result<Vec<NodeReport>, StoreError> {
         let conn = self.conn();
+        let mut restorer = delta::Restorer::new(&conn);
         let mut stmt = conn.prepare_cached(
-            "SELECT body FROM reports WHERE node = ?1 AND received_at >= ?2 ORDER BY seq",
+            "SELECT id, base_id, body FROM reports WHERE node = ?1 AND received_at >= ?2 ORDER BY seq",
         )?;
-        let bodies = stmt.query_map(rusqlite::params![node, since], |r| r.get::<_, Vec<u8>>(0))?;
-        bodies
-            .map(|b| {
-                NodeReport::decode(b?.as_slice()).map_err(|source| StoreError::Corrupt {
-                    what: "report",
-                    source,
-                })
-            })
-            .collect()
+        let mut rows = stmt.query(rusqlite::params![node, since])?;
+        let mut reports = Vec::new();
+        while let Some(r) = rows.next()? {
+            let body: &[u8] = r.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?;
+            reports.push(restorer.report(r.get(0)?, r.get(1)?, body)?);
+        }
+        Ok(reports)
     }
 }
 

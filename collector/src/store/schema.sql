@@ -1,4 +1,5 @@
--- nodemedic collector store, schema version 2 (2 added incidents; a version 1 store is upgraded in place).
+-- nodemedic collector store, schema version 3 (2 added incidents, 3 reports stored by their
+-- changes; older stores are upgraded in place, see open_for_writing).
 CREATE TABLE IF NOT EXISTS nodes (
     name             TEXT PRIMARY KEY,
     first_seen       INTEGER NOT NULL,          -- unix ms
@@ -15,7 +16,9 @@ CREATE TABLE IF NOT EXISTS reports (
     seq          INTEGER NOT NULL,
     collected_at INTEGER NOT NULL,
     received_at  INTEGER NOT NULL,
-    body         BLOB NOT NULL,                 -- protobuf NodeReport
+    base_id      INTEGER,                       -- NULL: body is the protobuf NodeReport, a base;
+                                                -- else a zstd frame with that base as dictionary
+    body         BLOB NOT NULL,
     UNIQUE (node, seq)
 ) STRICT;
 CREATE INDEX IF NOT EXISTS reports_received ON reports (received_at);
@@ -65,4 +68,4 @@ CREATE TABLE IF NOT EXISTS remediations (
 ) STRICT;
 CREATE INDEX IF NOT EXISTS remediations_node ON remediations (node, id);
 
-PRAGMA user_version = 2;
+PRAGMA user_version = 3;

@@ -37,7 +37,10 @@ use rusqlite::{Connection, params};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{error, info, warn};
 
-use super::{OpenFinding, StoreError};
+use super::{
+    OpenFinding, StoreError,
+    delta::{BASE_SPAN_MS, Base, Encoder, Stored},
+};
 use crate::{
     incidents::{Change, Correlator, IncidentConfig, SILENT_CHECK},
     metrics::{Metrics, SeverityLabel},
@@ -232,6 +235,8 @@ struct NodeState {
     last_report: Option<i64>,
     interval_ms: i64,
     open: HashMap<(String, String), OpenFinding>,
+    /// What the node's next reports are stored against (none after a start).
+    base: Option<Base>,
 }
 
 struct Writer {
@@ -253,6 +258,7 @@ struct View {
     correlator: Correlator,
     /// The correlator changed for a write that was rolled back: reload after the batch.
     stale: bool,
+    encoder: Encoder,
 }
 
 impl View {
@@ -263,6 +269,7 @@ impl View {
             last_retention: None,
             correlator: Correlator::new(Arc::clone(&config.catalog), config.incidents.clone(), 0),
             stale: false,
+            encoder: Encoder::default(),
         }
     }
 }
@@ -384,7 +391,7 @@ impl Writer {
                     last_seq: last_seq as u64,
                     last_report,
                     interval_ms,
-                    open: HashMap::new(),
+                    ..NodeState::default()
                 },
             );
         }
@@ -577,6 +584,7 @@ fn apply(
             match store_report(
                 db,
                 state,
+                &mut view.encoder,
                 &mut view.open_counts,
                 &report,
                 received_at,
@@ -709,6 +717,7 @@ fn event(kind: Kind, o: &OpenFinding, resolved_at: Option<i64>) -> FindingEvent 
 fn store_report(
     db: &Connection,
     state: &mut NodeState,
+    encoder: &mut Encoder,
     open_counts: &mut [i64; 4],
     report: &NodeReport,
     received_at: i64,
@@ -718,8 +727,13 @@ fn store_report(
         .collected_at
         .as_ref()
         .map_or(received_at, timestamp_millis);
-    db.prepare_cached("INSERT INTO reports (node, seq, collected_at, received_at, body) VALUES (?1, ?2, ?3, ?4, ?5)")?
-        .execute(params![report.node, report.seq as i64, collected_at, received_at, report.encode_to_vec()])?;
+    let stored = encoder.encode(report, received_at, state.base.as_ref());
+    let (base_id, body) = match &stored {
+        Stored::Base(body) => (None, body),
+        Stored::Delta(body) => (state.base.as_ref().map(|b| b.id), body),
+    };
+    db.prepare_cached("INSERT INTO reports (node, seq, collected_at, received_at, base_id, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+        .execute(params![report.node, report.seq as i64, collected_at, received_at, base_id, body])?;
     let report_id = db.last_insert_rowid();
     db.prepare_cached(
         "INSERT INTO nodes (name, first_seen, last_report, last_seq, agent_version, latest_report_id)
@@ -804,6 +818,13 @@ fn store_report(
         open_counts[severity_index(&now_open.finding)] += 1;
     }
     state.open = open;
+    if let Stored::Base(body) = stored {
+        state.base = Some(Base {
+            id: report_id,
+            received_at,
+            body,
+        });
+    }
     state.last_seq = report.seq;
     state.last_report = Some(received_at);
     events.extend(new_events);
@@ -886,10 +907,14 @@ fn retention(
         return Ok(());
     }
     let cutoff = now - config.retention.as_millis() as i64;
+    // A base outlives the deltas stored against it (see `delta`).
     let reports = db.execute(
         "DELETE FROM reports WHERE received_at < ?1
-         AND id NOT IN (SELECT latest_report_id FROM nodes WHERE latest_report_id IS NOT NULL)",
-        [cutoff],
+         AND (base_id IS NOT NULL OR received_at < ?1 - ?2)
+         AND id NOT IN (SELECT latest_report_id FROM nodes WHERE latest_report_id IS NOT NULL)
+         AND id NOT IN (SELECT r.base_id FROM nodes n JOIN reports r ON r.id = n.latest_report_id
+                        WHERE r.base_id IS NOT NULL)",
+        params![cutoff, BASE_SPAN_MS],
     )?;
     let findings = db.execute("DELETE FROM findings WHERE resolved_at < ?1", [cutoff])?;
     db.execute(
@@ -940,32 +965,38 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn retention_keeps_each_nodes_latest_report_and_open_findings() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A writer on the store in `dir` with an hour's retention.
+    fn start_writer(dir: &std::path::Path) -> (WriterHandle, std::thread::JoinHandle<()>) {
         let config = WriterConfig {
             retention: Duration::from_secs(3600),
             silent_after: 3,
             catalog: Arc::new(Catalog::builtin()),
             incidents: IncidentConfig::default(),
         };
-        let (writer, thread) = spawn(
-            open_for_writing(dir.path()).unwrap(),
+        spawn(
+            open_for_writing(dir).unwrap(),
             config,
             Events::default(),
             Arc::default(),
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn retention_keeps_each_nodes_latest_report_and_open_findings() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, thread) = start_writer(dir.path());
         for node in ["n1", "n2"] {
             writer
                 .hello(node, "test", Duration::from_secs(3600), NOW - 6 * HOUR)
                 .await
                 .unwrap();
         }
-        // n1: a finding opens 3h ago and resolves 2h ago; its latest report is recent.
+        // n1: a finding opens 3h ago and resolves 2h ago; its latest report is recent. (Each
+        // report is a base, which is kept an hour past the retention for its deltas.)
         for (seq, at, checks) in [
             (1, NOW - 3 * HOUR, &["disk.space"][..]),
-            (2, NOW - 2 * HOUR, &[][..]),
+            (2, NOW - 2 * HOUR - 60_000, &[][..]),
             (3, NOW - 60_000, &[][..]),
         ] {
             writer
@@ -1027,6 +1058,165 @@ mod tests {
         open.sort();
         // n2 missed 3 hourly intervals: silent. n1 reported a minute ago: not.
         assert_eq!(open, [("n2", "disk.inodes"), ("n2", "node.silent")]);
+    }
+
+    /// A report as an agent sends one every interval: the same mounts and processes, the
+    /// numbers moved a little since the last one.
+    fn drifting(node: &str, seq: u64, at: i64) -> NodeReport {
+        use nodemedic_proto::v1::{DiskSection, MemorySection, Mount, ProcessMemory, Psi};
+        let step = seq * 7919 % 1013;
+        NodeReport {
+            disk: Some(DiskSection {
+                mounts: (0..8)
+                    .map(|m| Mount {
+                        mount_point: format!("/var/lib/kubelet/pods/{m}/volumes"),
+                        device: format!("/dev/nvme0n1p{m}"),
+                        fs_type: "ext4".into(),
+                        bytes_total: 100 << 30,
+                        bytes_used: (40 << 30) + step * 4096 * (m + 1),
+                        bytes_available: (60 << 30) - step * 4096 * (m + 1),
+                        inodes_total: 6_553_600,
+                        inodes_used: 300_000 + step,
+                        inodes_available: 6_253_600 - step,
+                        ..Default::default()
+                    })
+                    .collect(),
+            }),
+            memory: Some(MemorySection {
+                total_bytes: 16 << 30,
+                available_bytes: (6 << 30) + step * 65_536,
+                pressure: Some(Psi {
+                    some_avg10: step as f64 / 100.0,
+                    ..Default::default()
+                }),
+                top_processes: (0..10)
+                    .map(|p| ProcessMemory {
+                        pid: 1000 + p,
+                        name: format!("process-{p}"),
+                        rss_bytes: (100 << 20) + step * 4096 * p as u64,
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+            ..report(node, seq, at, &["memory.swap"])
+        }
+    }
+
+    #[tokio::test]
+    async fn reports_are_stored_by_their_changes_and_read_back_whole() {
+        const MINUTE: i64 = 60_000;
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, thread) = start_writer(dir.path());
+        // Three hours of a report a minute, the last one a minute ago.
+        let first = NOW - 180 * MINUTE;
+        let sent: Vec<NodeReport> = (1..=180)
+            .map(|seq| drifting("n1", seq, first + (seq as i64 - 1) * MINUTE))
+            .collect();
+        let mut acks = Vec::new();
+        for r in &sent {
+            let at = timestamp_millis(r.collected_at.as_ref().unwrap());
+            acks.push(writer.ingest(r.clone(), at).await.unwrap());
+        }
+        for ack in acks {
+            assert!(!ack.await.unwrap().duplicate);
+        }
+
+        let reader = Reader::open(dir.path()).unwrap();
+        assert_eq!(
+            reader.history("n1", 0).unwrap(),
+            sent,
+            "every report reads back whole"
+        );
+        let (_, latest) = reader.node("n1").unwrap().unwrap();
+        assert_eq!(latest.as_ref(), sent.last());
+        let db = open_for_writing(dir.path()).unwrap();
+        let (bases, delta_bytes, deltas): (i64, i64, i64) = db
+            .query_row(
+                "SELECT COUNT(*) FILTER (WHERE base_id IS NULL),
+                        SUM(length(body)) FILTER (WHERE base_id IS NOT NULL),
+                        COUNT(*) FILTER (WHERE base_id IS NOT NULL) FROM reports",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(bases, 3, "one whole report an hour");
+        assert_eq!(deltas, 177);
+        let whole = sent[0].encoded_len() as i64;
+        assert!(
+            delta_bytes / deltas * 5 < whole,
+            "a delta ({} bytes on average) holds what changed, not the report ({whole} bytes)",
+            delta_bytes / deltas
+        );
+
+        // Retention (1 h) keeps every report of the last hour readable, the base an hour
+        // before them included.
+        writer.tick(NOW).await.unwrap();
+        let cutoff = NOW - HOUR;
+        let kept: Vec<_> = sent
+            .iter()
+            .filter(|r| timestamp_millis(r.collected_at.as_ref().unwrap()) >= cutoff)
+            .cloned()
+            .collect();
+        assert_eq!(reader.history("n1", cutoff).unwrap(), kept);
+        let older = reader.history("n1", 0).unwrap();
+        assert_eq!(
+            older.len(),
+            kept.len() + 1,
+            "and the base they need: {older:?}"
+        );
+
+        // After a restart the writer knows no base: the next report is stored whole.
+        drop(writer);
+        thread.join().unwrap();
+        let (writer, thread) = start_writer(dir.path());
+        writer
+            .ingest(drifting("n1", 181, NOW), NOW)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        drop(writer);
+        thread.join().unwrap();
+        let base: Option<i64> = db
+            .query_row("SELECT base_id FROM reports WHERE seq = 181", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(base, None);
+        assert_eq!(
+            reader.history("n1", NOW).unwrap(),
+            [drifting("n1", 181, NOW)]
+        );
+    }
+
+    #[test]
+    fn a_version_2_store_is_upgraded_and_its_whole_reports_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = report("n1", 1, NOW, &[]);
+        {
+            // Make a version 2 store: no base_id, reports stored whole.
+            let db = open_for_writing(dir.path()).unwrap();
+            db.execute_batch("ALTER TABLE reports DROP COLUMN base_id; PRAGMA user_version = 2;")
+                .unwrap();
+            db.execute(
+                "INSERT INTO reports (node, seq, collected_at, received_at, body) VALUES ('n1', 1, ?1, ?1, ?2)",
+                params![NOW, old.encode_to_vec()],
+            )
+            .unwrap();
+            db.execute(
+                "INSERT INTO nodes (name, first_seen, last_report, last_seq, latest_report_id) VALUES ('n1', ?1, ?1, 1, 1)",
+                [NOW],
+            )
+            .unwrap();
+        }
+        let db = open_for_writing(dir.path()).unwrap();
+        let version: i64 = db
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 3);
+        let reader = Reader::open(dir.path()).unwrap();
+        assert_eq!(reader.history("n1", 0).unwrap(), std::slice::from_ref(&old));
+        assert_eq!(reader.node("n1").unwrap().unwrap().1, Some(old));
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::{
 
 use clap::Parser;
 use nodemedic_agent::{
-    Collector, backoff::Backoff, config::Config, host::HostRoot, reporter::Connection,
+    Collector, backoff::Backoff, config::Config, host::HostRoot, reporter::Connection, testing,
 };
 use nodemedic_proto::{
     time::{duration, timestamp},
@@ -141,14 +141,16 @@ fn fmt(p: Option<(f64, f64, f64)>) -> String {
     p.map_or("-".into(), |(a, b, c)| format!("{a:.1}/{b:.1}/{c:.1} ms"))
 }
 
-/// Report `seq` of `node` (its index `i`) from the template: its own name and time, a
-/// finding always open, and one that opens for 30 reports in every 300, at a phase of the
-/// node's own (so about a tenth of the nodes have it at any time, each for a while).
+/// Report `seq` of `node` (its index `i`) from the template: its own name and time, the
+/// numbers that move between two collections moved (`testing::drift`), a finding always open,
+/// and one that opens for 30 reports in every 300, at a phase of the node's own (so about
+/// a tenth of the nodes have it at any time, each for a while).
 fn report(template: &NodeReport, node: &str, i: usize, seq: u64) -> NodeReport {
     let mut r = template.clone();
     r.node = node.to_owned();
     r.seq = seq;
     r.collected_at = Some(timestamp(SystemTime::now()));
+    testing::drift(&mut r, i as u64, seq);
     r.findings.clear();
     r.findings.push(Finding::fail(
         "memory.swap",
