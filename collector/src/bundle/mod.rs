@@ -275,8 +275,15 @@ fn node_folders<W: Write>(
                     Ok(reader) => reader,
                     Err(e) => return drop(tx.send(Err(e.into()))),
                 };
+                let mut size_hint = 0;
                 for name in names.iter().skip(w).step_by(workers) {
-                    let files = node_files(&reader, name, since, window, redactor.as_deref());
+                    let files = node_files(
+                        &reader,
+                        name,
+                        (since, window),
+                        redactor.as_deref(),
+                        &mut size_hint,
+                    );
                     // The writer stopped (an error): so do we.
                     if tx.send(files).is_err() {
                         return;
@@ -304,12 +311,14 @@ struct NodeFolder {
     summary: Summary,
 }
 
+/// `history_size` is the size of the previous node's history, and is set to this one's: nodes
+/// are alike, and the history is written into a buffer that large from the start.
 fn node_files(
     reader: &Reader,
     name: &str,
-    since: i64,
-    window: (i64, i64),
+    (since, window): (i64, (i64, i64)),
     redactor: Option<&Redactor>,
+    history_size: &mut usize,
 ) -> Result<NodeFolder, BundleError> {
     let mut summary = Summary::new(window);
     let mut files = Vec::new();
@@ -319,23 +328,27 @@ fn node_files(
         files.push(prepare(redactor, format!("nodes/{name}/latest.json"), body));
     }
     summary.node(name, latest.as_ref());
-    let history = reader.history(name, since)?;
-    for report in &history {
+    let mut kernel = KernelLog::default();
+    let mut lines = Vec::with_capacity(*history_size + *history_size / 8);
+    reader.each_report(name, since, |report| {
         summary.report(report);
-    }
-    if !history.is_empty() {
-        let mut lines = Vec::new();
-        for report in &history {
-            serde_json::to_writer(&mut lines, report).map_err(std::io::Error::other)?;
-            lines.push(b'\n');
-        }
+        kernel.add(report);
+        serde_json::to_writer(&mut lines, report).map_err(std::io::Error::other)?;
+        lines.push(b'\n');
+        Ok::<_, BundleError>(())
+    })?;
+    *history_size = lines.len();
+    if !lines.is_empty() {
         files.push(prepare(
             redactor,
             format!("nodes/{name}/history.jsonl"),
             lines,
         ));
     }
-    if let Some(log) = kernel_log(history.iter().chain(&latest)) {
+    if let Some(latest) = &latest {
+        kernel.add(latest);
+    }
+    if let Some(log) = kernel.text() {
         files.push(prepare(redactor, format!("nodes/{name}/kernel.log"), log));
     }
     Ok(NodeFolder { files, summary })
@@ -525,38 +538,44 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The kernel lines in `reports` (each event's first and last, once each), in time order,
-/// as `<time> <check> <subject>: <line>`; `None` when there are none.
-fn kernel_log<'a>(
-    reports: impl Iterator<Item = &'a nodemedic_proto::v1::NodeReport>,
-) -> Option<Vec<u8>> {
-    let mut lines = std::collections::BTreeSet::new();
-    for event in reports
-        .filter_map(|r| r.kernel.as_ref())
-        .flat_map(|k| &k.events)
-    {
-        for (at, line) in [
-            (&event.first_at, &event.first_line),
-            (&event.last_at, &event.last_line),
-        ] {
-            let millis = at
-                .as_ref()
-                .map_or(0, nodemedic_proto::time::timestamp_millis);
-            lines.insert((
-                millis,
-                event.check.clone(),
-                event.subject.clone(),
-                line.clone(),
-            ));
+/// The kernel lines of a node's reports (each event's first and last, once each).
+#[derive(Default)]
+struct KernelLog {
+    /// (unix ms, check, subject, line), in time order.
+    lines: std::collections::BTreeSet<(i64, String, String, String)>,
+}
+
+impl KernelLog {
+    fn add(&mut self, report: &nodemedic_proto::v1::NodeReport) {
+        for event in report.kernel.iter().flat_map(|k| &k.events) {
+            for (at, line) in [
+                (&event.first_at, &event.first_line),
+                (&event.last_at, &event.last_line),
+            ] {
+                let millis = at
+                    .as_ref()
+                    .map_or(0, nodemedic_proto::time::timestamp_millis);
+                self.lines.insert((
+                    millis,
+                    event.check.clone(),
+                    event.subject.clone(),
+                    line.clone(),
+                ));
+            }
         }
     }
-    if lines.is_empty() {
-        return None;
+
+    /// The lines in time order, as `<time> <check> <subject>: <line>`; `None` when there
+    /// are none.
+    fn text(&self) -> Option<Vec<u8>> {
+        if self.lines.is_empty() {
+            return None;
+        }
+        let mut out = Vec::new();
+        for (millis, check, subject, line) in &self.lines {
+            let at = humantime::format_rfc3339_millis(system_time(&timestamp_from_millis(*millis)));
+            let _ = writeln!(out, "{at} {check} {subject}: {line}");
+        }
+        Some(out)
     }
-    let mut out = Vec::new();
-    for (millis, check, subject, line) in lines {
-        let at = humantime::format_rfc3339_millis(system_time(&timestamp_from_millis(millis)));
-        let _ = writeln!(out, "{at} {check} {subject}: {line}");
-    }
-    Some(out)
 }

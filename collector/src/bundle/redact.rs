@@ -33,9 +33,16 @@ const WHOLE: &[&str] = &[
     r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
 ];
 
-/// At least one of these is in anything [`WHOLE`] or [`VALUE`] match (ASCII
-/// case-insensitive, a superset: `passw` stands for passwd and password).
-const LITERALS: &str = r"(?i-u)-----BEGIN|eyJ|bearer|://|secret|token|passw|api[_-]?key|access[_-]?key|private[_-]?key|credential";
+/// At least one of these is in anything [`WHOLE`] or [`VALUE`] match, once the text is in
+/// ASCII lower case (a superset: `passw` stands for passwd and password). Searched in
+/// lowered text, not case-insensitively: a case-insensitive set has too many spellings for
+/// the SIMD literal search, and ran in the lazy DFA at a fifth of the speed.
+const LITERALS: &str = r"(?-u)-----begin|eyj|bearer|://|secret|token|passw|api[_-]?key|access[_-]?key|private[_-]?key|credential";
+
+/// Text is lowered and searched for [`LITERALS`] this much at a time.
+const CHUNK: usize = 64 * 1024;
+/// Chunks overlap by this much, so a literal across a chunk's end is found.
+const LONGEST_LITERAL: usize = 16;
 
 const VALUE: &[&str] = &[
     r"(?i)\bbearer\s+(?P<v>[A-Za-z0-9._~+/=-]{8,})",
@@ -68,7 +75,20 @@ impl Default for Redactor {
 impl Redactor {
     /// Whether `text` holds something that looks like a credential (one scan).
     pub fn needed(&self, text: &[u8]) -> bool {
-        self.literals.is_match(text) && self.any.is_match(text)
+        self.has_literal(text) && self.any.is_match(text)
+    }
+
+    /// Whether one of [`LITERALS`] is in `text`, in any case.
+    fn has_literal(&self, text: &[u8]) -> bool {
+        let mut lowered = [0u8; CHUNK + LONGEST_LITERAL];
+        (0..text.len()).step_by(CHUNK).any(|start| {
+            let chunk = &text[start..text.len().min(start + CHUNK + LONGEST_LITERAL)];
+            let lowered = &mut lowered[..chunk.len()];
+            for (to, from) in lowered.iter_mut().zip(chunk) {
+                *to = from.to_ascii_lowercase();
+            }
+            self.literals.is_match(lowered)
+        })
     }
 
     /// `text` with credentials replaced, and how many were.
@@ -115,6 +135,19 @@ impl Redactor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn literals_are_found_in_any_case_and_across_chunks() {
+        let r = Redactor::default();
+        for word in ["PassWord", "SECRET", "x-Api-Key", "Bearer"] {
+            for at in [0, CHUNK - 3, CHUNK + 5, 3 * CHUNK - 1] {
+                let mut text = vec![b'.'; 4 * CHUNK];
+                text[at..at + word.len()].copy_from_slice(word.as_bytes());
+                assert!(r.has_literal(&text), "{word} at {at}");
+            }
+        }
+        assert!(!r.has_literal(&vec![b'.'; 4 * CHUNK]));
+    }
 
     #[test]
     fn credentials_are_replaced_and_counted_and_the_rest_kept() {

@@ -98,6 +98,8 @@ pub struct Restorer<'c> {
     conn: &'c Connection,
     dctx: DCtx<'static>,
     bases: HashMap<i64, Vec<u8>>,
+    /// The last restored protobuf (reused).
+    restored: Vec<u8>,
 }
 
 impl<'c> Restorer<'c> {
@@ -107,6 +109,7 @@ impl<'c> Restorer<'c> {
             conn,
             dctx: DCtx::create(),
             bases: HashMap::new(),
+            restored: Vec::new(),
         }
     }
 
@@ -117,8 +120,20 @@ impl<'c> Restorer<'c> {
         base_id: Option<i64>,
         body: &[u8],
     ) -> Result<NodeReport, StoreError> {
+        let mut report = NodeReport::default();
+        self.restore(id, base_id, body, &mut report)?;
+        Ok(report)
+    }
+
+    /// [`Restorer::report`] into `report` (cleared first), reusing what it holds.
+    pub fn restore(
+        &mut self,
+        id: i64,
+        base_id: Option<i64>,
+        body: &[u8],
+        report: &mut NodeReport,
+    ) -> Result<(), StoreError> {
         let corrupt = |reason: String| StoreError::CorruptReport { id, reason };
-        let full;
         let bytes = match base_id {
             None => body,
             Some(base_id) => {
@@ -140,15 +155,16 @@ impl<'c> Restorer<'c> {
                     .flatten()
                     .filter(|&n| n <= MAX_REPORT)
                     .ok_or_else(|| corrupt("not a delta of a known size".into()))?;
-                let mut out = Vec::with_capacity(size as usize);
+                self.restored.clear();
+                self.restored.reserve(size as usize);
                 self.dctx
-                    .decompress_using_dict(&mut out, body, &self.bases[&base_id])
+                    .decompress_using_dict(&mut self.restored, body, &self.bases[&base_id])
                     .map_err(|code| corrupt(zstd_safe::get_error_name(code).into()))?;
-                full = out;
-                &full
+                &self.restored
             }
         };
-        NodeReport::decode(bytes).map_err(|source| StoreError::Corrupt {
+        report.clear();
+        report.merge(bytes).map_err(|source| StoreError::Corrupt {
             what: "report",
             source,
         })

@@ -440,18 +440,43 @@ impl Reader {
 
     /// A node's stored reports received at or after `since` (unix ms), oldest first.
     pub fn history(&self, node: &str, since: i64) -> Result<Vec<NodeReport>, StoreError> {
+        let mut reports = Vec::new();
+        self.each_report(node, since, |r| {
+            reports.push(r.clone());
+            Ok::<_, StoreError>(())
+        })?;
+        Ok(reports)
+    }
+
+    /// Calls `each` with a node's stored reports received at or after `since` (unix ms),
+    /// oldest first, one at a time: what a node's whole history would hold is never in
+    /// memory at once, and each report is decoded into the same message.
+    pub fn each_report<E: From<StoreError>>(
+        &self,
+        node: &str,
+        since: i64,
+        mut each: impl FnMut(&NodeReport) -> Result<(), E>,
+    ) -> Result<(), E> {
         let conn = self.conn();
         let mut restorer = delta::Restorer::new(&conn);
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, base_id, body FROM reports WHERE node = ?1 AND received_at >= ?2 ORDER BY seq",
-        )?;
-        let mut rows = stmt.query(rusqlite::params![node, since])?;
-        let mut reports = Vec::new();
-        while let Some(r) = rows.next()? {
-            let body: &[u8] = r.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?;
-            reports.push(restorer.report(r.get(0)?, r.get(1)?, body)?);
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, base_id, body FROM reports WHERE node = ?1 AND received_at >= ?2 ORDER BY seq",
+            )
+            .map_err(StoreError::from)?;
+        let mut rows = stmt
+            .query(rusqlite::params![node, since])
+            .map_err(StoreError::from)?;
+        let mut report = NodeReport::default();
+        while let Some(r) = rows.next().map_err(StoreError::from)? {
+            let row = || -> Result<(i64, Option<i64>, &[u8]), rusqlite::Error> {
+                Ok((r.get(0)?, r.get(1)?, r.get_ref(2)?.as_blob()?))
+            };
+            let (id, base_id, body) = row().map_err(StoreError::from)?;
+            restorer.restore(id, base_id, body, &mut report)?;
+            each(&report)?;
         }
-        Ok(reports)
+        Ok(())
     }
 }
 
