@@ -194,6 +194,7 @@ async fn main() -> anyhow::Result<()> {
         None => {}
     }
     let args = cli.serve;
+    raise_open_file_limit();
     let tls = match (args.tls_cert, args.tls_key, args.client_ca) {
         (Some(cert), Some(key), Some(client_ca)) => Some(TlsFiles {
             cert,
@@ -246,6 +247,35 @@ async fn main() -> anyhow::Result<()> {
     );
     bound.serve(shutdown_signal()).await?;
     Ok(())
+}
+
+/// Every agent holds a connection, so the collector needs a descriptor per node: the soft
+/// open-file limit is raised to the hard one (as Go programs do at start), and said.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let raised = Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    let result = if limit.current < limit.maximum {
+        setrlimit(Resource::Nofile, raised)
+    } else {
+        Ok(())
+    };
+    match result {
+        Ok(()) => tracing::info!(
+            message = "Open-file limit: one descriptor per agent connection.",
+            soft = ?raised.current,
+            was = ?limit.current
+        ),
+        Err(e) => tracing::warn!(
+            message = "Could not raise the open-file limit; agents beyond it will be refused.",
+            soft = ?limit.current,
+            hard = ?limit.maximum,
+            error = %e
+        ),
+    }
 }
 
 fn run_certs(certs: Certs) -> anyhow::Result<()> {

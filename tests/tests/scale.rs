@@ -62,3 +62,46 @@ fn a_thousand_agents_through_a_collector_restart() {
     );
     drop(collector);
 }
+
+/// A collector started with a low soft open-file limit (as some runtimes give) raises it to
+/// the hard one: a thousand agents need a thousand descriptors.
+#[test]
+fn the_collector_raises_its_open_file_limit_to_the_hard_one() {
+    let data = tempfile::tempdir().unwrap();
+    // prlimit sets the limits, then executes the collector in its own process.
+    let mut child = Command::new("prlimit")
+        .args(["--nofile=256:4096", "--"])
+        .arg(binary("nodemedic-collector"))
+        .args([
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(data.path())
+        .arg("--insecure")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prlimit (util-linux) runs the collector");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("grpc="), "the collector started: {line:?}");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        open_files[3..5],
+        ["4096", "4096"],
+        "soft raised to hard: {limits}"
+    );
+}
