@@ -1,5 +1,5 @@
 //! Diagnostics bundles: everything support needs in one `.tar.zst`, built from the store and
-//! streamed file by file (memory bounded by the largest single file, one node's history),
+//! streamed file by file (memory bounded by a few nodes' folders: see `node_folders`),
 //! and [`inspect`]ed on the other side.
 //!
 //! Layout (each section appears when its data exists):
