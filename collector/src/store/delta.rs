@@ -15,8 +15,6 @@
 //!   [`BASE_SPAN_MS`] (so after every delta on it), and never the base of a node's latest
 //!   report.
 
-use std::collections::HashMap;
-
 use nodemedic_proto::v1::NodeReport;
 use prost::Message;
 use rusqlite::{Connection, OptionalExtension};
@@ -48,8 +46,13 @@ pub struct Base {
 pub enum Stored {
     /// Whole: it becomes the node's base.
     Base(Vec<u8>),
-    /// As a delta against the node's base.
-    Delta(Vec<u8>),
+    /// As a delta against the node's base, row `base_id`.
+    Delta {
+        /// The base's row.
+        base_id: i64,
+        /// The zstd frame.
+        body: Vec<u8>,
+    },
 }
 
 /// Makes deltas; one per writer, reused for every report.
@@ -79,7 +82,10 @@ impl Encoder {
             .cctx
             .compress_using_dict(&mut delta, &full, &base.body, LEVEL)
         {
-            Ok(_) if delta.len() <= full.len() / 2 => Stored::Delta(delta),
+            Ok(_) if delta.len() <= full.len() / 2 => Stored::Delta {
+                base_id: base.id,
+                body: delta,
+            },
             Ok(_) => Stored::Base(full),
             Err(code) => {
                 tracing::warn!(
@@ -92,12 +98,13 @@ impl Encoder {
     }
 }
 
-/// Reads stored reports back, holding the bases it has read (a node's reports in order
+/// Reads stored reports back, holding the last base it read (a node's reports in order
 /// need one base an hour).
 pub struct Restorer<'c> {
     conn: &'c Connection,
     dctx: DCtx<'static>,
-    bases: HashMap<i64, Vec<u8>>,
+    /// The last base read: its row and protobuf.
+    base: Option<(i64, Vec<u8>)>,
     /// The last restored protobuf (reused).
     restored: Vec<u8>,
 }
@@ -108,7 +115,7 @@ impl<'c> Restorer<'c> {
         Restorer {
             conn,
             dctx: DCtx::create(),
-            bases: HashMap::new(),
+            base: None,
             restored: Vec::new(),
         }
     }
@@ -137,9 +144,7 @@ impl<'c> Restorer<'c> {
         let bytes = match base_id {
             None => body,
             Some(base_id) => {
-                if !self.bases.contains_key(&base_id) {
-                    // A node's reports need one base at a time: forget the previous ones.
-                    self.bases.clear();
+                if self.base.as_ref().is_none_or(|(id, _)| *id != base_id) {
                     let base: Vec<u8> = self
                         .conn
                         .prepare_cached(
@@ -148,8 +153,9 @@ impl<'c> Restorer<'c> {
                         .query_row([base_id], |r| r.get(0))
                         .optional()?
                         .ok_or_else(|| corrupt(format!("its base {base_id} is missing")))?;
-                    self.bases.insert(base_id, base);
+                    self.base = Some((base_id, base));
                 }
+                let (_, base) = self.base.as_ref().expect("read just above");
                 let size = zstd_safe::get_frame_content_size(body)
                     .ok()
                     .flatten()
@@ -158,7 +164,7 @@ impl<'c> Restorer<'c> {
                 self.restored.clear();
                 self.restored.reserve(size as usize);
                 self.dctx
-                    .decompress_using_dict(&mut self.restored, body, &self.bases[&base_id])
+                    .decompress_using_dict(&mut self.restored, body, base)
                     .map_err(|code| corrupt(zstd_safe::get_error_name(code).into()))?;
                 &self.restored
             }

@@ -730,7 +730,7 @@ fn store_report(
     let stored = encoder.encode(report, received_at, state.base.as_ref());
     let (base_id, body) = match &stored {
         Stored::Base(body) => (None, body),
-        Stored::Delta(body) => (state.base.as_ref().map(|b| b.id), body),
+        Stored::Delta { base_id, body } => (Some(*base_id), body),
     };
     db.prepare_cached("INSERT INTO reports (node, seq, collected_at, received_at, base_id, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
         .execute(params![report.node, report.seq as i64, collected_at, received_at, base_id, body])?;
