@@ -29,7 +29,7 @@ use crate::{
 #[derive(Debug, clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct BundleArgs {
-    /// `inspect FILE`, or nothing to download
+    /// `inspect FILE` or `history FILE`; nothing to download
     #[command(subcommand)]
     pub command: Option<BundleCommand>,
     /// Where to write the bundle (.tar.zst); written as FILE.partial until complete
@@ -57,6 +57,15 @@ pub enum BundleCommand {
     Inspect {
         /// The bundle
         file: PathBuf,
+    },
+    /// Print the nodes' reports held in a bundle, one JSON document a line, oldest first
+    /// (the bundle keeps them column by column; it is verified first)
+    History {
+        /// The bundle
+        file: PathBuf,
+        /// Only these nodes (repeatable); all when omitted
+        #[arg(long = "node")]
+        nodes: Vec<String>,
     },
 }
 
@@ -215,5 +224,36 @@ pub fn inspect(file: &Path, format: Format) -> anyhow::Result<()> {
         }
         print!("{}", t.render("  "));
     }
+    Ok(())
+}
+
+/// Verifies a bundle and prints the reports of its nodes (or of `nodes`) as JSON lines.
+pub fn history(file: &Path, nodes: &[String]) -> anyhow::Result<()> {
+    let reader = BufReader::new(
+        File::open(file).with_context(|| format!("cannot open {}", file.display()))?,
+    );
+    let wanted = |path: &str| {
+        path.strip_prefix("nodes/")
+            .and_then(|p| p.strip_suffix("/history.json"))
+            .is_some_and(|node| nodes.is_empty() || nodes.iter().any(|n| n == node))
+    };
+    let checked = bundle::inspect(reader, wanted)
+        .with_context(|| format!("{} is not valid", file.display()))?;
+    if let Some(missing) = nodes.iter().find(|n| {
+        !checked
+            .files
+            .contains_key(&format!("nodes/{n}/history.json"))
+    }) {
+        anyhow::bail!("the bundle holds no reports of node {missing}");
+    }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for (path, body) in &checked.files {
+        let rows = bundle::history::rows(body).with_context(|| format!("{path} is not valid"))?;
+        for report in rows {
+            serde_json::to_writer(&mut out, &report)?;
+            out.write_all(b"\n")?;
+        }
+    }
+    out.flush()?;
     Ok(())
 }

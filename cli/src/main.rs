@@ -84,7 +84,8 @@ enum Command {
         command: RunbookCommand,
     },
     /// Download a diagnostics bundle (.tar.zst: incidents, findings, each node's reports,
-    /// the runbook; credentials redacted) with -f FILE, or check one with `bundle inspect FILE`
+    /// the runbook; credentials redacted) with -f FILE, check one with `bundle inspect FILE`,
+    /// or print its reports with `bundle history FILE`
     Bundle(BundleArgs),
     /// Plan and apply a node's remediation actions (image prunes), and their history
     Remediate {
@@ -136,6 +137,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             command: Some(BundleCommand::Inspect { file }),
             ..
         }) => bundle::inspect(&file, format)?,
+        Command::Bundle(BundleArgs {
+            command: Some(BundleCommand::History { file, nodes }),
+            ..
+        }) => bundle::history(&file, &nodes)?,
         Command::Bundle(args) => bundle::download(client().await?, args).await?,
         Command::Remediate { command } => remediate::run(client().await?, command, format).await?,
         Command::Collect { node } => query::collect(client().await?, node, format).await?,

@@ -4,7 +4,8 @@
 //! everything into a byte counter.
 //!
 //! `cargo bench -p nodemedic-collector --bench bundle` (env NODES, default 5000; REPORTS,
-//! default 360 = an hour at 10 s).
+//! default 360 = an hour at 10 s; BUNDLE_KEEP, a path to keep the bundle at; BUNDLE_STORE, a
+//! directory to keep the filled store in and to reuse it from on the next run).
 
 use std::{
     io::Write,
@@ -48,11 +49,15 @@ fn rss() -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-struct Counter(u64);
+/// Counts the bundle's bytes, and keeps them in a file when asked (env BUNDLE_KEEP).
+struct Counter(u64, Option<std::fs::File>);
 
 impl Write for Counter {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
         self.0 += b.len() as u64;
+        if let Some(file) = &mut self.1 {
+            file.write_all(b)?;
+        }
         Ok(b.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -60,33 +65,26 @@ impl Write for Counter {
     }
 }
 
-#[tokio::main]
-async fn main() {
-    let nodes = env("NODES", 5000);
-    let reports = env("REPORTS", 360) as u64;
-    let dir =
-        tempfile::tempdir_in(std::env::var("BUNDLE_BENCH_DIR").unwrap_or_else(|_| "/tmp".into()))
-            .unwrap();
+/// Fills a store in `dir`: `nodes` nodes with `reports` reports each, up to `now`.
+async fn fill(dir: &std::path::Path, catalog: &Arc<Catalog>, nodes: usize, reports: u64, now: i64) {
     // No live DNS queries: this machine's resolvers are not the benchmark's own.
     let mut config = Config::default();
     config.dns.enabled = false;
     let template = Collector::new("template".into(), HostRoot::new("/"), config)
         .collect()
         .await;
-    let catalog = Arc::new(Catalog::builtin());
     let (writer, thread) = spawn(
-        open_for_writing(dir.path()).unwrap(),
+        open_for_writing(dir).unwrap(),
         WriterConfig {
             retention: Duration::from_secs(7 * 86_400),
             silent_after: 3,
-            catalog: Arc::clone(&catalog),
+            catalog: Arc::clone(catalog),
             incidents: IncidentConfig::default(),
         },
         Events::default(),
         Arc::default(),
     )
     .unwrap();
-    let now = nodemedic_proto::time::unix_millis(SystemTime::now());
     let start = now - reports as i64 * 10_000;
     let filling = Instant::now();
     for n in 0..nodes {
@@ -129,13 +127,36 @@ async fn main() {
     println!(
         "store: {nodes} nodes x {reports} reports, filled in {:.0} s, {} MiB",
         filling.elapsed().as_secs_f64(),
-        std::fs::metadata(dir.path().join("nodemedic.db"))
-            .unwrap()
-            .len()
-            >> 20
+        std::fs::metadata(dir.join("nodemedic.db")).unwrap().len() >> 20
     );
+}
 
-    let reader = Reader::open(dir.path()).unwrap();
+#[tokio::main]
+async fn main() {
+    let nodes = env("NODES", 5000);
+    let reports = env("REPORTS", 360) as u64;
+    let keep = std::env::var_os("BUNDLE_KEEP");
+    // BUNDLE_STORE: a directory to keep the filled store in, and to reuse it from.
+    let (_temporary, dir) = match std::env::var_os("BUNDLE_STORE") {
+        Some(dir) => (None, std::path::PathBuf::from(dir)),
+        None => {
+            let temporary = tempfile::tempdir_in(
+                std::env::var("BUNDLE_BENCH_DIR").unwrap_or_else(|_| "/tmp".into()),
+            )
+            .unwrap();
+            let dir = temporary.path().to_owned();
+            (Some(temporary), dir)
+        }
+    };
+    let catalog = Arc::new(Catalog::builtin());
+    let now = nodemedic_proto::time::unix_millis(SystemTime::now());
+    if dir.join("nodemedic.db").exists() {
+        println!("store: reused from {}", dir.display());
+    } else {
+        fill(&dir, &catalog, nodes, reports, now).await;
+    }
+
+    let reader = Reader::open(&dir).unwrap();
     let sources = Sources {
         reader: &reader,
         catalog: &catalog,
@@ -145,7 +166,7 @@ async fn main() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let (before, _) = rss();
     let built = Instant::now();
-    let mut out = Counter(0);
+    let mut out = Counter(0, keep.as_ref().map(|p| std::fs::File::create(p).unwrap()));
     let manifest =
         bundle::write(&sources, &BundleRequest::default(), now, &mut out, |_| {}).unwrap();
     let seconds = built.elapsed().as_secs_f64();
@@ -159,6 +180,30 @@ async fn main() {
         "  uncompressed input: {:.0} MB ({:.0} MB/s)",
         input as f64 / 1e6,
         input as f64 / 1e6 / seconds
+    );
+    // The same input as it was before histories went column by column: every report a
+    // JSON line (counted after the bundle, outside its time), the other files as they are.
+    // The rate comparable across formats.
+    let mut lines = 0u64;
+    for n in 0..nodes {
+        reader
+            .each_report(&format!("node-{n:05}"), 0, |r| {
+                lines += serde_json::to_vec(r).map_or(0, |v| v.len() as u64 + 1);
+                Ok::<_, nodemedic_collector::store::StoreError>(())
+            })
+            .unwrap();
+    }
+    let others: u64 = manifest
+        .files
+        .iter()
+        .filter(|f| !f.path.ends_with("/history.json"))
+        .map(|f| f.size)
+        .sum();
+    println!(
+        "  as JSON lines:      {:.0} MB ({:.0} MB/s; the reports {:.0} MB)",
+        (lines + others) as f64 / 1e6,
+        (lines + others) as f64 / 1e6 / seconds,
+        lines as f64 / 1e6
     );
     println!("  compressed:         {:.1} MB", out.0 as f64 / 1e6);
     println!(

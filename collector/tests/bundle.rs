@@ -121,6 +121,14 @@ fn build(dir: &std::path::Path, request: &BundleRequest) -> Vec<u8> {
     out
 }
 
+/// A node's reports, read back from its `history.json`.
+fn reports(history: &[u8]) -> Vec<NodeReport> {
+    bundle::history::rows(history)
+        .unwrap()
+        .map(|r| serde_json::from_value(r).unwrap())
+        .collect()
+}
+
 fn decompressed(bundle: &[u8]) -> Vec<u8> {
     let mut tar = Vec::new();
     zstd::stream::read::Decoder::new(bundle)
@@ -140,9 +148,9 @@ async fn a_bundle_holds_the_store_checksummed_and_redacted() {
         "collector/info.json",
         "findings.json",
         "incidents.json",
-        "nodes/n1/history.jsonl",
+        "nodes/n1/history.json",
         "nodes/n1/latest.json",
-        "nodes/n2/history.jsonl",
+        "nodes/n2/history.json",
         "nodes/n3/latest.json",
         "runbook/rules.yaml",
     ] {
@@ -157,10 +165,18 @@ async fn a_bundle_holds_the_store_checksummed_and_redacted() {
     assert!(!paths.contains(&"nodes/n2/kernel.log"));
     // The same as the store says.
     let reader = Reader::open(dir.path()).unwrap();
-    let history = String::from_utf8(checked.files["nodes/n2/history.jsonl"].clone()).unwrap();
     assert_eq!(
-        history.lines().count(),
-        reader.history("n2", 0).unwrap().len()
+        reports(&checked.files["nodes/n2/history.json"]),
+        reader.history("n2", 0).unwrap(),
+        "every report, read back from its columns"
+    );
+    let n1 = reports(&checked.files["nodes/n1/history.json"]);
+    assert_eq!(n1.len(), 12);
+    assert!(
+        n1.iter()
+            .all(|r| r.findings[0].message.contains("DB_PASSWORD=[REDACTED]")),
+        "{:?}",
+        n1[0].findings
     );
     let findings: Vec<nodemedic_proto::v1::Finding> =
         serde_json::from_slice(&checked.files["findings.json"]).unwrap();
@@ -216,7 +232,7 @@ async fn a_bundle_holds_the_store_checksummed_and_redacted() {
             .manifest
             .files
             .iter()
-            .any(|f| f.path == "nodes/n1/history.jsonl" && f.redacted >= 12)
+            .any(|f| f.path == "nodes/n1/history.json" && f.redacted >= 3 * 12)
     );
 
     // Filters: one node, a window, incidents only; redaction off keeps the secret.
@@ -234,9 +250,8 @@ async fn a_bundle_holds_the_store_checksummed_and_redacted() {
     )
     .unwrap();
     assert!(!one.files.keys().any(|p| p.starts_with("nodes/n1")));
-    let history = String::from_utf8(one.files["nodes/n2/history.jsonl"].clone()).unwrap();
     assert_eq!(
-        history.lines().count(),
+        reports(&one.files["nodes/n2/history.json"]).len(),
         5,
         "the reports of the last 125 s (80 s to 120 s)"
     );
@@ -357,6 +372,6 @@ async fn hostile_names_and_altered_bundles_are_refused() {
     assert!(small.len() < 64 << 10, "{} bytes", small.len());
     let err = bundle::inspect(small.as_slice(), |_| true).unwrap_err();
     assert!(matches!(err, InspectError::TooLarge { .. }), "{err}");
-    let err = bundle::inspect(bomb("nodes/n1/history.jsonl").as_slice(), |_| false).unwrap_err();
+    let err = bundle::inspect(bomb("nodes/n1/history.json").as_slice(), |_| false).unwrap_err();
     assert!(err.to_string().contains("no manifest.json"), "{err}");
 }

@@ -52,15 +52,36 @@ fn download_inspect_and_http() {
     assert_eq!(code, 0, "{shown}");
     assert!(
         shown.contains("files verified")
-            && shown.contains("nodes/node-b/history.jsonl")
+            && shown.contains("nodes/node-b/history.json")
             && shown.contains("The node is short of memory"),
         "{shown}"
     );
     let (code, json) = cli(&["bundle", "inspect", &file_arg, "-o", "json"]);
     assert_eq!(code, 0);
     let manifest: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(manifest["format"], 1);
+    assert_eq!(manifest["format"], 2);
     assert_eq!(manifest["filters"]["nodes"][0], "node-b");
+
+    // The node's reports, a JSON document a line, as the collector has them.
+    let (code, lines) = cli(&["bundle", "history", &file_arg, "--node", "node-b"]);
+    assert_eq!(code, 0, "{lines}");
+    let reports: Vec<nodemedic_proto::v1::NodeReport> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!reports.is_empty());
+    assert!(reports.iter().all(|r| r.node == "node-b"));
+    assert!(
+        reports.windows(2).all(|w| w[0].seq < w[1].seq),
+        "oldest first"
+    );
+    let run = Command::new(binary("nodemedic"))
+        .args(["bundle", "history", &file_arg, "--node", "node-z"])
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("no reports of node node-z"), "{err}");
 
     // Damage is caught, naming what is wrong.
     let mut bytes = std::fs::read(&file).unwrap();

@@ -9,6 +9,8 @@
 //! search for the literals every pattern needs, make a file with nothing to redact cost
 //! one fast pass.
 
+use std::borrow::Cow;
+
 use regex::bytes::{Captures, Regex};
 
 /// What replaces a redacted value.
@@ -41,6 +43,8 @@ const LITERALS: &str = r"(?-u)-----begin|eyj|bearer|://|secret|token|passw|api[_
 
 /// Text is lowered and searched for [`LITERALS`] this much at a time.
 const CHUNK: usize = 64 * 1024;
+/// Text this short is lowered into a buffer this small.
+const SHORT: usize = 256;
 /// Chunks overlap by this much, so a literal across a chunk's end is found.
 const LONGEST_LITERAL: usize = 16;
 
@@ -80,6 +84,14 @@ impl Redactor {
 
     /// Whether one of [`LITERALS`] is in `text`, in any case.
     fn has_literal(&self, text: &[u8]) -> bool {
+        if text.len() <= SHORT {
+            // One value: not worth zeroing the whole chunk buffer for.
+            let mut lowered = [0u8; SHORT];
+            for (to, from) in lowered.iter_mut().zip(text) {
+                *to = from.to_ascii_lowercase();
+            }
+            return self.literals.is_match(&lowered[..text.len()]);
+        }
         let mut lowered = [0u8; CHUNK + LONGEST_LITERAL];
         (0..text.len()).step_by(CHUNK).any(|start| {
             let chunk = &text[start..text.len().min(start + CHUNK + LONGEST_LITERAL)];
@@ -89,6 +101,30 @@ impl Redactor {
             }
             self.literals.is_match(lowered)
         })
+    }
+
+    /// A JSON value (`value`, as JSON text) with credentials replaced, judged together with
+    /// its key (JSON text too) as `"key":value`, and how many were.
+    pub fn redact_value<'v>(&self, key: Option<&[u8]>, value: &'v [u8]) -> (Cow<'v, [u8]>, usize) {
+        let mut pair = Vec::with_capacity(key.map_or(0, |k| k.len() + 1) + value.len());
+        if let Some(key) = key {
+            pair.extend_from_slice(key);
+            pair.push(b':');
+        }
+        let prefix = pair.len();
+        pair.extend_from_slice(value);
+        if !self.needed(&pair) {
+            return (Cow::Borrowed(value), 0);
+        }
+        match self.redact(&pair) {
+            (_, 0) => (Cow::Borrowed(value), 0),
+            (out, n) if out.starts_with(&pair[..prefix]) => (Cow::Owned(out[prefix..].to_vec()), n),
+            // The key itself held something redacted: the value alone, then.
+            _ => {
+                let (out, n) = self.redact(value);
+                (Cow::Owned(out), n)
+            }
+        }
     }
 
     /// `text` with credentials replaced, and how many were.
@@ -147,6 +183,8 @@ mod tests {
             }
         }
         assert!(!r.has_literal(&vec![b'.'; 4 * CHUNK]));
+        assert!(r.has_literal(b"\"DB_PassWord\""), "a short text");
+        assert!(!r.has_literal(b"\"kubelet\""));
     }
 
     #[test]

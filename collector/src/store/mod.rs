@@ -226,6 +226,14 @@ impl Reader {
         })
     }
 
+    /// Sets how much of the store this reader keeps in its own page cache (SQLite's default
+    /// is 2 MiB).
+    pub fn set_cache_size(&self, bytes: u64) -> Result<(), StoreError> {
+        self.conn()
+            .execute_batch(&format!("PRAGMA cache_size = -{}", bytes >> 10))?;
+        Ok(())
+    }
+
     /// The data directory: also where work on the store's data keeps its temporary files
     /// (a container's root filesystem is read-only).
     pub fn dir(&self) -> &Path {
