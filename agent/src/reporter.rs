@@ -10,6 +10,7 @@
 use std::{collections::VecDeque, path::PathBuf, sync::Arc, time::Duration};
 
 use nodemedic_proto::{
+    limits,
     time::duration,
     v1::{
         AgentMessage, CollectorMessage, Hello, NodeReport,
@@ -25,7 +26,7 @@ use tonic::{
     Code, Streaming,
     transport::{Channel, Endpoint},
 };
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::{
     actions::Actions,
@@ -275,6 +276,19 @@ impl Queue {
         self.forget(&acked);
     }
 
+    /// Drops the report the collector refused as invalid; says whether it was pending.
+    fn drop_refused(&mut self, seq: u64) -> bool {
+        let refused: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, r)| r.seq == seq)
+            .map(|(id, _)| *id)
+            .collect();
+        self.forget(&refused);
+        self.dropped += refused.len() as u64;
+        !refused.is_empty()
+    }
+
     fn forget(&mut self, ids: &[u64]) {
         self.pending.retain(|(id, _)| !ids.contains(id));
         if let Some(s) = self.spool.as_mut() {
@@ -287,6 +301,20 @@ impl Queue {
     fn reports(&self) -> impl Iterator<Item = &NodeReport> {
         self.pending.iter().map(|(_, r)| r)
     }
+}
+
+/// The seq of the report a stream was ended for, when the collector refused it as invalid.
+fn refused_seq(status: &tonic::Status) -> Option<u64> {
+    if status.code() != Code::InvalidArgument {
+        return None;
+    }
+    status
+        .metadata()
+        .get(limits::REFUSED_SEQ)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// Collects every `interval` and streams the reports until `shutdown` resolves (or, with
@@ -374,6 +402,9 @@ pub async fn run(
                 },
                 Ok(other) => warn!(message = "Ignoring an unexpected message.", ?other),
                 Err(status) => {
+                    if let Some(seq) = refused_seq(&status) && queue.drop_refused(seq) {
+                        error!(message = "The collector refused a report as invalid; dropped it (sent again, it would be refused again).", seq, error = %status.message());
+                    }
                     warn!(message = "Lost the collector stream.", code = ?status.code(), error = %status.message());
                     last_error = status.message().to_owned();
                     opts.health.disconnected(&last_error);
@@ -512,6 +543,29 @@ mod tests {
 
     fn seqs(q: &Queue) -> Vec<u64> {
         q.reports().map(|r| r.seq).collect()
+    }
+
+    #[test]
+    fn a_report_refused_as_invalid_is_dropped_alone_and_counted() {
+        let mut q = Queue::new(10, None);
+        q.welcome(0);
+        for _ in 0..3 {
+            q.push(report());
+        }
+        assert!(q.drop_refused(2));
+        assert_eq!(seqs(&q), [1, 3], "the ones before and after it are kept");
+        assert!(!q.drop_refused(2), "only once");
+        assert_eq!(q.push(report()).unwrap().reports_dropped, 1);
+        let refused = tonic::Status::invalid_argument("too many findings");
+        assert_eq!(refused_seq(&refused), None, "no seq named");
+        let mut named = refused.clone();
+        named
+            .metadata_mut()
+            .insert(limits::REFUSED_SEQ, 7u64.into());
+        assert_eq!(refused_seq(&named), Some(7));
+        let mut unavailable = tonic::Status::unavailable("disk full");
+        *unavailable.metadata_mut() = named.metadata().clone();
+        assert_eq!(refused_seq(&unavailable), None, "kept for a resend");
     }
 
     #[test]

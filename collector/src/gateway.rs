@@ -9,6 +9,7 @@ use std::{pin::Pin, sync::Arc, time::Duration};
 
 use futures::stream::FuturesOrdered;
 use nodemedic_proto::{
+    limits,
     time::{std_duration, unix_millis},
     v1::{
         Ack, AgentMessage, CollectorMessage, Command, Hello, Welcome,
@@ -197,7 +198,12 @@ impl Gateway {
                         if let Err(e) = validate::report(&report, &node, previous_seq, self.limits) {
                             let reason = if report.node != node { "node_mismatch" } else if report.seq <= previous_seq { "seq" } else { "invalid_report" };
                             warn!(message = "Refused a report.", %node, seq = report.seq, error = %e);
-                            break Some(self.refuse(reason, e.into()));
+                            let mut status: Status = e.into();
+                            if reason == "invalid_report" {
+                                // Sending it again would be refused again: the agent drops it.
+                                status.metadata_mut().insert(limits::REFUSED_SEQ, report.seq.into());
+                            }
+                            break Some(self.refuse(reason, status));
                         }
                         previous_seq = report.seq;
                         let wait = self.rate.take(&node, std::time::Instant::now());

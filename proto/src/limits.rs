@@ -6,6 +6,10 @@
 
 use crate::v1::{NodeReport, evidence::Value};
 
+/// Metadata key on the status that ends a stream for an invalid report: the report's seq.
+/// Sent again it would be refused again, so the agent drops that report.
+pub const REFUSED_SEQ: &str = "nodemedic-refused-seq";
+
 /// Longest finding subject (part of a finding's key in the store), bytes.
 pub const MAX_SUBJECT: usize = 1024;
 /// Longest finding message, evidence text or probe error, bytes.
