@@ -239,13 +239,7 @@ impl Queue {
 
     /// After a Welcome: forget what the collector has, number what was waiting.
     fn welcome(&mut self, last_seq: u64) {
-        let stored: Vec<u64> = self
-            .pending
-            .iter()
-            .filter(|(_, r)| r.seq != 0 && r.seq <= last_seq)
-            .map(|(id, _)| *id)
-            .collect();
-        self.forget(&stored);
+        self.forget_where(|r| r.seq != 0 && r.seq <= last_seq);
         // Above what the collector stored, and above the seqs spooled reports already carry.
         let spooled = self
             .pending
@@ -267,35 +261,28 @@ impl Queue {
     }
 
     fn ack(&mut self, seq: u64) {
-        let acked: Vec<u64> = self
-            .pending
-            .iter()
-            .filter(|(_, r)| r.seq <= seq)
-            .map(|(id, _)| *id)
-            .collect();
-        self.forget(&acked);
+        self.forget_where(|r| r.seq <= seq);
     }
 
     /// Drops the report the collector refused as invalid; says whether it was pending.
     fn drop_refused(&mut self, seq: u64) -> bool {
-        let refused: Vec<u64> = self
-            .pending
-            .iter()
-            .filter(|(_, r)| r.seq == seq)
-            .map(|(id, _)| *id)
-            .collect();
-        self.forget(&refused);
-        self.dropped += refused.len() as u64;
-        !refused.is_empty()
+        let dropped = self.forget_where(|r| r.seq == seq);
+        self.dropped += dropped as u64;
+        dropped > 0
     }
 
-    fn forget(&mut self, ids: &[u64]) {
-        self.pending.retain(|(id, _)| !ids.contains(id));
-        if let Some(s) = self.spool.as_mut() {
-            for id in ids {
+    /// Forgets the pending reports `which` picks, on the spool too; answers how many.
+    fn forget_where(&mut self, which: impl Fn(&NodeReport) -> bool) -> usize {
+        let before = self.pending.len();
+        let spool = &mut self.spool;
+        self.pending.retain(|(id, r)| {
+            let forget = which(r);
+            if let (true, Some(s)) = (forget, spool.as_mut()) {
                 s.remove(*id);
             }
-        }
+            !forget
+        });
+        before - self.pending.len()
     }
 
     fn reports(&self) -> impl Iterator<Item = &NodeReport> {

@@ -296,53 +296,52 @@ impl<'r> History<'r> {
 }
 
 impl Column {
-    /// Writes `"start":..,"steps":[..]` if every report has this field as an integer of one
-    /// kind and every step fits in an i64; says whether it did.
+    /// The steps from each value to the next, if every report has this field as an integer
+    /// of one kind (a number, or a string holding one) and every step fits in an i64.
+    fn steps(&self, reports: usize) -> Option<(i128, bool, impl Iterator<Item = i64> + '_)> {
+        let Some(&Cell::Int { value, quoted }) = self.cells.first() else {
+            return None;
+        };
+        let steps = self.cells.windows(2).map(move |w| match (w[0], w[1]) {
+            (
+                Cell::Int { value: a, .. },
+                Cell::Int {
+                    value: b,
+                    quoted: q,
+                },
+            ) if q == quoted => i64::try_from(b - a).ok(),
+            _ => None,
+        });
+        let whole = self.cells.len() == reports && steps.clone().all(|s| s.is_some());
+        whole.then(|| (value, quoted, steps.flatten()))
+    }
+
+    /// Writes `"start":..,"steps":[..]` if [`Column::steps`] has them; says whether it did.
     fn write_steps(&self, reports: usize, out: &mut Vec<u8>) -> bool {
-        let Some(&Cell::Int {
-            value: start,
-            quoted,
-        }) = self.cells.first()
-        else {
+        let Some((start, quoted, steps)) = self.steps(reports) else {
             return false;
         };
-        let mut steps = Vec::with_capacity(self.cells.len());
-        let mut previous = start;
-        for cell in &self.cells[1..] {
-            let Cell::Int { value, quoted: q } = *cell else {
-                return false;
-            };
-            let Ok(step) = i64::try_from(value - previous) else {
-                return false;
-            };
-            if q != quoted {
-                return false;
-            }
-            steps.push(step);
-            previous = value;
-        }
-        if self.cells.len() != reports {
-            return false;
-        }
         out.extend_from_slice(b"\"start\":");
         write_int(out, start, quoted);
         out.extend_from_slice(b",\"steps\":[");
-        let mut itoa = itoa::Buffer::new();
-        for (i, run) in steps.chunk_by(|a, b| a == b).enumerate() {
-            if i > 0 {
+        let mut first = true;
+        runs(steps.map(|s| (s, 1)), |step, count| {
+            if !first {
                 out.push(b',');
             }
-            let step = itoa.format(run[0]).as_bytes();
-            if run.len() == 1 {
+            first = false;
+            let mut digits = itoa::Buffer::new();
+            let step = digits.format(step).as_bytes();
+            if count == 1 {
                 out.extend_from_slice(step);
             } else {
                 out.push(b'[');
-                out.extend_from_slice(itoa::Buffer::new().format(run.len()).as_bytes());
+                out.extend_from_slice(itoa::Buffer::new().format(count).as_bytes());
                 out.push(b',');
                 out.extend_from_slice(step);
                 out.push(b']');
             }
-        }
+        });
         out.push(b']');
         true
     }
@@ -351,13 +350,10 @@ impl Column {
     fn write_runs(&self, reports: usize, out: &mut Vec<u8>) {
         out.extend_from_slice(b"\"runs\":[");
         let missing = reports - self.cells.len();
-        let trailing = [Cell::Absent];
-        let cells = self
-            .cells
-            .iter()
-            .chain(trailing.iter().filter(|_| missing > 0));
+        let cells = self.cells.iter().map(|&c| (c, 1));
+        let trailing = (missing > 0).then_some((Cell::Absent, missing));
         let mut first = true;
-        let mut write = |cell: Cell, count: usize| {
+        runs(cells.chain(trailing), |cell, count| {
             out.extend_from_slice(if first { b"[" } else { b",[" });
             first = false;
             out.extend_from_slice(itoa::Buffer::new().format(count).as_bytes());
@@ -373,23 +369,26 @@ impl Column {
                 }
             }
             out.push(b']');
-        };
-        let mut run: Option<(Cell, usize)> = None;
-        for (i, &cell) in cells.enumerate() {
-            let count = if i == self.cells.len() { missing } else { 1 };
-            run = match run {
-                Some((c, n)) if c == cell => Some((c, n + count)),
-                Some((c, n)) => {
-                    write(c, n);
-                    Some((cell, count))
-                }
-                None => Some((cell, count)),
-            };
-        }
-        if let Some((c, n)) = run {
-            write(c, n);
-        }
+        });
         out.push(b']');
+    }
+}
+
+/// Gives `each` every run of equal items (each item with its count) and the run's length.
+fn runs<T: PartialEq>(items: impl Iterator<Item = (T, usize)>, mut each: impl FnMut(T, usize)) {
+    let mut run: Option<(T, usize)> = None;
+    for (item, count) in items {
+        run = match run {
+            Some((r, n)) if r == item => Some((r, n + count)),
+            Some((r, n)) => {
+                each(r, n);
+                Some((item, count))
+            }
+            None => Some((item, count)),
+        };
+    }
+    if let Some((r, n)) = run {
+        each(r, n);
     }
 }
 
@@ -781,18 +780,6 @@ pub struct Rows {
     columns: Vec<(Vec<PathStep>, Cursor)>,
 }
 
-impl Rows {
-    /// How many reports are left to read.
-    pub fn len(&self) -> u64 {
-        self.left
-    }
-
-    /// Whether every report was read.
-    pub fn is_empty(&self) -> bool {
-        self.left == 0
-    }
-}
-
 /// Reads a history file; every column is checked to add up before the first report.
 pub fn rows(text: &[u8]) -> Result<Rows, HistoryError> {
     let doc: Doc = serde_json::from_slice(text).map_err(|e| HistoryError::Format(e.to_string()))?;
@@ -829,7 +816,15 @@ impl Iterator for Rows {
         }
         Some(report)
     }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        // At most MAX_REPORTS: fits.
+        let left = self.left as usize;
+        (left, Some(left))
+    }
 }
+
+impl ExactSizeIterator for Rows {}
 
 /// Puts `value` at `path` in `root`, making the objects and arrays on the way.
 fn set(root: &mut Value, path: &[PathStep], value: Value) {
