@@ -5,13 +5,23 @@
 //! collector: a collector outage must not restart or un-ready every agent of the cluster
 //! (they spool meanwhile, and a rolling update must still progress). Both bodies say
 //! whether the collector is connected and how many reports wait for its acknowledgement.
+//! `/metrics` on the same listener: the loop's own figures ([`crate::metrics`]).
 
 use std::{
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use axum::{Router, extract::State, http::StatusCode, routing::get};
+use axum::{
+    Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
+use nodemedic_proto::v1::NodeReport;
+
+use crate::metrics::AgentMetrics;
 
 /// What the report loop tells the health endpoint.
 #[derive(Debug)]
@@ -19,6 +29,7 @@ pub struct Health {
     /// No collection for this long makes `/healthz` fail.
     stale_after: Duration,
     state: Mutex<Seen>,
+    metrics: AgentMetrics,
 }
 
 #[derive(Debug, Default)]
@@ -36,6 +47,7 @@ impl Health {
         Health {
             stale_after: interval * 3 + Duration::from_secs(30),
             state: Mutex::default(),
+            metrics: AgentMetrics::default(),
         }
     }
 
@@ -43,20 +55,27 @@ impl Health {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A collection finished; `pending` reports wait for an acknowledgement.
-    pub fn collected(&self, pending: usize) {
-        let mut seen = self.seen();
-        seen.last_collect = Some(Instant::now());
-        seen.pending = pending;
+    /// A collection that took `elapsed` made `report`.
+    pub fn collected(&self, report: &NodeReport, elapsed: Duration) {
+        self.metrics.collected(report, elapsed);
+        self.seen().last_collect = Some(Instant::now());
     }
 
-    /// `pending` reports wait for an acknowledgement.
-    pub fn pending(&self, pending: usize) {
+    /// `pending` reports wait for an acknowledgement; `dropped` were dropped unsent since
+    /// the agent started.
+    pub fn queued(&self, pending: usize, dropped: u64) {
+        self.metrics.queued(pending, dropped);
         self.seen().pending = pending;
+    }
+
+    /// The collector acknowledged a report.
+    pub fn acknowledged(&self) {
+        self.metrics.acknowledged();
     }
 
     /// The stream to the collector opened.
     pub fn connected(&self) {
+        self.metrics.connected(true);
         let mut seen = self.seen();
         seen.connected = true;
         seen.last_error.clear();
@@ -64,9 +83,21 @@ impl Health {
 
     /// The stream to the collector is down, for `error`.
     pub fn disconnected(&self, error: &str) {
+        self.metrics.connected(false);
         let mut seen = self.seen();
         seen.connected = false;
         error.clone_into(&mut seen.last_error);
+    }
+
+    /// `/metrics`: the OpenMetrics text.
+    pub fn metrics(&self) -> impl IntoResponse + use<> {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            self.metrics.encode(),
+        )
     }
 
     /// `/healthz` at `now`: status and body.
@@ -114,7 +145,7 @@ impl Seen {
     }
 }
 
-/// Serves `/healthz` and `/readyz` on `listener` until the task is dropped.
+/// Serves `/healthz`, `/readyz` and `/metrics` on `listener` until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, health: Arc<Health>) -> std::io::Result<()> {
     let app = Router::new()
         .route(
@@ -124,6 +155,10 @@ pub async fn serve(listener: tokio::net::TcpListener, health: Arc<Health>) -> st
         .route(
             "/readyz",
             get(|State(h): State<Arc<Health>>| async move { h.ready() }),
+        )
+        .route(
+            "/metrics",
+            get(|State(h): State<Arc<Health>>| async move { h.metrics() }),
         )
         .with_state(health);
     axum::serve(listener, app).await
@@ -143,7 +178,8 @@ mod tests {
             "starting up is alive"
         );
         health.disconnected("connect: connection refused");
-        health.collected(1);
+        health.collected(&NodeReport::default(), Duration::from_millis(2));
+        health.queued(1, 0);
         let (status, body) = health.ready();
         assert_eq!(status, StatusCode::OK, "a collector outage is not unready");
         assert!(
@@ -156,7 +192,8 @@ mod tests {
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(body.starts_with("no report collected for 61s"), "{body}");
         health.connected();
-        health.pending(0);
+        health.acknowledged();
+        health.queued(0, 0);
         let (_, body) = health.live(Instant::now());
         assert!(
             body.contains("collector: connected\nunacknowledged reports: 0"),

@@ -3,6 +3,11 @@
 //! In a DaemonSet the node's `/` is mounted at `/host` and the agent runs with
 //! `--host-root /host`, like node_exporter's `--path.rootfs`; tests point the same code at a
 //! temporary tree. Probes never name `/proc` directly.
+//!
+//! The kernel's text files are parsed by procfs-core wherever it has a parser
+//! ([`HostRoot::parse`]: `Meminfo`, `VmStat`, `LoadAverage`, `Uptime`, a process's `Stat`;
+//! the pressure files line by line): its parsers read from any reader, so they read the
+//! host's files under the host root. `crate::parse` keeps what it does not cover.
 
 use std::{
     fs,
@@ -70,6 +75,19 @@ impl HostRoot {
         }
     }
 
+    /// Reads a host file with procfs-core's parser for it; errors name the file.
+    pub fn parse<T: procfs_core::FromRead>(&self, host_path: &str) -> Result<T, ProbeError> {
+        let path = self.path(host_path);
+        let bytes = fs::read(&path).map_err(|source| ProbeError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        T::from_read(bytes.as_slice()).map_err(|e| ProbeError::Parse {
+            path,
+            reason: parse_failure(&e, &bytes),
+        })
+    }
+
     /// The host's mount table: PID 1's, which is the host's even when the agent runs in its
     /// own mount namespace; this process's when PID 1's cannot be read.
     pub fn mount_table(&self) -> Result<Vec<MountInfo>, ProbeError> {
@@ -96,6 +114,22 @@ impl HostRoot {
             inodes_free: st.f_ffree,
         })
     }
+}
+
+/// Why procfs-core refused a file, said for an operator: what it could not read and how
+/// the file begins (procfs-core's own text for a malformed file names its source line and
+/// asks for a bug report, which would mislead here: the file is what is wrong).
+fn parse_failure(error: &procfs_core::ProcError, bytes: &[u8]) -> String {
+    let what = match error {
+        procfs_core::ProcError::InternalError(e) => e
+            .msg
+            .trim_start_matches("Internal Unwrap Error: ")
+            .to_owned(),
+        other => other.to_string(),
+    };
+    let text = String::from_utf8_lossy(bytes);
+    let start: String = text.chars().take(80).collect();
+    format!("{what}; the file begins {start:?}")
 }
 
 /// What `statvfs` says of a filesystem.

@@ -13,7 +13,8 @@
 //! - [`collect`]: one collection, probes to [`nodemedic_proto::v1::NodeReport`].
 //! - [`reporter`]: the loop that streams reports to the collector and resends what was
 //!   not acknowledged; [`spool`] keeps those reports on disk across agent restarts.
-//! - [`health`]: `/healthz` and `/readyz` for the kubelet's probes (`--health-listen`).
+//! - [`health`]: `/healthz` and `/readyz` for the kubelet's probes, and `/metrics`
+//!   ([`metrics`]: cycle time, probe failures, the queue), on `--health-listen`.
 //! - [`config`]: the YAML config file and its defaults.
 
 pub mod actions;
@@ -22,6 +23,7 @@ pub mod collect;
 pub mod config;
 pub mod health;
 pub mod host;
+pub mod metrics;
 pub mod parse;
 pub mod probe;
 pub mod probes;

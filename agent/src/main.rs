@@ -74,7 +74,8 @@ struct Args {
     #[arg(long = "allow-action", value_name = "ACTION")]
     allow_actions: Vec<String>,
     /// Serve /healthz (the report loop keeps collecting) and /readyz (the first report is
-    /// collected) on this address, for the kubelet's probes; e.g. 0.0.0.0:9442
+    /// collected) on this address, for the kubelet's probes, and /metrics (the agent's
+    /// cycle time, probe failures, queue depth) for Prometheus; e.g. 0.0.0.0:9442
     #[arg(long, env = "NODEMEDIC_HEALTH_LISTEN")]
     health_listen: Option<std::net::SocketAddr>,
 }
@@ -99,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("--health-listen {addr}"))?;
-        tracing::info!(message = "Serving /healthz and /readyz.", addr = %listener.local_addr()?);
+        tracing::info!(message = "Serving /healthz, /readyz and /metrics.", addr = %listener.local_addr()?);
         let health = Arc::clone(&health);
         tokio::spawn(async move {
             if let Err(e) = health::serve(listener, health).await {

@@ -345,18 +345,21 @@ pub async fn run(
             }
             _ = ticker.tick(), if !(opts.once && collected_once) => {
                 collected_once = true;
+                let started = Instant::now();
                 let report = collector.collect().await;
+                opts.health.collected(&report, started.elapsed());
                 debug!(message = "Collected.", findings = report.findings.len());
                 if let Some(report) = queue.push(report) {
                     send(&mut conn, report);
                 }
-                opts.health.collected(queue.pending.len());
+                opts.health.queued(queue.pending.len(), queue.dropped);
             }
             message = next_message(&mut conn) => match message {
                 Ok(CollectorMessage { kind: Some(collector_message::Kind::Ack(ack)) }) => {
                     debug!(message = "Acknowledged.", seq = ack.seq, duplicate = ack.duplicate);
                     queue.ack(ack.seq);
-                    opts.health.pending(queue.pending.len());
+                    opts.health.acknowledged();
+                    opts.health.queued(queue.pending.len(), queue.dropped);
                     if opts.once && queue.pending.is_empty() {
                         return Ok(());
                     }
@@ -391,6 +394,7 @@ pub async fn run(
                 Err(status) => {
                     if let Some(seq) = refused_seq(&status) && queue.drop_refused(seq) {
                         error!(message = "The collector refused a report as invalid; dropped it (sent again, it would be refused again).", seq, error = %status.message());
+                        opts.health.queued(queue.pending.len(), queue.dropped);
                     }
                     warn!(message = "Lost the collector stream.", code = ?status.code(), error = %status.message());
                     last_error = status.message().to_owned();

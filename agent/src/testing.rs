@@ -7,17 +7,13 @@ use nodemedic_proto::v1::NodeReport;
 
 use crate::host::HostRoot;
 
-/// The captured real files under `shared/fixtures/real` beside the repository
-/// (`NODEMEDIC_FIXTURES` overrides). Panics, never skips, when they are missing.
+/// The captured real files in `tests/fixtures/real/` (their origins and licences in its
+/// `SOURCES.md`). Panics, never skips, when they are missing.
 pub fn fixtures_dir() -> PathBuf {
-    let dir = std::env::var_os("NODEMEDIC_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/real")
-        });
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/real");
     assert!(
         dir.is_dir(),
-        "real fixtures not found at {}: clone the repository beside shared/ or set NODEMEDIC_FIXTURES",
+        "real fixtures not found at {}: they are part of the repository",
         dir.display()
     );
     dir
@@ -91,7 +87,8 @@ impl FakeHost {
         std::fs::write(&path, text).expect("write fake host file");
     }
 
-    /// Sets /proc/meminfo, in KiB as the kernel writes it.
+    /// Sets /proc/meminfo, in KiB as the kernel writes it: every line a 6.1 kernel writes
+    /// (procfs-core's parser wants them all), free memory as available, the rest zero.
     pub fn set_memory(
         &self,
         total_kb: u64,
@@ -99,13 +96,56 @@ impl FakeHost {
         swap_total_kb: u64,
         swap_free_kb: u64,
     ) {
-        self.write(
-            "/proc/meminfo",
-            &format!(
-                "MemTotal:       {total_kb} kB\nMemFree:        {available_kb} kB\nMemAvailable:   {available_kb} kB\n\
-                 Buffers:        0 kB\nCached:         0 kB\nSwapTotal:      {swap_total_kb} kB\nSwapFree:       {swap_free_kb} kB\n"
-            ),
-        );
+        let lines = [
+            ("MemTotal", total_kb),
+            ("MemFree", available_kb),
+            ("MemAvailable", available_kb),
+            ("Buffers", 0),
+            ("Cached", 0),
+            ("SwapCached", 0),
+            ("Active", 0),
+            ("Inactive", 0),
+            ("Active(anon)", 0),
+            ("Inactive(anon)", 0),
+            ("Active(file)", 0),
+            ("Inactive(file)", 0),
+            ("Unevictable", 0),
+            ("Mlocked", 0),
+            ("SwapTotal", swap_total_kb),
+            ("SwapFree", swap_free_kb),
+            ("Zswap", 0),
+            ("Zswapped", 0),
+            ("Dirty", 0),
+            ("Writeback", 0),
+            ("AnonPages", 0),
+            ("Mapped", 0),
+            ("Shmem", 0),
+            ("KReclaimable", 0),
+            ("Slab", 0),
+            ("SReclaimable", 0),
+            ("SUnreclaim", 0),
+            ("KernelStack", 0),
+            ("PageTables", 0),
+            ("SecPageTables", 0),
+            ("NFS_Unstable", 0),
+            ("Bounce", 0),
+            ("WritebackTmp", 0),
+            ("CommitLimit", total_kb / 2 + swap_total_kb),
+            ("Committed_AS", 0),
+            ("VmallocTotal", 34_359_738_367),
+            ("VmallocUsed", 0),
+            ("VmallocChunk", 0),
+            ("Percpu", 0),
+            ("HardwareCorrupted", 0),
+            ("AnonHugePages", 0),
+        ];
+        let mut text = String::new();
+        for (key, kb) in lines {
+            text.push_str(&format!("{:<16}{kb:>8} kB\n", format!("{key}:")));
+        }
+        text.push_str("HugePages_Total:       0\nHugePages_Free:        0\nHugePages_Rsvd:        0\nHugePages_Surp:        0\n");
+        text.push_str("Hugepagesize:       2048 kB\nHugetlb:               0 kB\n");
+        self.write("/proc/meminfo", &text);
     }
 
     /// Sets PID 1's mount table: `/` on the tree's own filesystem, plus `extra` mountinfo

@@ -1,4 +1,4 @@
-//! The kernel log probe on real kernel logs (`shared/fixtures/real/kernel/`), followed as a
+//! The kernel log probe on real kernel logs (`tests/fixtures/real/kernel/`), followed as a
 //! log file through a fake host, with nodemedic's rules and node-problem-detector's own rule
 //! files; and on the machine's real `/dev/kmsg`, with a real OOM kill in a pod's memory
 //! cgroup. Needs root (tmpfs, cgroups); fails, never skips, without it.

@@ -1,6 +1,6 @@
 //! The pods probe against a small API server of the tests' own (`testing::FakeApiServer`)
 //! playing list and watch with real objects recorded from clusters
-//! (`shared/fixtures/real/pods/`, and objects built around real fragments in
+//! (`tests/fixtures/real/pods/`, and objects built around real fragments in
 //! `tests/fixtures/kube/`), through the real `kube` client over HTTP. The tests check the
 //! findings, not the requests. Each runs the probe at the moment the objects were recorded.
 

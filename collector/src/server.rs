@@ -237,10 +237,21 @@ impl Bound {
         health
             .set_serving::<DiagnosticsServer<DiagnosticsService>>()
             .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(nodemedic_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
+        // Reflection in both versions: grpcurl and current clients speak v1; Python's
+        // grpcio-reflection, Postman, Evans and older grpcurl only v1alpha. Each lists
+        // both, so a client of either version sees every service served.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .include_reflection_service(false)
+                .register_encoded_file_descriptor_set(nodemedic_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(
+                    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+                )
+        };
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
 
         let stopped = |mut rx: tokio::sync::watch::Receiver<()>| async move {
             let _ = rx.changed().await;
@@ -249,7 +260,8 @@ impl Bound {
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_service(health_service)
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(
                 AgentGatewayServer::new(gateway)
                     .max_decoding_message_size(config.max_message_bytes)

@@ -557,6 +557,7 @@ async fn health_and_reflection_answer_without_the_protos() {
         [
             "grpc.health.v1.Health",
             "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
             "nodemedic.v1.AgentGateway",
             "nodemedic.v1.Diagnostics"
         ]

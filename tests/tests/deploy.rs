@@ -23,11 +23,8 @@ fn the_shipped_agent_config_and_site_runbooks_load() {
 
 /// The `--flag` names in the container args of the object of `kind` in the rendered file.
 fn flags(rendered: &str, kind: &str) -> Vec<String> {
-    let doc = rendered
-        .split("\n---\n")
-        .find(|d| d.lines().any(|l| l == format!("kind: {kind}")))
-        .unwrap_or_else(|| panic!("no {kind} in deploy/nodemedic.yaml"));
-    doc.lines()
+    doc(rendered, kind)
+        .lines()
         .filter_map(|l| l.trim_start().strip_prefix("- --"))
         .map(|f| f.split('=').next().unwrap().to_owned())
         .collect()
@@ -54,4 +51,33 @@ fn every_flag_in_the_manifests_is_one_the_binary_takes() {
             );
         }
     }
+}
+
+/// The document of the rendered file whose `kind:` is `kind`.
+fn doc<'a>(rendered: &'a str, kind: &str) -> &'a str {
+    rendered
+        .split("\n---\n")
+        .find(|d| d.lines().any(|l| l == format!("kind: {kind}")))
+        .unwrap_or_else(|| panic!("no {kind} in deploy/nodemedic.yaml"))
+}
+
+#[test]
+fn both_workloads_run_on_linux_nodes_only_and_nothing_budgets_one_replica() {
+    let rendered = std::fs::read_to_string(deploy("nodemedic.yaml")).unwrap();
+    for kind in ["DaemonSet", "StatefulSet"] {
+        let d = doc(&rendered, kind);
+        assert!(
+            d.contains("nodeSelector:\n        kubernetes.io/os: linux"),
+            "{kind} selects Linux nodes:\n{d}"
+        );
+        assert!(d.contains("ephemeral-storage:"), "{kind} bounds its logs");
+    }
+    assert!(
+        !rendered.contains("kind: PodDisruptionBudget"),
+        "a budget on the one collector replica protects nothing (deploy/README.md)"
+    );
+    assert!(
+        doc(&rendered, "StatefulSet").contains("replicas: 1"),
+        "one collector: if it ever has more, decide on a budget again"
+    );
 }

@@ -59,7 +59,7 @@ mod tests {
 
     #[test]
     fn both_drivers_and_every_qos_class() {
-        // From the kernel logs in ../shared/fixtures/real/kernel/.
+        // From the kernel logs in tests/fixtures/real/kernel/.
         let cid = "6895a3e13439535852d3184ac2aadd26d7363cc035f171545ec7d4ce74073b0b";
         assert_eq!(
             pod_of(&format!(

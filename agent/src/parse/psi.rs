@@ -1,62 +1,53 @@
-//! `/proc/pressure/{cpu,memory,io}`: pressure stall information.
+//! `/proc/pressure/{cpu,memory,io}`: pressure stall information, in the report's shape.
 //!
 //! ```text
 //! some avg10=0.82 avg60=1.49 avg300=2.16 total=16302043
 //! full avg10=0.00 avg60=0.00 avg300=0.00 total=0
 //! ```
+//!
+//! Each line goes through procfs-core's record parser; what is left here is what it does
+//! not do: the `cpu` file of kernels before 5.13 has no `full` line (procfs-core's
+//! `CpuPressure` needs one), and its `f32` averages are given back as the two decimals
+//! the kernel prints.
 
 use nodemedic_proto::v1::Psi;
+use procfs_core::{PressureRecord, parse_pressure_record};
 
 use super::ParseError;
 
-/// Parses a pressure file. A missing `full` line (cpu on kernels before 5.13) leaves the
-/// `full_*` fields at zero.
+/// Parses a pressure file. A missing `full` line leaves the `full_*` fields at zero.
 pub fn parse(text: &str) -> Result<Psi, ParseError> {
-    let mut psi = Psi::default();
-    let mut saw_some = false;
+    let mut some = None;
+    let mut full = None;
     for (i, line) in text.lines().enumerate() {
-        let mut fields = line.split_whitespace();
-        let Some(kind) = fields.next() else { continue };
-        let (avg10, avg60, avg300) = match kind {
-            "some" => {
-                saw_some = true;
-                (
-                    &mut psi.some_avg10,
-                    &mut psi.some_avg60,
-                    &mut psi.some_avg300,
-                )
-            }
-            "full" => (
-                &mut psi.full_avg10,
-                &mut psi.full_avg60,
-                &mut psi.full_avg300,
-            ),
-            other => {
-                return Err(ParseError::new(
-                    i + 1,
-                    format!("unknown line kind {other:?}"),
-                ));
-            }
-        };
-        for field in fields {
-            let (name, value) = field
-                .split_once('=')
-                .ok_or_else(|| ParseError::new(i + 1, format!("{field:?} is not name=value")))?;
-            let slot = match name {
-                "avg10" => &mut *avg10,
-                "avg60" => &mut *avg60,
-                "avg300" => &mut *avg300,
-                _ => continue,
-            };
-            *slot = value
-                .parse()
-                .map_err(|_| ParseError::new(i + 1, format!("{name}={value:?} is not a number")))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record = parse_pressure_record(line)
+            .map_err(|e| ParseError::new(i + 1, format!("{e}: {line:?}")))?;
+        if line.starts_with("some") {
+            some = Some(record);
+        } else {
+            full = Some(record);
         }
     }
-    if !saw_some {
-        return Err(ParseError::new(1, "no \"some\" line"));
-    }
-    Ok(psi)
+    let some = some.ok_or_else(|| ParseError::new(1, "no \"some\" line"))?;
+    let (some_avg10, some_avg60, some_avg300) = averages(&some);
+    let (full_avg10, full_avg60, full_avg300) = full.as_ref().map_or((0.0, 0.0, 0.0), averages);
+    Ok(Psi {
+        some_avg10,
+        some_avg60,
+        some_avg300,
+        full_avg10,
+        full_avg60,
+        full_avg300,
+    })
+}
+
+/// The three averages as the kernel printed them (two decimals), not `f32`'s nearest.
+fn averages(r: &PressureRecord) -> (f64, f64, f64) {
+    let printed = |v: f32| (f64::from(v) * 100.0).round() / 100.0;
+    (printed(r.avg10), printed(r.avg60), printed(r.avg300))
 }
 
 #[cfg(test)]

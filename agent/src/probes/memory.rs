@@ -15,7 +15,7 @@ use nodemedic_proto::{
 use super::percent;
 use crate::{
     config::MemoryThresholds,
-    parse::{kv::KvFile, proc_stat, psi},
+    parse::psi,
     probe::{Probe, ProbeContext, ProbeError, ProbeOutput, Section},
 };
 
@@ -41,16 +41,12 @@ impl Probe for MemoryProbe {
     fn run(&self, ctx: &ProbeContext) -> Result<ProbeOutput, ProbeError> {
         let host = &ctx.host;
         let t = &ctx.thresholds.memory;
-        let meminfo = KvFile::parse(&host.read("/proc/meminfo")?)
-            .map_err(|e| ProbeError::parse(host, "/proc/meminfo", e))?;
-        let field = |key: &str| {
-            meminfo.get(key).ok_or_else(|| ProbeError::Parse {
-                path: host.path("/proc/meminfo"),
-                reason: format!("no {key} line (MemAvailable needs Linux 3.14)"),
-            })
-        };
-        let vmstat = KvFile::parse(&host.read("/proc/vmstat")?)
-            .map_err(|e| ProbeError::parse(host, "/proc/vmstat", e))?;
+        let meminfo: procfs_core::Meminfo = host.parse("/proc/meminfo")?;
+        let available_bytes = meminfo.mem_available.ok_or_else(|| ProbeError::Parse {
+            path: host.path("/proc/meminfo"),
+            reason: "no MemAvailable line (MemAvailable needs Linux 3.14)".into(),
+        })?;
+        let vmstat: procfs_core::VmStat = host.parse("/proc/vmstat")?;
         let pressure = host
             .read_if_present("/proc/pressure/memory")?
             .map(|text| {
@@ -59,7 +55,7 @@ impl Probe for MemoryProbe {
             .transpose()?;
 
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let oom_kills_total = vmstat.get("oom_kill").unwrap_or(0);
+        let oom_kills_total = vmstat.0.get("oom_kill").map_or(0, |&n| n.max(0) as u64);
         // A counter that went down means the node rebooted: count from zero.
         let oom_kills_since_last = state
             .last_oom_kills
@@ -67,10 +63,10 @@ impl Probe for MemoryProbe {
         state.last_oom_kills = Some(oom_kills_total);
 
         let mut section = MemorySection {
-            total_bytes: field("MemTotal")?,
-            available_bytes: field("MemAvailable")?,
-            swap_total_bytes: meminfo.get("SwapTotal").unwrap_or(0),
-            swap_free_bytes: meminfo.get("SwapFree").unwrap_or(0),
+            total_bytes: meminfo.mem_total,
+            available_bytes,
+            swap_total_bytes: meminfo.swap_total,
+            swap_free_bytes: meminfo.swap_free,
             pressure,
             oom_kills_total,
             oom_kills_since_last,
@@ -108,12 +104,14 @@ fn top_processes(ctx: &ProbeContext, n: usize) -> Vec<ProcessMemory> {
         .filter_map(Result::ok)
         .filter_map(|entry| {
             let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
-            let text = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            let stat = proc_stat::parse(&text).ok()?;
+            let stat = <procfs_core::process::Stat as procfs_core::FromRead>::from_file(
+                entry.path().join("stat"),
+            )
+            .ok()?;
             Some(ProcessMemory {
                 pid,
                 name: stat.comm,
-                rss_bytes: stat.rss_pages * page_size,
+                rss_bytes: stat.rss.saturating_mul(page_size),
             })
         })
         .filter(|p| p.rss_bytes > 0)
@@ -304,13 +302,88 @@ mod tests {
         );
     }
 
+    /// A `/proc/<pid>/stat` line as Linux 6.x writes it (52 fields), for `pid` named
+    /// `comm` with `rss` pages resident.
+    fn stat_line(pid: u32, comm: &str, rss: u64) -> String {
+        format!(
+            "{pid} ({comm}) S 1 {pid} {pid} 0 -1 4194560 1073 0 0 0 12 3 0 0 20 0 1 0 1185 9187328 \
+             {rss} 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0 0 0 0 0 0 0 0 0\n"
+        )
+    }
+
     #[test]
-    fn processes_are_ranked_once_a_minute_or_at_once_on_trouble() {
+    fn real_meminfo_and_vmstat_of_a_kubernetes_worker() {
+        let host = crate::testing::FakeHost::new();
+        host.write(
+            "/proc/meminfo",
+            &crate::testing::fixture("proc/hotsos-k8s-node-meminfo"),
+        );
+        host.write(
+            "/proc/vmstat",
+            &crate::testing::fixture("proc/hotsos-k8s-node-vmstat"),
+        );
+        let ctx = ProbeContext {
+            host: host.root(),
+            now: SystemTime::now(),
+            thresholds: Default::default(),
+        };
+        let Section::Memory(m) = MemoryProbe::default().run(&ctx).unwrap().section else {
+            panic!()
+        };
+        assert_eq!(m.total_bytes, 4_026_036 * 1024);
+        assert_eq!(m.available_bytes, 2_775_844 * 1024);
+        assert_eq!(m.oom_kills_total, 0);
+    }
+
+    #[test]
+    fn a_meminfo_without_memavailable_or_broken_is_an_error_naming_the_file() {
+        let host = crate::testing::FakeHost::new();
+        let ctx = ProbeContext {
+            host: host.root(),
+            now: SystemTime::now(),
+            thresholds: Default::default(),
+        };
+        // prometheus/procfs's own fixture has no MemAvailable line, as kernels before 3.14.
+        host.write(
+            "/proc/meminfo",
+            &crate::testing::fixture("proc/procfs-go-fixture-meminfo"),
+        );
+        let err = MemoryProbe::default().run(&ctx).unwrap_err().to_string();
+        assert!(
+            err.contains("meminfo") && err.contains("Linux 3.14"),
+            "{err}"
+        );
+        host.write("/proc/meminfo", "MemTotal: lots kB\n");
+        let err = MemoryProbe::default().run(&ctx).unwrap_err().to_string();
+        assert!(
+            err.contains("/proc/meminfo") && err.contains("lots"),
+            "{err}"
+        );
+        assert!(!err.contains("procfs bug"), "{err}");
+    }
+
+    #[test]
+    fn a_process_named_with_spaces_and_parentheses_is_ranked_whole() {
         let host = crate::testing::FakeHost::new();
         host.write(
             "/proc/4242/stat",
-            &format!("4242 (hog) S {}", "0 ".repeat(20) + "1000 0"),
+            &stat_line(4242, "tmux: server) (x)", 1234),
         );
+        let ctx = ProbeContext {
+            host: host.root(),
+            now: SystemTime::now(),
+            thresholds: Default::default(),
+        };
+        let top = top_processes(&ctx, 5);
+        assert_eq!(top.len(), 1);
+        assert_eq!(top[0].name, "tmux: server) (x)");
+        assert_eq!(top[0].rss_bytes, 1234 * rustix::param::page_size() as u64);
+    }
+
+    #[test]
+    fn processes_are_ranked_once_a_minute_or_at_once_on_trouble() {
+        let host = crate::testing::FakeHost::new();
+        host.write("/proc/4242/stat", &stat_line(4242, "hog", 1000));
         let probe = MemoryProbe::default();
         let t0 = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
         let run = |secs: u64| {
@@ -328,16 +401,10 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(run(0), ["hog"]);
-        host.write(
-            "/proc/4243/stat",
-            &format!("4243 (bigger) S {}", "0 ".repeat(20) + "9000 0"),
-        );
+        host.write("/proc/4243/stat", &stat_line(4243, "bigger", 9000));
         assert_eq!(run(30), ["hog"], "the ranking is reused within a minute");
         assert_eq!(run(60), ["bigger", "hog"]);
-        host.write(
-            "/proc/4244/stat",
-            &format!("4244 (biggest) S {}", "0 ".repeat(20) + "99000 0"),
-        );
+        host.write("/proc/4244/stat", &stat_line(4244, "biggest", 99000));
         host.set_memory(8 * 1024 * 1024, 10 * 1024, 0, 0);
         assert_eq!(
             run(70),

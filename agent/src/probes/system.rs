@@ -26,19 +26,10 @@ impl Probe for SystemProbe {
             reason,
         };
 
-        // "0.53 0.81 0.43 1/78 5385": runnable/total scheduling entities.
-        let loadavg = host.read("/proc/loadavg")?;
-        let pids_in_use = loadavg
-            .split_whitespace()
-            .nth(3)
-            .and_then(|f| f.split_once('/'))
-            .and_then(|(_, total)| total.parse().ok())
-            .ok_or_else(|| {
-                parse_err(
-                    "/proc/loadavg",
-                    format!("no running/total field in {:?}", loadavg.trim()),
-                )
-            })?;
+        // "0.53 0.81 0.43 1/78 5385": the total after the slash is every scheduling
+        // entity (process or thread), which is what pid_max limits.
+        let loadavg: procfs_core::LoadAverage = host.parse("/proc/loadavg")?;
+        let pids_in_use = u64::from(loadavg.max);
         // "304 0 2466177": allocated, unused (always 0 since 2.6), maximum.
         let file_nr = host.read("/proc/sys/fs/file-nr")?;
         let mut fields = file_nr.split_whitespace().map(str::parse::<u64>);
@@ -50,14 +41,7 @@ impl Probe for SystemProbe {
                 format!("expected three numbers, found {:?}", file_nr.trim()),
             ));
         };
-        let uptime = host.read("/proc/uptime")?;
-        let uptime_seconds = uptime
-            .split_whitespace()
-            .next()
-            .and_then(|s| s.parse::<f64>().ok())
-            .ok_or_else(|| {
-                parse_err("/proc/uptime", format!("no uptime in {:?}", uptime.trim()))
-            })?;
+        let uptime: procfs_core::Uptime = host.parse("/proc/uptime")?;
         let cpu_pressure = host
             .read_if_present("/proc/pressure/cpu")?
             .map(|text| {
@@ -74,7 +58,7 @@ impl Probe for SystemProbe {
                 .read_u64_if_present("/proc/sys/net/netfilter/nf_conntrack_count")?,
             conntrack_max: host.read_u64_if_present("/proc/sys/net/netfilter/nf_conntrack_max")?,
             cpu_pressure,
-            uptime_seconds: uptime_seconds as u64,
+            uptime_seconds: uptime.uptime.max(0.0) as u64,
             kernel_release: host
                 .read_if_present("/proc/sys/kernel/osrelease")?
                 .unwrap_or_default()

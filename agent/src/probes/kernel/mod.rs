@@ -68,15 +68,11 @@ impl KernelProbe {
             source,
         };
         let source = if name == "/dev/kmsg" {
-            let uptime = host
-                .read("/proc/uptime")?
-                .split_whitespace()
-                .next()
-                .and_then(|s| s.parse::<f64>().ok())
-                .map(Duration::from_secs_f64)
-                .ok_or_else(|| ProbeError::Parse {
+            let uptime: procfs_core::Uptime = host.parse("/proc/uptime")?;
+            let uptime =
+                Duration::try_from_secs_f64(uptime.uptime).map_err(|e| ProbeError::Parse {
                     path: host.path("/proc/uptime"),
-                    reason: "no uptime".into(),
+                    reason: e.to_string(),
                 })?;
             Source::Kmsg(Kmsg::open(path.clone(), uptime, self.config.lookback).map_err(io_err)?)
         } else {

@@ -1,5 +1,5 @@
 //! What the kubelet's and the scheduler's messages mean, told apart where the words allow.
-//! Each function is tested on real messages from `shared/fixtures/real/pods/`.
+//! Each function is tested on real messages from `tests/fixtures/real/pods/`.
 
 /// Why an image pull failed: `auth`, `not_found`, `rate_limit`, `timeout`, `tls`,
 /// `unreachable`, or `other`.
