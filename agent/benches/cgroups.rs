@@ -4,15 +4,13 @@
 //!
 //! `cargo bench -p nodemedic-agent --bench cgroups` (root: the fake host is a tmpfs).
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant, SystemTime},
-};
+use std::time::{Duration, Instant, SystemTime};
 
 use nodemedic_agent::{
-    config::{CgroupsConfig, ImagesConfig, Thresholds},
-    probe::{Probe, ProbeContext, Section},
-    probes::cgroups::{CgroupsProbe, names::KubeSlot},
+    config::{CgroupsConfig, DiskThresholds, ImagesConfig},
+    kubernetes::view::KubeSlot,
+    probes::cgroups::CgroupsProbe,
+    probes::{Probe, ProbeContext, Section},
     testing::FakeHost,
 };
 
@@ -63,13 +61,14 @@ fn main() {
             every: Duration::ZERO,
             ..CgroupsConfig::default()
         },
-        ImagesConfig::default(),
+        ImagesConfig::default().sockets(),
+        ImagesConfig::default().timeout,
+        DiskThresholds::default().nodefs_warn_available,
         KubeSlot::default(),
     );
     let ctx = ProbeContext {
         host: host.root(),
         now: SystemTime::now(),
-        thresholds: Arc::new(Thresholds::default()),
     };
     let first = Instant::now();
     probe.run(&ctx).unwrap();

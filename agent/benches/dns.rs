@@ -1,12 +1,12 @@
 //! CPU cost and query count of DNS probe cycles against a local dnsmasq (started here, on
 //! 127.0.0.50). Run: `cargo bench -p nodemedic-agent --bench dns` (needs dnsmasq).
 
-use std::{sync::Arc, time::SystemTime};
+use std::time::SystemTime;
 
 use nodemedic_agent::{
     config::DnsConfig,
-    probe::{Probe, ProbeContext, Section},
     probes::dns::DnsProbe,
+    probes::{Probe, ProbeContext, Section},
     testing::{Dnsmasq, FakeHost},
 };
 
@@ -20,7 +20,6 @@ fn measure(name: &str, config: DnsConfig, host: &FakeHost) {
     let ctx = ProbeContext {
         host: host.root(),
         now: SystemTime::now(),
-        thresholds: Arc::default(),
     };
     let cycles = 600u32;
     let (cpu0, wall0) = (cpu_time(), std::time::Instant::now());

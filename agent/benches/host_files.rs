@@ -3,10 +3,10 @@
 //! containerd overlays, meminfo, vmstat), in a fake host tree on a tmpfs (needs root).
 //! Run: `cargo bench -p nodemedic-agent --bench host_files`.
 
-use std::{sync::Arc, time::SystemTime};
+use std::time::SystemTime;
 
 use nodemedic_agent::{
-    probe::{Probe, ProbeContext},
+    probes::{Probe, ProbeContext},
     probes::{memory::MemoryProbe, system::SystemProbe},
     testing::{FakeHost, fixture},
 };
@@ -40,7 +40,6 @@ fn main() {
     let ctx = ProbeContext {
         host: root.clone(),
         now: SystemTime::now(),
-        thresholds: Arc::default(),
     };
     println!("host files of a real Kubernetes worker (hotsos fixtures):");
     measure("mount table (56 mounts)", 20_000, || {
@@ -63,7 +62,7 @@ fn main() {
         "system probe (loadavg, file-nr, uptime, PSI)",
         20_000,
         || {
-            SystemProbe.run(&ctx).unwrap();
+            SystemProbe::default().run(&ctx).unwrap();
         },
     );
 }

@@ -3,13 +3,13 @@
 //! Run: `cargo bench -p nodemedic-agent --bench images` (needs root, docker.io, containerd;
 //! env IMAGES, RUNS).
 
-use std::{sync::Arc, time::SystemTime};
+use std::time::SystemTime;
 
 use nodemedic_agent::{
-    config::ImagesConfig,
+    config::{DiskThresholds, ImagesConfig},
     host::HostRoot,
-    probe::{Probe, ProbeContext, Section},
     probes::images::ImagesProbe,
+    probes::{Probe, ProbeContext, Section},
     testing::{Containerd, Dockerd},
 };
 
@@ -48,11 +48,10 @@ fn process_cpu(name: &str) -> std::time::Duration {
 /// `fresh`: a new probe each run, so Docker's `/system/df` runs every time (what happens
 /// when images or containers changed); otherwise one probe, as the agent keeps it.
 fn measure(name: &str, daemon: &str, config: ImagesConfig, kind: &str, runs: u32, fresh: bool) {
-    let mut probe = ImagesProbe::new(config.clone());
+    let mut probe = ImagesProbe::new(config.clone(), DiskThresholds::default().fill_fit());
     let ctx = ProbeContext {
         host: HostRoot::new("/"),
         now: SystemTime::now(),
-        thresholds: Arc::default(),
     };
     // One run to warm the connection paths up.
     probe.run(&ctx).unwrap();
@@ -60,7 +59,7 @@ fn measure(name: &str, daemon: &str, config: ImagesConfig, kind: &str, runs: u32
     let mut images = 0;
     for _ in 0..runs {
         if fresh {
-            probe = ImagesProbe::new(config.clone());
+            probe = ImagesProbe::new(config.clone(), DiskThresholds::default().fill_fit());
         }
         let out = probe.run(&ctx).expect("the probe runs");
         let Section::Images(s) = out.section else {

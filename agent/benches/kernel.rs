@@ -7,14 +7,13 @@
 
 use std::{
     io::Write,
-    sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
 use nodemedic_agent::{
-    config::{KernelConfig, Thresholds},
-    probe::{Probe, ProbeContext, Section},
+    config::KernelConfig,
     probes::kernel::KernelProbe,
+    probes::{Probe, ProbeContext, Section},
     testing::{FakeHost, fixture},
 };
 
@@ -55,7 +54,6 @@ fn run(probe: &KernelProbe, host: &FakeHost) -> (u64, usize) {
         .run(&ProbeContext {
             host: host.root(),
             now: SystemTime::now(),
-            thresholds: Arc::new(Thresholds::default()),
         })
         .expect("probe runs");
     let Section::Kernel(s) = out.section else {

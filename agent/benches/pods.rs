@@ -11,9 +11,7 @@ use std::{
 
 use k8s_openapi::api::core::v1::{Event, Pod};
 use nodemedic_agent::{
-    config::KubernetesConfig,
-    probes::pods::{judge, view::Cluster},
-    testing::fixture,
+    config::KubernetesConfig, kubernetes::cluster::Cluster, probes::pods::judge, testing::fixture,
 };
 use serde_json::Value;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};

@@ -7,17 +7,47 @@
 //! The kernel's text files are parsed by procfs-core wherever it has a parser
 //! ([`HostRoot::parse`]: `Meminfo`, `VmStat`, `LoadAverage`, `Uptime`, a process's `Stat`;
 //! the pressure files line by line): its parsers read from any reader, so they read the
-//! host's files under the host root. `crate::parse` keeps what it does not cover.
+//! host's files under the host root. `crate::parse` keeps what it does not cover. (The `procfs` crate itself and `sysinfo` read only this process's own
+//! `/proc`, which in a pod is not the node's.)
 
 use std::{
     fs,
     path::{Path, PathBuf},
 };
 
-use crate::{
-    parse::mountinfo::{self, MountInfo},
-    probe::ProbeError,
+use crate::parse::{
+    ParseError,
+    mountinfo::{self, MountInfo},
 };
+
+/// A host file that could not be read, or did not hold what the kernel writes there.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file, under the host root.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file did not hold what the kernel writes there.
+    #[error("cannot parse {path}: {reason}")]
+    Parse {
+        /// The file, under the host root.
+        path: PathBuf,
+        /// What was wrong, with the line.
+        reason: String,
+    },
+}
+
+impl HostError {
+    /// Whether the file does not exist (a module not loaded, a kernel without the feature).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, HostError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+}
 
 /// The directory that stands for the node's `/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,15 +70,15 @@ impl HostRoot {
     }
 
     /// Reads a host file as text; the error names the file.
-    pub fn read(&self, host_path: &str) -> Result<String, ProbeError> {
+    pub fn read(&self, host_path: &str) -> Result<String, HostError> {
         let path = self.path(host_path);
-        fs::read_to_string(&path).map_err(|source| ProbeError::Io { path, source })
+        fs::read_to_string(&path).map_err(|source| HostError::Io { path, source })
     }
 
     /// Reads a host file that holds one unsigned number (`/proc/sys/...`).
-    pub fn read_u64(&self, host_path: &str) -> Result<u64, ProbeError> {
+    pub fn read_u64(&self, host_path: &str) -> Result<u64, HostError> {
         let text = self.read(host_path)?;
-        text.trim().parse().map_err(|_| ProbeError::Parse {
+        text.trim().parse().map_err(|_| HostError::Parse {
             path: self.path(host_path),
             reason: format!("expected a number, found {:?}", text.trim()),
         })
@@ -56,33 +86,37 @@ impl HostRoot {
 
     /// Like [`HostRoot::read_u64`], but `None` when the file does not exist (a kernel
     /// module that is not loaded, a kernel without the feature).
-    pub fn read_u64_if_present(&self, host_path: &str) -> Result<Option<u64>, ProbeError> {
+    pub fn read_u64_if_present(&self, host_path: &str) -> Result<Option<u64>, HostError> {
         match self.read_u64(host_path) {
-            Err(ProbeError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                Ok(None)
-            }
+            Err(e) if e.is_not_found() => Ok(None),
             other => other.map(Some),
         }
     }
 
     /// Like [`HostRoot::read`], but `None` when the file does not exist.
-    pub fn read_if_present(&self, host_path: &str) -> Result<Option<String>, ProbeError> {
+    pub fn read_if_present(&self, host_path: &str) -> Result<Option<String>, HostError> {
         match self.read(host_path) {
-            Err(ProbeError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                Ok(None)
-            }
+            Err(e) if e.is_not_found() => Ok(None),
             other => other.map(Some),
         }
     }
 
+    /// A parse error of a file under the host root.
+    pub fn parse_error(&self, host_path: &str, err: ParseError) -> HostError {
+        HostError::Parse {
+            path: self.path(host_path),
+            reason: err.to_string(),
+        }
+    }
+
     /// Reads a host file with procfs-core's parser for it; errors name the file.
-    pub fn parse<T: procfs_core::FromRead>(&self, host_path: &str) -> Result<T, ProbeError> {
+    pub fn parse<T: procfs_core::FromRead>(&self, host_path: &str) -> Result<T, HostError> {
         let path = self.path(host_path);
-        let bytes = fs::read(&path).map_err(|source| ProbeError::Io {
+        let bytes = fs::read(&path).map_err(|source| HostError::Io {
             path: path.clone(),
             source,
         })?;
-        T::from_read(bytes.as_slice()).map_err(|e| ProbeError::Parse {
+        T::from_read(bytes.as_slice()).map_err(|e| HostError::Parse {
             path,
             reason: parse_failure(&e, &bytes),
         })
@@ -90,18 +124,18 @@ impl HostRoot {
 
     /// The host's mount table: PID 1's, which is the host's even when the agent runs in its
     /// own mount namespace; this process's when PID 1's cannot be read.
-    pub fn mount_table(&self) -> Result<Vec<MountInfo>, ProbeError> {
+    pub fn mount_table(&self) -> Result<Vec<MountInfo>, HostError> {
         let (path, text) = match self.read_if_present("/proc/1/mountinfo") {
             Ok(Some(text)) => ("/proc/1/mountinfo", text),
             _ => ("/proc/self/mountinfo", self.read("/proc/self/mountinfo")?),
         };
-        mountinfo::parse(&text).map_err(|e| ProbeError::parse(self, path, e))
+        mountinfo::parse(&text).map_err(|e| self.parse_error(path, e))
     }
 
     /// Size and use of the filesystem holding a host path.
-    pub fn fs_usage(&self, host_path: &str) -> Result<FsUsage, ProbeError> {
+    pub fn fs_usage(&self, host_path: &str) -> Result<FsUsage, HostError> {
         let path = self.path(host_path);
-        let st = rustix::fs::statvfs(&path).map_err(|e| ProbeError::Io {
+        let st = rustix::fs::statvfs(&path).map_err(|e| HostError::Io {
             path: path.clone(),
             source: e.into(),
         })?;

@@ -4,32 +4,41 @@
 //! `nodemedic doctor` runs the same probes in-process.
 //!
 //! ## Layout
-//! - [`host`]: the host root every path goes through (`--host-root /host` in a pod).
-//! - [`parse`]: pure parsers of the kernel's files, tested on real captured files.
-//! - [`probe`]: the [`probe::Probe`] trait and [`probe::ProbeSet`], which runs probes
-//!   under a deadline and turns a failure into a `probe.failed` finding.
-//! - [`probes`]: one module per probe (`disk`, `memory`, `system`); each measures its
-//!   section of the report and judges it against [`config::Thresholds`].
-//! - [`collect`]: one collection, probes to [`nodemedic_proto::v1::NodeReport`].
+//! From the bottom up; a module imports only from the lines above its own.
+//! - [`units`], [`host`] (the host root every path goes through, `--host-root /host` in a
+//!   pod; `/proc` files through procfs-core) and [`parse`] (pure parsers of the files
+//!   procfs-core does not cover, tested on real captured files).
+//! - Shared by several probes, owned by none: [`runtime`] (Docker and CRI clients),
+//!   [`kubernetes`] (the watches of this node's objects and their compact view),
+//!   [`forecast`] (fill rates).
+//! - [`probes`]: the [`probes::Probe`] trait, one module per probe with its own settings,
+//!   and [`probes::set::ProbeSet`], which runs them under a deadline and turns a failure
+//!   into a `probe.failed` finding.
+//! - [`config`]: the YAML config file, gathering each probe's settings.
+//! - [`agent`]: one collection, probes to a [`nodemedic_proto::v1::NodeReport`].
+//! - [`remediation`]: the actions the collector may ask for (plan, then apply).
 //! - [`reporter`]: the loop that streams reports to the collector and resends what was
-//!   not acknowledged; [`spool`] keeps those reports on disk across agent restarts.
+//!   not acknowledged; [`spool`] keeps those reports on disk across agent restarts,
+//!   [`backoff`] paces reconnects.
 //! - [`health`]: `/healthz` and `/readyz` for the kubelet's probes, and `/metrics`
 //!   ([`metrics`]: cycle time, probe failures, the queue), on `--health-listen`.
-//! - [`config`]: the YAML config file and its defaults.
 
-pub mod actions;
+pub mod agent;
 pub mod backoff;
-pub mod collect;
 pub mod config;
+pub mod forecast;
 pub mod health;
 pub mod host;
+pub mod kubernetes;
 pub mod metrics;
 pub mod parse;
-pub mod probe;
 pub mod probes;
+pub mod remediation;
 pub mod reporter;
+pub mod runtime;
 pub mod spool;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
+pub mod units;
 
-pub use collect::Collector;
+pub use agent::Agent;

@@ -5,12 +5,12 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use anyhow::Context;
 use clap::Parser;
 use nodemedic_agent::{
-    Collector,
-    actions::Actions,
-    collect::node_name,
+    Agent,
+    agent::node_name,
     config::Config,
     health::{self, Health},
     host::HostRoot,
+    remediation::Remediator,
     reporter::{self, ReporterOptions},
     spool::SpoolLimits,
 };
@@ -89,11 +89,12 @@ async fn main() -> anyhow::Result<()> {
     }
     let config = Config::load_or_default(args.config.as_deref())?;
     let node = node_name(args.node_name)?;
-    let actions = Arc::new(Actions::new(
+    let remediator = Arc::new(Remediator::new(
         &node,
         &args.allow_actions,
         HostRoot::new(&args.host_root),
-        config.images.clone(),
+        config.images.sockets(),
+        config.images.timeout,
     )?);
     let health = Arc::new(Health::new(args.interval));
     if let Some(addr) = args.health_listen {
@@ -108,9 +109,8 @@ async fn main() -> anyhow::Result<()> {
             }
         });
     }
-    let kubernetes = config.kubernetes.clone();
-    let collector = Collector::new(node, HostRoot::new(&args.host_root), config)
-        .with_kubernetes(args.kubeconfig.as_deref(), &kubernetes)
+    let agent = Agent::new(node, HostRoot::new(&args.host_root), &config)
+        .with_kubernetes(args.kubeconfig.as_deref(), &config.kubernetes)
         .await?;
     let opts = ReporterOptions {
         tls: nodemedic_proto::tls::ClientTls {
@@ -134,8 +134,8 @@ async fn main() -> anyhow::Result<()> {
             )
         }),
     };
-    tracing::info!(message = "Starting.", node = collector.node(), host_root = %args.host_root.display(), interval = ?args.interval, actions = ?args.allow_actions);
-    reporter::run(&collector, &opts, actions, shutdown_signal()).await?;
+    tracing::info!(message = "Starting.", node = agent.node(), host_root = %args.host_root.display(), interval = ?args.interval, actions = ?args.allow_actions);
+    reporter::run(&agent, &opts, remediator, shutdown_signal()).await?;
     Ok(())
 }
 

@@ -29,10 +29,10 @@ use tonic::{
 use tracing::{debug, error, info, warn};
 
 use crate::{
-    actions::Actions,
+    agent::{AGENT_VERSION, Agent},
     backoff::Backoff,
-    collect::{AGENT_VERSION, Collector},
     health::Health,
+    remediation::Remediator,
     spool::{Spool, SpoolError, SpoolLimits},
 };
 
@@ -307,9 +307,9 @@ fn refused_seq(status: &tonic::Status) -> Option<u64> {
 /// Collects every `interval` and streams the reports until `shutdown` resolves (or, with
 /// `once`, until the first report is acknowledged).
 pub async fn run(
-    collector: &Collector,
+    agent: &Agent,
     opts: &ReporterOptions,
-    actions: Arc<Actions>,
+    remediator: Arc<Remediator>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ReportError> {
     // Fails now on a bad URL or unreadable TLS files; built again at every reconnect, so
@@ -322,7 +322,7 @@ pub async fn run(
     };
     let mut queue = Queue::new(opts.max_pending, spool);
     let mut conn: Option<Connection> = None;
-    let mut backoff = Backoff::new(collector.node());
+    let mut backoff = Backoff::new(agent.node());
     let mut reconnect_at = Instant::now();
     let mut last_error = String::from("not connected yet");
     let mut ticker = tokio::time::interval(opts.interval);
@@ -346,7 +346,7 @@ pub async fn run(
             _ = ticker.tick(), if !(opts.once && collected_once) => {
                 collected_once = true;
                 let started = Instant::now();
-                let report = collector.collect().await;
+                let report = agent.collect().await;
                 opts.health.collected(&report, started.elapsed());
                 debug!(message = "Collected.", findings = report.findings.len());
                 if let Some(report) = queue.push(report) {
@@ -367,7 +367,7 @@ pub async fn run(
                 Ok(CollectorMessage { kind: Some(collector_message::Kind::Command(cmd)) }) => match cmd.kind {
                     Some(command::Kind::CollectNow(now)) => {
                         info!(message = "Collecting now on the collector's request.", reason = %now.reason);
-                        if let Some(report) = queue.push(collector.collect().await) {
+                        if let Some(report) = queue.push(agent.collect().await) {
                             send(&mut conn, report);
                         }
                     }
@@ -376,9 +376,9 @@ pub async fn run(
                         // answer goes back on the stream they came from.
                         if let Some(c) = &conn {
                             let outbound = c.outbound.clone();
-                            let actions = Arc::clone(&actions);
+                            let remediator = Arc::clone(&remediator);
                             tokio::spawn(async move {
-                                let result = actions.handle(request).await;
+                                let result = remediator.handle(request).await;
                                 let message = AgentMessage {
                                     kind: Some(agent_message::Kind::ActionResult(result)),
                                 };
@@ -408,7 +408,7 @@ pub async fn run(
                     Ok(fresh) => endpoint = fresh,
                     Err(e) => warn!(message = "Cannot read the TLS files again; using the ones read before.", error = %e),
                 }
-                match connect(&endpoint, collector, opts.interval).await {
+                match connect(&endpoint, agent, opts.interval).await {
                     Ok(c) => {
                         let last_seq = c.last_seq;
                         info!(message = "Connected to the collector.", url = %opts.collector_url, last_seq, resending = queue.pending.len());
@@ -492,7 +492,7 @@ async fn next_message(conn: &mut Option<Connection>) -> Result<CollectorMessage,
 /// Connects and opens the stream with this agent's Hello.
 async fn connect(
     endpoint: &Endpoint,
-    collector: &Collector,
+    agent: &Agent,
     interval: Duration,
 ) -> Result<Connection, tonic::Status> {
     let channel = endpoint
@@ -500,9 +500,9 @@ async fn connect(
         .await
         .map_err(|e| tonic::Status::unavailable(format!("connect: {}", error_chain(&e))))?;
     let hello = Hello {
-        node: collector.node().to_owned(),
+        node: agent.node().to_owned(),
         agent_version: AGENT_VERSION.to_owned(),
-        capabilities: collector.capabilities(),
+        capabilities: agent.capabilities(),
         interval: Some(duration(interval)),
     };
     // Room for a full resend queue plus what comes while it drains.

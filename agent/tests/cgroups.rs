@@ -16,13 +16,12 @@ use std::{
 };
 
 use nodemedic_agent::{
-    config::{CgroupsConfig, ImagesConfig, KubernetesConfig, Percent, Thresholds},
-    probe::{Probe, ProbeContext, Section},
-    probes::{
-        cgroups::{CgroupsProbe, names::KubeSlot},
-        pods::connect,
-    },
+    config::{CgroupsConfig, DiskThresholds, ImagesConfig, KubernetesConfig},
+    kubernetes::{view::KubeSlot, watch::connect},
+    probes::cgroups::CgroupsProbe,
+    probes::{Probe, ProbeContext, Section},
     testing::{Containerd, CriPodSpec, Dockerd, FakeApiServer, FakeHost, MemoryCgroup},
+    units::Percent,
 };
 use nodemedic_proto::v1::{CgroupsSection, Finding, Severity};
 
@@ -68,7 +67,14 @@ fn probe(config: CgroupsConfig, kube: KubeSlot) -> CgroupsProbe {
         every: Duration::ZERO,
         ..config
     };
-    CgroupsProbe::new(config, ImagesConfig::default(), kube)
+    let images = ImagesConfig::default();
+    CgroupsProbe::new(
+        config,
+        images.sockets(),
+        images.timeout,
+        DiskThresholds::default().nodefs_warn_available,
+        kube,
+    )
 }
 
 fn run(probe: &CgroupsProbe, host: &FakeHost) -> (CgroupsSection, Vec<Finding>) {
@@ -76,7 +82,6 @@ fn run(probe: &CgroupsProbe, host: &FakeHost) -> (CgroupsSection, Vec<Finding>) 
         .run(&ProbeContext {
             host: host.root(),
             now: SystemTime::now(),
-            thresholds: Arc::new(Thresholds::default()),
         })
         .expect("the cgroups probe runs");
     let Section::Cgroups(section) = out.section else {
@@ -301,7 +306,7 @@ async fn kube_with_holmes_pod(
     let view = connect(
         Some(&api.kubeconfig(dir.path())),
         "node-1",
-        &KubernetesConfig::default(),
+        &KubernetesConfig::default().watch_options(),
     )
     .await
     .unwrap()

@@ -2,12 +2,12 @@
 //! server, a dead upstream (SERVFAIL), a missing name, slow answers, lost answers, TCP
 //! refused, and a bad resolv.conf. Queries go only to servers these tests start.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use nodemedic_agent::{
     config::DnsConfig,
-    probe::{Probe, ProbeContext, Section},
     probes::dns::DnsProbe,
+    probes::{Probe, ProbeContext, Section},
     testing::{DnsStub, Dnsmasq, FakeHost, StubMode},
 };
 use nodemedic_proto::v1::{DnsSection, Finding, Severity};
@@ -28,7 +28,6 @@ fn run(probe: &DnsProbe, host: &FakeHost) -> (DnsSection, Vec<Finding>) {
     let ctx = ProbeContext {
         host: host.root(),
         now: std::time::SystemTime::now(),
-        thresholds: Arc::default(),
     };
     let out = probe.run(&ctx).expect("the DNS probe runs");
     let Section::Dns(section) = out.section else {

@@ -6,16 +6,16 @@
 use std::{
     path::{Path, PathBuf},
     process::Command,
-    sync::Arc,
     time::SystemTime,
 };
 
 use nodemedic_agent::{
-    config::{ImagesConfig, Percent, Thresholds},
+    config::{DiskThresholds, ImagesConfig},
     host::HostRoot,
-    probe::{Probe, ProbeContext, Section},
     probes::images::ImagesProbe,
+    probes::{Probe, ProbeContext, Section},
     testing::{Containerd, Dockerd},
+    units::Percent,
 };
 use nodemedic_proto::v1::{Finding, ImageRuntime, Severity};
 
@@ -24,14 +24,16 @@ const MB: usize = 1_000_000;
 /// Runs a new probe once with `config` on the real host; the runtime of `kind` and the
 /// findings about it.
 fn probe(config: ImagesConfig, kind: &str) -> (ImageRuntime, Vec<Finding>) {
-    run(&ImagesProbe::new(config), kind)
+    run(
+        &ImagesProbe::new(config, DiskThresholds::default().fill_fit()),
+        kind,
+    )
 }
 
 fn run(probe: &ImagesProbe, kind: &str) -> (ImageRuntime, Vec<Finding>) {
     let ctx = ProbeContext {
         host: HostRoot::new("/"),
         now: SystemTime::now(),
-        thresholds: Arc::new(Thresholds::default()),
     };
     let out = probe.run(&ctx).expect("the probe runs");
     let Section::Images(section) = out.section else {
@@ -155,7 +157,7 @@ fn docker_counts_and_reclaimable_bytes_match_docker_system_df() {
         r.fs_available_bytes = 0;
         r
     };
-    let kept = ImagesProbe::new(docker_config(&engine));
+    let kept = ImagesProbe::new(docker_config(&engine), DiskThresholds::default().fill_fit());
     assert_eq!(images(&run(&kept, "docker").0), images(&r));
     assert_eq!(
         images(&run(&kept, "docker").0),
@@ -258,9 +260,13 @@ fn a_socket_that_does_not_answer_is_runtime_unreachable() {
     let ctx = ProbeContext {
         host: HostRoot::new(dir.path()),
         now: SystemTime::now(),
-        thresholds: Arc::new(Thresholds::default()),
     };
-    let out = ImagesProbe::new(ImagesConfig::default()).run(&ctx).unwrap();
+    let out = ImagesProbe::new(
+        ImagesConfig::default(),
+        DiskThresholds::default().fill_fit(),
+    )
+    .run(&ctx)
+    .unwrap();
     assert!(out.findings.is_empty());
 }
 
@@ -319,7 +325,7 @@ fn a_full_image_filesystem_raises_gc_imminent() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cri_plan_and_apply_remove_unused_images() {
-    use nodemedic_agent::actions::Actions;
+    use nodemedic_agent::remediation::Remediator;
     use nodemedic_proto::v1::{ActionRequest, action_result};
 
     let dir = tempfile::tempdir().unwrap();
@@ -338,11 +344,12 @@ async fn cri_plan_and_apply_remove_unused_images() {
         cri_endpoint: Some(runtime.socket.to_string_lossy().into_owned()),
         ..ImagesConfig::default()
     };
-    let actions = Actions::new(
+    let actions = Remediator::new(
         "n1",
         &["images.*".into()],
         HostRoot::new("/"),
-        config.clone(),
+        config.sockets(),
+        config.timeout,
     )
     .unwrap();
     let plan = match actions
@@ -377,7 +384,7 @@ async fn cri_plan_and_apply_remove_unused_images() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn docker_stopped_containers_and_build_cache_are_pruned_as_planned() {
-    use nodemedic_agent::actions::Actions;
+    use nodemedic_agent::remediation::Remediator;
     use nodemedic_proto::v1::ActionRequest;
 
     let dir = tempfile::tempdir().unwrap();
@@ -385,14 +392,15 @@ async fn docker_stopped_containers_and_build_cache_are_pruned_as_planned() {
     engine.image("nodemedic.test/base:1", MB);
     engine.docker(&["create", "--name", "old", "nodemedic.test/base:1", "/blob"]);
     engine.build("nodemedic.test/built:1", 200_000);
-    let actions = Actions::new(
+    let actions = Remediator::new(
         "n1",
         &[
             "images.prune_stopped_containers".into(),
             "images.prune_build_cache".into(),
         ],
         HostRoot::new("/"),
-        docker_config(&engine),
+        docker_config(&engine).sockets(),
+        docker_config(&engine).timeout,
     )
     .unwrap();
     let plan = |action: &str| {

@@ -6,25 +6,20 @@
 use std::{
     collections::BTreeSet,
     path::PathBuf,
-    sync::Arc,
     time::{Duration, SystemTime},
 };
 
 use nodemedic_agent::{
-    config::{KernelConfig, Thresholds},
+    config::KernelConfig,
     host::HostRoot,
-    probe::{Probe, ProbeContext, Section},
     probes::kernel::KernelProbe,
+    probes::{Probe, ProbeContext, Section},
     testing::{FakeHost, MemoryCgroup, fixture, fixtures_dir},
 };
 use nodemedic_proto::v1::{Finding, KernelSection, Severity};
 
 fn ctx(host: HostRoot, now: SystemTime) -> ProbeContext {
-    ProbeContext {
-        host,
-        now,
-        thresholds: Arc::new(Thresholds::default()),
-    }
+    ProbeContext { host, now }
 }
 
 fn run(probe: &KernelProbe, host: HostRoot, now: SystemTime) -> (KernelSection, Vec<Finding>) {

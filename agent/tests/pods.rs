@@ -11,10 +11,11 @@ use std::{
 };
 
 use nodemedic_agent::{
-    config::{KubernetesConfig, Thresholds},
+    config::KubernetesConfig,
     host::HostRoot,
-    probe::{Probe, ProbeContext, Section},
-    probes::pods::{PodsProbe, connect},
+    kubernetes::watch::connect,
+    probes::pods::PodsProbe,
+    probes::{Probe, ProbeContext, Section},
     testing::{FakeApiServer, fixture},
 };
 use nodemedic_proto::v1::{Finding, PodsSection, Severity};
@@ -78,7 +79,7 @@ impl Api {
 
     async fn probe(&self, config: KubernetesConfig) -> PodsProbe {
         let kubeconfig = self.server.kubeconfig(self.dir.path());
-        let view = connect(Some(&kubeconfig), NODE, &config)
+        let view = connect(Some(&kubeconfig), NODE, &config.watch_options())
             .await
             .expect("a client from the kubeconfig")
             .expect("not node-only");
@@ -94,7 +95,6 @@ async fn run(probe: &Arc<PodsProbe>, now: SystemTime) -> (PodsSection, Vec<Findi
             .run(&ProbeContext {
                 host: HostRoot::default(),
                 now,
-                thresholds: Arc::new(Thresholds::default()),
             })
             .expect("the pods probe runs");
         let Section::Pods(section) = out.section else {
@@ -468,7 +468,6 @@ async fn a_refusing_api_server_is_retried_and_a_broken_kubeconfig_named() {
             p.run(&ProbeContext {
                 host: HostRoot::default(),
                 now: SystemTime::now(),
-                thresholds: Arc::new(Thresholds::default()),
             })
         })
         .await
@@ -498,9 +497,13 @@ async fn a_refusing_api_server_is_retried_and_a_broken_kubeconfig_named() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("kubeconfig");
     std::fs::write(&bad, "this: is: not a kubeconfig").unwrap();
-    let err = connect(Some(&bad), NODE, &KubernetesConfig::default())
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = connect(
+        Some(&bad),
+        NODE,
+        &KubernetesConfig::default().watch_options(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(err.contains(&bad.display().to_string()), "{err}");
 }

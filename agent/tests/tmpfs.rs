@@ -5,14 +5,12 @@ use std::{
     fs,
     path::PathBuf,
     process::Command,
-    sync::Arc,
     time::{Duration, SystemTime},
 };
 
 use nodemedic_agent::{
-    config::Thresholds,
-    probe::{Probe, ProbeContext, Section},
     probes::disk::DiskProbe,
+    probes::{Probe, ProbeContext, Section},
     testing::FakeHost,
 };
 use nodemedic_proto::v1::{DiskSection, Finding, Mount, Severity};
@@ -71,7 +69,6 @@ fn run(probe: &DiskProbe, host: &FakeHost, now: SystemTime) -> (Mount, Vec<Findi
     let ctx = ProbeContext {
         host: host.root(),
         now,
-        thresholds: Arc::new(Thresholds::default()),
     };
     let out = probe.run(&ctx).unwrap();
     let Section::Disk(DiskSection { mounts }) = out.section else {

@@ -7,10 +7,10 @@ use std::{
     time::SystemTime,
 };
 
-use nodemedic_agent::{Collector, collect::node_name, config::Config, host::HostRoot};
+use nodemedic_agent::{Agent, agent::node_name, config::Config, host::HostRoot};
 use nodemedic_collector::{
-    analysis::{Diagnosis, diagnose},
     bundle,
+    doctor::{Diagnosis, diagnose},
     runbook::Catalog,
 };
 use nodemedic_proto::v1::{Incident, NodeReport, Severity};
@@ -61,17 +61,16 @@ struct Output<'a> {
 pub async fn run(args: DoctorArgs, format: Format) -> anyhow::Result<u8> {
     let config = Config::load_or_default(args.config.as_deref())?;
     let node = node_name(args.node_name)?;
-    let kubernetes = config.kubernetes.clone();
-    let collector = Collector::new(node, HostRoot::new(&args.host_root), config)
-        .with_kubernetes(args.kubeconfig.as_deref(), &kubernetes)
+    let agent = Agent::new(node, HostRoot::new(&args.host_root), &config)
+        .with_kubernetes(args.kubeconfig.as_deref(), &config.kubernetes)
         .await?;
-    let mut report = collector.collect().await;
+    let mut report = agent.collect().await;
     report.seq = 1;
     let catalog = Arc::new(Catalog::builtin());
     let diagnosis = diagnose(report, Arc::clone(&catalog))?;
     print(&diagnosis, format)?;
     if let Some(file) = &args.bundle {
-        write_bundle(&diagnosis, catalog, file).await?;
+        write_bundle(&diagnosis, &catalog, file)?;
     }
     Ok(match diagnosis.worst() {
         Severity::Critical => EXIT_CRITICAL,
@@ -81,12 +80,11 @@ pub async fn run(args: DoctorArgs, format: Format) -> anyhow::Result<u8> {
 }
 
 /// Writes the one-report bundle, to FILE.partial first.
-async fn write_bundle(d: &Diagnosis, catalog: Arc<Catalog>, file: &Path) -> anyhow::Result<()> {
+fn write_bundle(d: &Diagnosis, catalog: &Catalog, file: &Path) -> anyhow::Result<()> {
     let (target, out) = PartialFile::create(file)?;
     let info =
         serde_json::json!({"version": env!("CARGO_PKG_VERSION"), "source": "nodemedic doctor"});
-    let written = bundle::of_report(d.report.clone(), catalog, info, out)
-        .await
+    let written = bundle::of_diagnosis(d, catalog, &info, out)
         .map_err(|e| anyhow::Error::new(e).context("could not write the bundle"));
     let manifest = target.finish(written)?;
     eprintln!(

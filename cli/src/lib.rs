@@ -11,7 +11,7 @@
 //! - [`query`]: the collector commands; [`incidents`]: `incidents` and `incident ID`.
 //! - [`render`]: report, findings and incident views shared by `doctor`, `node` and
 //!   `incident`.
-//! - [`remediate`]: plan, apply and list remediation actions through the collector.
+//! - [`remediation`]: `remediate plan|apply|history`, remediation actions through the collector.
 //! - [`runbook`]: the runbook catalog offline (list, show, validate).
 //! - [`table`], [`output`]: kubectl-style tables and the structured formats.
 
@@ -20,7 +20,7 @@ pub mod doctor;
 pub mod incidents;
 pub mod output;
 pub mod query;
-pub mod remediate;
+pub mod remediation;
 pub mod render;
 pub mod runbook;
 pub mod table;

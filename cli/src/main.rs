@@ -9,7 +9,7 @@ use nodemedic_cli::{
     incidents::{self, IncidentsArgs},
     output::Format,
     query::{self, FindingsArgs, WatchArgs},
-    remediate::{self, RemediateCommand},
+    remediation::{self, RemediationCommand},
     runbook::{self, RunbookCommand},
 };
 
@@ -90,7 +90,7 @@ enum Command {
     /// Plan and apply a node's remediation actions (image prunes), and their history
     Remediate {
         #[command(subcommand)]
-        command: RemediateCommand,
+        command: RemediationCommand,
     },
     /// Ask agents to report now: one node, or all connected ones
     Collect {
@@ -142,7 +142,9 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             ..
         }) => bundle::history(&file, &nodes)?,
         Command::Bundle(args) => bundle::download(client().await?, args).await?,
-        Command::Remediate { command } => remediate::run(client().await?, command, format).await?,
+        Command::Remediate { command } => {
+            remediation::run(client().await?, command, format).await?
+        }
         Command::Collect { node } => query::collect(client().await?, node, format).await?,
     }
     Ok(0)

@@ -22,8 +22,8 @@ use std::{
 
 use nodemedic_collector::{
     incidents::{Correlator, IncidentConfig},
+    open_finding::OpenFinding,
     runbook::Catalog,
-    store::OpenFinding,
 };
 use nodemedic_proto::v1::{Evidence, Finding, Severity};
 

@@ -11,7 +11,7 @@ use std::{collections::HashMap, path::Path, sync::Arc};
 
 use tracing::warn;
 
-use crate::{bundle::sha256_hex, listener::Peer, metrics::Metrics, watched::Watched};
+use crate::{bundle::sha256_hex, listener::Peer, metrics::Metrics, reload::Reloading};
 
 /// What a caller may do; an operator may do everything a viewer may.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -39,6 +39,22 @@ impl Role {
             _ => None,
         }
     }
+}
+
+/// The organisation that carries a tooling certificate's role (`nodemedic:<role>`, as
+/// Kubernetes carries groups).
+pub const ROLE_ORG_PREFIX: &str = "nodemedic:";
+
+/// The tooling identity a verified client certificate carries: its common name and the
+/// role in its `nodemedic:<role>` organisation (`certs client`).
+pub fn tooling_identity(der: &[u8]) -> Option<(String, Role)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    let role = subject
+        .iter_organization()
+        .find_map(|o| Role::parse(o.as_str().ok()?.strip_prefix(ROLE_ORG_PREFIX)?))?;
+    let cn = subject.iter_common_name().next()?.as_str().ok()?;
+    Some((cn.to_owned(), role))
 }
 
 /// An authenticated caller.
@@ -153,7 +169,7 @@ pub fn new_token(name: &str, role: Role) -> Result<(String, String), String> {
 
 /// The collector's access rules.
 pub struct Auth {
-    tokens: Option<Watched<TokenTable>>,
+    tokens: Option<Reloading<TokenTable>>,
     /// No identity at all (`--insecure` without a token file): everyone is an operator.
     open: bool,
     metrics: Arc<Metrics>,
@@ -166,7 +182,7 @@ impl Auth {
         let tokens = tokens
             .map(|path| {
                 let file = path.to_owned();
-                Watched::load(
+                Reloading::load(
                     "token file",
                     vec![file.clone()],
                     Arc::clone(&metrics),
@@ -208,7 +224,7 @@ impl Auth {
         let certified = creds
             .peer
             .and_then(|p| p.cert.as_deref())
-            .and_then(crate::tls::tooling_identity);
+            .and_then(tooling_identity);
         match certified {
             Some((name, role)) => Ok(Caller {
                 name: format!("cert:{name}"),

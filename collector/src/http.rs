@@ -17,9 +17,9 @@ use tokio_stream::StreamExt;
 use crate::{
     auth::{Auth, Credentials, Denied, Role},
     bundle::stream::Bundler,
-    diagnostics::bundle_request,
     listener::Peer,
     metrics::Metrics,
+    query::bundle_request,
     store::writer::WriterHandle,
 };
 

@@ -9,39 +9,44 @@
 //!   [`ratelimit`]: each agent's report rate (paced, not cut off).
 //! - [`store`]: SQLite. [`store::writer`] is the single writer thread that batches
 //!   commits and owns the finding lifecycle; [`store::Reader`] answers queries.
+//!   [`open_finding`]: a finding open on a node, the type the store and the incidents share.
 //! - [`incidents`]: correlation; the writer hands it each node's open findings and stores
-//!   the incidents it opens, updates and resolves.
-//! - [`diagnostics`]: the `Diagnostics` query service.
-//! - [`registry`]: which nodes are connected; commands down their streams, and requests
-//!   waiting for an agent's answer; [`remediation`]: plan and apply actions through them,
-//!   recording every apply.
+//!   the incidents it opens, updates and resolves (the store uses the incidents, never the
+//!   other way round).
 //! - [`runbook`]: the runbook catalog, rules as data (`collector/runbooks/*.yaml`), and
-//!   [`analysis`]: a node's findings ordered worst first with the remediation of their rule
-//!   (used by `nodemedic doctor` in-process and by `nodemedic node`).
-//! - [`bundle`]: diagnostics bundles (`.tar.zst`) built from the store, and their checking.
+//!   their remediations filled from a finding.
+//! - [`query`]: the query service (`Diagnostics` on the wire).
+//! - [`registry`]: which nodes are connected; commands down their streams, and requests
+//!   waiting for an agent's answer; [`remediation`]: plan and apply remediation actions
+//!   through them, recording every apply.
+//! - [`doctor`]: one report diagnosed in-process (`nodemedic doctor`), the same validation
+//!   and correlation with no hold.
+//! - [`bundle`]: diagnostics bundles (`.tar.zst`) built from the store or from a
+//!   diagnosis, and their checking.
 //! - [`http`] and [`metrics`]: `/healthz`, `/readyz`, `/metrics`.
-//! - [`auth`]: who may call what (bearer tokens, tooling certificates, the viewer and
-//!   operator roles); [`tls`]: certificates and the server's TLS configuration;
-//!   [`listener`]: TCP and TLS connections and their peers; [`watched`]: files read again
-//!   when they change (certificates, tokens).
+//! - [`auth`]: who may call what (bearer tokens, tooling certificates and the identity they
+//!   carry, the viewer and operator roles); [`tls`]: certificates and the server's TLS
+//!   configuration; [`listener`]: TCP and TLS connections and their peers; [`reload`]:
+//!   files read again when they change (certificates, tokens).
 //! - [`server`]: binds and wires it all; `main.rs` only parses flags.
 
-pub mod analysis;
 pub mod auth;
 pub mod bundle;
-pub mod diagnostics;
+pub mod doctor;
 pub mod error;
 pub mod gateway;
 pub mod http;
 pub mod incidents;
 pub mod listener;
 pub mod metrics;
+pub mod open_finding;
+pub mod query;
 pub mod ratelimit;
 pub mod registry;
+pub mod reload;
 pub mod remediation;
 pub mod runbook;
 pub mod server;
 pub mod store;
 pub mod tls;
 pub mod validate;
-pub mod watched;

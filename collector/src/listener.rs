@@ -2,7 +2,7 @@
 //! small frame must not wait for the peer's delayed ACK), TLS when configured, with each
 //! handshake on a task of its own so a slow or silent client cannot hold up the accept
 //! loop, and the certificates read again when their files change (see
-//! [`crate::watched`]). Each connection carries its [`Peer`]: the address and the verified
+//! [`crate::reload`]). Each connection carries its [`Peer`]: the address and the verified
 //! client certificate, which tonic hands to the services in a request's extensions and
 //! axum through `ConnectInfo`.
 
@@ -24,7 +24,7 @@ use tokio::{
 };
 use tracing::{debug, warn};
 
-use crate::{metrics::Metrics, watched::Watched};
+use crate::{metrics::Metrics, reload::Reloading};
 
 /// How long a client may take over its TLS handshake.
 const HANDSHAKE_WITHIN: Duration = Duration::from_secs(10);
@@ -52,7 +52,7 @@ pub struct Conn {
 }
 
 /// The server's TLS configuration, kept current.
-pub type TlsConfig = Watched<rustls::ServerConfig>;
+pub type TlsConfig = Reloading<rustls::ServerConfig>;
 
 /// Accepted connections, ready to serve.
 pub struct Listener {

@@ -12,18 +12,18 @@ use tracing::info;
 use crate::{
     auth::Auth,
     bundle::stream::Bundler,
-    diagnostics::DiagnosticsService,
     gateway::Gateway,
     http,
     incidents::IncidentConfig,
     listener::{Listener, Peer, TlsConfig},
     metrics::Metrics,
+    query::QueryService,
     ratelimit::{AgentRate, RateLimiter},
     registry::Registry,
+    reload::Reloading,
     runbook::Catalog,
     store::{self, Reader, StoreError, writer},
     validate::ReportLimits,
-    watched::Watched,
 };
 
 /// How long clients get to close their connections after a shutdown signal.
@@ -153,7 +153,7 @@ impl Bound {
                 .as_ref()
                 .map(|files| {
                     let files = files.clone();
-                    Watched::load(what, files.paths(), Arc::clone(&metrics), move || {
+                    Reloading::load(what, files.paths(), Arc::clone(&metrics), move || {
                         files.server_config(&[alpn]).map_err(|e| e.to_string())
                     })
                     .map(Arc::new)
@@ -223,7 +223,7 @@ impl Bound {
             catalog: Arc::clone(&config.catalog),
             info,
         };
-        let diagnostics = DiagnosticsService {
+        let query = QueryService {
             reader,
             registry,
             writer: writer.clone(),
@@ -235,7 +235,7 @@ impl Bound {
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<AgentGatewayServer<Gateway>>().await;
         health
-            .set_serving::<DiagnosticsServer<DiagnosticsService>>()
+            .set_serving::<DiagnosticsServer<QueryService>>()
             .await;
         // Reflection in both versions: grpcurl and current clients speak v1; Python's
         // grpcio-reflection, Postman, Evans and older grpcurl only v1alpha. Each lists
@@ -267,7 +267,7 @@ impl Bound {
                     .max_decoding_message_size(config.max_message_bytes)
                     .max_encoding_message_size(config.max_message_bytes),
             )
-            .add_service(DiagnosticsServer::new(diagnostics).max_encoding_message_size(64 << 20))
+            .add_service(DiagnosticsServer::new(query).max_encoding_message_size(64 << 20))
             .serve_with_incoming_shutdown(
                 Listener::start(grpc, grpc_tls, Arc::clone(&metrics)).into_stream(),
                 stopped(stop_rx.clone()),

@@ -18,7 +18,7 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 
-use crate::auth::Role;
+use crate::auth::{ROLE_ORG_PREFIX, Role};
 
 /// File names in a certificate directory.
 pub const CA_CERT: &str = "ca.pem";
@@ -140,9 +140,6 @@ pub fn agent(dir: &Path, node: &str, days: u32) -> Result<(PathBuf, PathBuf), Tl
     issue_client(dir, &format!("agent-{node}"), params, days)
 }
 
-/// The organisation that carries a tooling certificate's role.
-const ROLE_ORG_PREFIX: &str = "nodemedic:";
-
 /// Issues a tooling client certificate for `name` with `role` with the CA in `dir`:
 /// `client-<name>.pem` and `client-<name>-key.pem`. Answers their paths.
 pub fn client(
@@ -173,7 +170,7 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
-    /// The three files (what [`crate::watched::Watched`] looks at for changes).
+    /// The three files (what [`crate::reload::Reloading`] looks at for changes).
     pub fn paths(&self) -> Vec<PathBuf> {
         vec![self.cert.clone(), self.key.clone(), self.client_ca.clone()]
     }
@@ -225,18 +222,6 @@ impl TlsFiles {
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(config)
     }
-}
-
-/// The tooling identity a verified client certificate carries: its common name and the
-/// role in its `nodemedic:<role>` organisation (`certs client`).
-pub fn tooling_identity(der: &[u8]) -> Option<(String, Role)> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let subject = cert.subject();
-    let role = subject
-        .iter_organization()
-        .find_map(|o| Role::parse(o.as_str().ok()?.strip_prefix(ROLE_ORG_PREFIX)?))?;
-    let cn = subject.iter_common_name().next()?.as_str().ok()?;
-    Some((cn.to_owned(), role))
 }
 
 /// The kubelet's own client identity: common name `system:node:<node>` in organisation
@@ -343,7 +328,7 @@ mod tests {
             .1
             .contents;
         assert_eq!(
-            tooling_identity(&der),
+            crate::auth::tooling_identity(&der),
             Some(("ci-bot".to_owned(), Role::Operator))
         );
         assert_eq!(node_of(&der), None, "a tooling certificate names no node");

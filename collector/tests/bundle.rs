@@ -375,3 +375,90 @@ async fn hostile_names_and_altered_bundles_are_refused() {
     let err = bundle::inspect(bomb("nodes/n1/history.json").as_slice(), |_| false).unwrap_err();
     assert!(err.to_string().contains("no manifest.json"), "{err}");
 }
+
+/// `doctor --bundle`'s bundle is made from the diagnosis: the files a collector's bundle of
+/// the same one node has, the diagnosis's incidents and findings (numbered as in the
+/// incidents), the report as its latest and its one-report history, redacted the same.
+#[test]
+fn a_diagnosis_bundle_has_the_layout_of_a_store_bundle() {
+    let at = T0 + 10_000;
+    let report = NodeReport {
+        node: "lonely".into(),
+        seq: 1,
+        collected_at: Some(timestamp_from_millis(at)),
+        findings: vec![
+            Finding {
+                node: "lonely".into(),
+                ..Finding::fail(
+                    "disk.space",
+                    Severity::Critical,
+                    "/var/lib/kubelet",
+                    format!("full; DB_PASSWORD={SECRET}"),
+                )
+            }
+            .with(Evidence::text("roles", "kubelet")),
+            Finding {
+                node: "lonely".into(),
+                ..Finding::fail("memory.swap", Severity::Warning, "", "swap".into())
+            },
+        ],
+        ..Default::default()
+    };
+    let catalog = Catalog::builtin();
+    let diagnosis =
+        nodemedic_collector::doctor::diagnose(report.clone(), Arc::new(Catalog::builtin()))
+            .unwrap();
+    let mut out = Vec::new();
+    let info = serde_json::json!({"source": "nodemedic doctor"});
+    let manifest = bundle::of_diagnosis(&diagnosis, &catalog, &info, &mut out).unwrap();
+    let checked = bundle::inspect(out.as_slice(), |_| true).unwrap();
+
+    let paths: Vec<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "incidents.json",
+            "findings.json",
+            "nodes/lonely/latest.json",
+            "nodes/lonely/history.json",
+            "summary.html",
+            "runbook/rules.yaml",
+            "collector/info.json",
+        ],
+        "the layout of a collector's bundle of one node"
+    );
+    let incidents: Vec<Incident> =
+        serde_json::from_slice(&checked.files["incidents.json"]).unwrap();
+    assert_eq!(
+        incidents
+            .iter()
+            .map(|i| i.rule.as_str())
+            .collect::<Vec<_>>(),
+        diagnosis
+            .incidents
+            .iter()
+            .map(|i| i.rule.as_str())
+            .collect::<Vec<_>>()
+    );
+    let findings: Vec<Finding> = serde_json::from_slice(&checked.files["findings.json"]).unwrap();
+    assert_eq!(findings.len(), 2);
+    for member in incidents.iter().flat_map(|i| &i.findings) {
+        assert!(
+            findings
+                .iter()
+                .any(|f| f.id == member.id && f.check == member.check),
+            "incident member {} is a listed finding",
+            member.id
+        );
+    }
+    let history = reports(&checked.files["nodes/lonely/history.json"]);
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].seq, 1);
+    for (path, body) in &checked.files {
+        assert!(
+            !String::from_utf8_lossy(body).contains(SECRET),
+            "{path} carries the planted secret"
+        );
+    }
+    assert!(manifest.redacted > 0);
+}

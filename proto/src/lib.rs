@@ -8,10 +8,11 @@
 //! which is what `-o json` and bundles print: field names are as stable as the protos.
 //!
 //! Besides the generated code this crate holds only small helpers the programs share:
-//! [`finding`] (building findings and evidence), [`limits`] (what a report's strings may
-//! hold, and fitting a report to it), [`time`] (timestamps), [`tls`] (a
-//! client's TLS files) and [`logging`] (start-up of `tracing`).
+//! [`checks`] (every check id, defined once), [`finding`] (building findings and evidence),
+//! [`limits`] (what a report's strings may hold, and fitting a report to it), [`time`]
+//! (timestamps), [`tls`] (a client's TLS files) and [`logging`] (start-up of `tracing`).
 
+pub mod checks;
 pub mod finding;
 pub mod limits;
 pub mod logging;

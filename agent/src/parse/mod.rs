@@ -2,7 +2,7 @@
 //! (cgroup files, the kernel log, resolv.conf) or where its parser falls short (mountinfo:
 //! escapes left undone, 2.4 times the CPU; the pressure files of older kernels). No I/O: each takes the text and returns data, so
 //! they are tested on real captured files (`tests/fixtures/real/`). Files procfs-core
-//! parses whole are read with [`crate::host::HostRoot::parse`].
+//! parses whole are read with `HostRoot::parse` (the host module).
 
 pub mod cgroup_memory;
 pub mod cgroup_path;

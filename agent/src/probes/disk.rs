@@ -3,28 +3,37 @@
 //! `nodefs.available<10%`, `imagefs.available<15%` and `nodefs.inodesFree<5%`, and starts
 //! image garbage collection at 85% used.
 
-pub(crate) mod forecast;
+pub mod config;
 pub mod mounts;
 
 use std::sync::Mutex;
 
 use nodemedic_proto::{
+    checks,
     finding::human_bytes,
     v1::{DiskSection, Evidence, Finding, Mount, MountRole, Severity},
 };
 use tracing::debug;
 
-use self::{forecast::History, mounts::Candidate};
-use super::percent;
-use crate::{
-    config::DiskThresholds,
-    probe::{Probe, ProbeContext, ProbeError, ProbeOutput, Section},
-};
+use self::{config::DiskThresholds, mounts::Candidate};
+use super::{Probe, ProbeContext, ProbeError, ProbeOutput, Section};
+use crate::{forecast::History, units::percent};
 
 /// Measures filesystems; keeps recent samples for the fill rate.
 #[derive(Debug, Default)]
 pub struct DiskProbe {
+    thresholds: DiskThresholds,
     history: Mutex<History>,
+}
+
+impl DiskProbe {
+    /// A probe judging against `thresholds`.
+    pub fn new(thresholds: DiskThresholds) -> Self {
+        DiskProbe {
+            thresholds,
+            history: Mutex::default(),
+        }
+    }
 }
 
 impl Probe for DiskProbe {
@@ -33,7 +42,7 @@ impl Probe for DiskProbe {
     }
 
     fn run(&self, ctx: &ProbeContext) -> Result<ProbeOutput, ProbeError> {
-        let t = &ctx.thresholds.disk;
+        let t = &self.thresholds;
         let table = ctx.host.mount_table()?;
 
         let mut section = DiskSection::default();
@@ -189,7 +198,7 @@ fn space(m: &Mount, t: &DiskThresholds) -> Option<Finding> {
     let (severity, why) = verdicts.into_iter().max_by_key(|(s, _)| *s)?;
     Some(
         Finding::fail(
-            "disk.space",
+            checks::DISK_SPACE,
             severity,
             &m.mount_point,
             format!(
@@ -235,7 +244,7 @@ fn inodes(m: &Mount, t: &DiskThresholds) -> Option<Finding> {
     };
     Some(
         Finding::fail(
-            "disk.inodes",
+            checks::DISK_INODES,
             severity,
             &m.mount_point,
             format!(
@@ -266,7 +275,7 @@ fn read_only(m: &Mount) -> Option<Finding> {
     .any(|r| has(m, *r));
     (m.read_only && must_write).then(|| {
         Finding::fail(
-            "disk.readonly",
+            checks::DISK_READONLY,
             Severity::Critical,
             &m.mount_point,
             format!(
@@ -295,7 +304,7 @@ fn fill_rate(m: &Mount, t: &DiskThresholds) -> Option<Finding> {
     };
     Some(
         Finding::fail(
-            "disk.fill_rate",
+            checks::DISK_FILL_RATE,
             severity,
             &m.mount_point,
             format!(

@@ -5,25 +5,79 @@
 //! working set) and reads a little lower than MemAvailable; the warning threshold leaves room
 //! for that.
 
-use std::{sync::Mutex, time::SystemTime};
+use std::{
+    sync::Mutex,
+    time::{Duration, SystemTime},
+};
 
 use nodemedic_proto::{
+    checks,
     finding::human_bytes,
     v1::{Evidence, Finding, MemorySection, ProcessMemory, Severity},
 };
 
-use super::percent;
+use serde::Deserialize;
+
+use super::{Probe, ProbeContext, ProbeError, ProbeOutput, Section};
 use crate::{
-    config::MemoryThresholds,
+    host::HostError,
     parse::psi,
-    probe::{Probe, ProbeContext, ProbeError, ProbeOutput, Section},
+    units::{Percent, percent},
 };
+
+/// Memory limits.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemoryThresholds {
+    /// Critical below this MemAvailable: the kubelet's `memory.available<100Mi` line.
+    pub eviction_available_bytes: u64,
+    /// Warn when MemAvailable falls below this share of MemTotal (default 10%).
+    pub warn_available: Percent,
+    /// Warn when some task stalled on memory this share of the last minute (default 10%).
+    pub pressure_warn_some_avg60: Percent,
+    /// Critical when all tasks stalled on memory this share of the last minute (default 5%).
+    pub pressure_critical_full_avg60: Percent,
+    /// Warn when this share of swap is in use (default 50%).
+    pub swap_warn_used: Percent,
+    /// How many of the largest processes to report (default 5).
+    pub top_processes: usize,
+    /// How often the largest processes are ranked again (default 1m; at once when a memory
+    /// finding fires). Ranking reads every `/proc/<pid>/stat`, the costliest part of a
+    /// collection on a node with many processes.
+    #[serde(with = "humantime_serde")]
+    pub top_processes_every: Duration,
+}
+
+impl Default for MemoryThresholds {
+    fn default() -> Self {
+        MemoryThresholds {
+            eviction_available_bytes: 100 * 1024 * 1024,
+            warn_available: Percent::of(10.0),
+            pressure_warn_some_avg60: Percent::of(10.0),
+            pressure_critical_full_avg60: Percent::of(5.0),
+            swap_warn_used: Percent::of(50.0),
+            top_processes: 5,
+            top_processes_every: Duration::from_secs(60),
+        }
+    }
+}
 
 /// Measures memory; remembers the OOM kill counter of the previous run and the latest
 /// ranking of processes.
 #[derive(Debug, Default)]
 pub struct MemoryProbe {
+    thresholds: MemoryThresholds,
     state: Mutex<State>,
+}
+
+impl MemoryProbe {
+    /// A probe judging against `thresholds`.
+    pub fn new(thresholds: MemoryThresholds) -> Self {
+        MemoryProbe {
+            thresholds,
+            state: Mutex::default(),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -40,18 +94,16 @@ impl Probe for MemoryProbe {
 
     fn run(&self, ctx: &ProbeContext) -> Result<ProbeOutput, ProbeError> {
         let host = &ctx.host;
-        let t = &ctx.thresholds.memory;
+        let t = &self.thresholds;
         let meminfo: procfs_core::Meminfo = host.parse("/proc/meminfo")?;
-        let available_bytes = meminfo.mem_available.ok_or_else(|| ProbeError::Parse {
+        let available_bytes = meminfo.mem_available.ok_or_else(|| HostError::Parse {
             path: host.path("/proc/meminfo"),
             reason: "no MemAvailable line (MemAvailable needs Linux 3.14)".into(),
         })?;
         let vmstat: procfs_core::VmStat = host.parse("/proc/vmstat")?;
         let pressure = host
             .read_if_present("/proc/pressure/memory")?
-            .map(|text| {
-                psi::parse(&text).map_err(|e| ProbeError::parse(host, "/proc/pressure/memory", e))
-            })
+            .map(|text| psi::parse(&text).map_err(|e| host.parse_error("/proc/pressure/memory", e)))
             .transpose()?;
 
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -163,7 +215,7 @@ pub fn judge(s: &MemorySection, t: &MemoryThresholds) -> Vec<Finding> {
     if let Some((severity, why)) = available {
         out.push(
             Finding::fail(
-                "memory.available",
+                checks::MEMORY_AVAILABLE,
                 severity,
                 "",
                 format!(
@@ -202,7 +254,7 @@ pub fn judge(s: &MemorySection, t: &MemoryThresholds) -> Vec<Finding> {
         if let Some((severity, what)) = verdict {
             out.push(
                 Finding::fail(
-                    "memory.pressure",
+                    checks::MEMORY_PRESSURE,
                     severity,
                     "",
                     format!("Memory pressure: {what}; the node is reclaiming pages instead of working.{}", top_text(s)),
@@ -217,7 +269,7 @@ pub fn judge(s: &MemorySection, t: &MemoryThresholds) -> Vec<Finding> {
     match s.oom_kills_since_last {
         Some(n) if n > 0 => out.push(
             Finding::fail(
-                "memory.oom_kills",
+                checks::MEMORY_OOM_KILLS,
                 Severity::Warning,
                 "",
                 format!("The kernel OOM-killed {n} process(es) since the last report ({} since boot); the kernel log names them.", s.oom_kills_total),
@@ -227,7 +279,7 @@ pub fn judge(s: &MemorySection, t: &MemoryThresholds) -> Vec<Finding> {
         ),
         None if s.oom_kills_total > 0 => out.push(
             Finding::fail(
-                "memory.oom_kills",
+                checks::MEMORY_OOM_KILLS,
                 Severity::Info,
                 "",
                 format!("The kernel has OOM-killed {} process(es) since boot; the kernel log names them.", s.oom_kills_total),
@@ -243,7 +295,7 @@ pub fn judge(s: &MemorySection, t: &MemoryThresholds) -> Vec<Finding> {
         if used_pct >= t.swap_warn_used.get() {
             out.push(
                 Finding::fail(
-                    "memory.swap",
+                    checks::MEMORY_SWAP,
                     Severity::Warning,
                     "",
                     format!(
@@ -325,7 +377,6 @@ mod tests {
         let ctx = ProbeContext {
             host: host.root(),
             now: SystemTime::now(),
-            thresholds: Default::default(),
         };
         let Section::Memory(m) = MemoryProbe::default().run(&ctx).unwrap().section else {
             panic!()
@@ -341,7 +392,6 @@ mod tests {
         let ctx = ProbeContext {
             host: host.root(),
             now: SystemTime::now(),
-            thresholds: Default::default(),
         };
         // prometheus/procfs's own fixture has no MemAvailable line, as kernels before 3.14.
         host.write(
@@ -372,7 +422,6 @@ mod tests {
         let ctx = ProbeContext {
             host: host.root(),
             now: SystemTime::now(),
-            thresholds: Default::default(),
         };
         let top = top_processes(&ctx, 5);
         assert_eq!(top.len(), 1);
@@ -390,7 +439,6 @@ mod tests {
             let ctx = ProbeContext {
                 host: host.root(),
                 now: t0 + std::time::Duration::from_secs(secs),
-                thresholds: Default::default(),
             };
             let Section::Memory(m) = probe.run(&ctx).unwrap().section else {
                 panic!()

@@ -1,18 +1,75 @@
 //! The system probe: kernel tables that run out before memory or disk do — PIDs, file
 //! handles, conntrack entries — and CPU pressure.
 
+use nodemedic_proto::checks;
 use nodemedic_proto::v1::{Evidence, Finding, Severity, SystemSection};
 
-use super::percent;
+use serde::Deserialize;
+
+use super::{Probe, ProbeContext, ProbeError, ProbeOutput, Section};
 use crate::{
-    config::{Percent, SystemThresholds},
+    host::HostError,
     parse::psi,
-    probe::{Probe, ProbeContext, ProbeError, ProbeOutput, Section},
+    units::{Percent, at_least, percent},
 };
 
-/// Measures kernel limits; stateless.
+/// Kernel table limits, as a share of the kernel's maximum.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SystemThresholds {
+    /// PIDs (threads) against `kernel.pid_max`: warn (default 80%).
+    pub pids_warn_used: Percent,
+    /// PIDs: critical (default 90%).
+    pub pids_critical_used: Percent,
+    /// File handles against `fs.file-max`: warn (default 80%).
+    pub files_warn_used: Percent,
+    /// File handles: critical (default 90%).
+    pub files_critical_used: Percent,
+    /// Conntrack entries against `nf_conntrack_max`: warn (default 75%).
+    pub conntrack_warn_used: Percent,
+    /// Conntrack: critical (default 90%); at 100% the kernel drops new connections.
+    pub conntrack_critical_used: Percent,
+    /// Warn when some task waited for a CPU this share of the last minute (default 50%).
+    pub cpu_pressure_warn_some_avg60: Percent,
+}
+
+impl Default for SystemThresholds {
+    fn default() -> Self {
+        SystemThresholds {
+            pids_warn_used: Percent::of(80.0),
+            pids_critical_used: Percent::of(90.0),
+            files_warn_used: Percent::of(80.0),
+            files_critical_used: Percent::of(90.0),
+            conntrack_warn_used: Percent::of(75.0),
+            conntrack_critical_used: Percent::of(90.0),
+            cpu_pressure_warn_some_avg60: Percent::of(50.0),
+        }
+    }
+}
+
+impl SystemThresholds {
+    /// Checks that each warning comes before its critical line.
+    pub fn validate(&self) -> Result<(), String> {
+        at_least!(self:
+            pids_critical_used >= pids_warn_used,
+            files_critical_used >= files_warn_used,
+            conntrack_critical_used >= conntrack_warn_used,
+        )
+    }
+}
+
+/// Measures kernel limits; keeps nothing between runs.
 #[derive(Debug, Default)]
-pub struct SystemProbe;
+pub struct SystemProbe {
+    thresholds: SystemThresholds,
+}
+
+impl SystemProbe {
+    /// A probe judging against `thresholds`.
+    pub fn new(thresholds: SystemThresholds) -> Self {
+        SystemProbe { thresholds }
+    }
+}
 
 impl Probe for SystemProbe {
     fn id(&self) -> &'static str {
@@ -21,7 +78,7 @@ impl Probe for SystemProbe {
 
     fn run(&self, ctx: &ProbeContext) -> Result<ProbeOutput, ProbeError> {
         let host = &ctx.host;
-        let parse_err = |path: &str, reason: String| ProbeError::Parse {
+        let parse_err = |path: &str, reason: String| HostError::Parse {
             path: host.path(path),
             reason,
         };
@@ -39,14 +96,13 @@ impl Probe for SystemProbe {
             return Err(parse_err(
                 "/proc/sys/fs/file-nr",
                 format!("expected three numbers, found {:?}", file_nr.trim()),
-            ));
+            )
+            .into());
         };
         let uptime: procfs_core::Uptime = host.parse("/proc/uptime")?;
         let cpu_pressure = host
             .read_if_present("/proc/pressure/cpu")?
-            .map(|text| {
-                psi::parse(&text).map_err(|e| ProbeError::parse(host, "/proc/pressure/cpu", e))
-            })
+            .map(|text| psi::parse(&text).map_err(|e| host.parse_error("/proc/pressure/cpu", e)))
             .transpose()?;
 
         let section = SystemSection {
@@ -65,7 +121,7 @@ impl Probe for SystemProbe {
                 .trim()
                 .to_owned(),
         };
-        let findings = judge(&section, &ctx.thresholds.system);
+        let findings = judge(&section, &self.thresholds);
         Ok(ProbeOutput {
             section: Section::System(section),
             findings,
@@ -118,7 +174,7 @@ impl Table<'_> {
 pub fn judge(s: &SystemSection, t: &SystemThresholds) -> Vec<Finding> {
     let tables = [
         Table {
-            check: "system.pids",
+            check: checks::SYSTEM_PIDS,
             used: s.pids_in_use,
             max: s.pid_max,
             warn: t.pids_warn_used,
@@ -127,7 +183,7 @@ pub fn judge(s: &SystemSection, t: &SystemThresholds) -> Vec<Finding> {
             consequence: "at the limit fork() fails and containers cannot start; look for a process leaking threads",
         },
         Table {
-            check: "system.file_descriptors",
+            check: checks::SYSTEM_FILE_DESCRIPTORS,
             used: s.open_files,
             max: s.file_max,
             warn: t.files_warn_used,
@@ -136,7 +192,7 @@ pub fn judge(s: &SystemSection, t: &SystemThresholds) -> Vec<Finding> {
             consequence: "at the limit open() fails with ENFILE on the whole node",
         },
         Table {
-            check: "system.conntrack",
+            check: checks::SYSTEM_CONNTRACK,
             used: s.conntrack_entries.unwrap_or(0),
             max: s.conntrack_max.unwrap_or(0),
             warn: t.conntrack_warn_used,
@@ -153,7 +209,7 @@ pub fn judge(s: &SystemSection, t: &SystemThresholds) -> Vec<Finding> {
     {
         out.push(
             Finding::fail(
-                "system.cpu_pressure",
+                checks::SYSTEM_CPU_PRESSURE,
                 Severity::Warning,
                 "",
                 format!("Tasks waited for a CPU {:.1}% of the last minute: the node is CPU-starved; check pods without CPU limits.", p.some_avg60),
@@ -201,9 +257,8 @@ mod tests {
         let ctx = ProbeContext {
             host: host.root(),
             now: std::time::SystemTime::now(),
-            thresholds: Default::default(),
         };
-        let out = SystemProbe.run(&ctx).unwrap();
+        let out = SystemProbe::default().run(&ctx).unwrap();
         let Section::System(s) = out.section else {
             panic!("not a system section")
         };
@@ -228,7 +283,7 @@ mod tests {
         assert_eq!(checks, [("system.conntrack", Severity::Critical)]);
 
         host.write("/proc/loadavg", "garbage\n");
-        let err = SystemProbe.run(&ctx).unwrap_err().to_string();
+        let err = SystemProbe::default().run(&ctx).unwrap_err().to_string();
         assert!(
             err.contains("proc/loadavg") && err.contains("garbage"),
             "{err}"

@@ -32,7 +32,7 @@ use std::{
 
 use nodemedic_proto::{
     time::{system_time, timestamp_from_millis},
-    v1::{FindingState, IncidentState},
+    v1::{FindingState, Incident, IncidentState, NodeReport},
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -40,6 +40,7 @@ use sha2::{Digest, Sha256};
 pub use self::inspect::{InspectError, Inspected, inspect};
 use self::{history::History, redact::Redactor, summary::Summary};
 use crate::{
+    doctor::Diagnosis,
     runbook::Catalog,
     store::{FindingFilter, IncidentFilter, Reader, StoreError},
     validate,
@@ -147,15 +148,12 @@ pub fn write(
         validate::node_name(node).map_err(|e| BundleError::Invalid(e.to_string()))?;
     }
     let since = request.since.map(|d| now - d.as_millis() as i64);
-    let encoder = zstd::stream::write::Encoder::new(out, ZSTD_LEVEL)?;
-    let mut archive = Archive {
-        tar: tar::Builder::new(encoder),
-        redactor: (!request.no_redact).then(|| Arc::new(Redactor::default())),
-        files: Vec::new(),
-        mtime: (now / 1000).max(0) as u64,
-        scratch: sources.reader.dir().to_owned(),
-    };
-    archive.tar.get_mut().include_checksum(true)?;
+    let mut archive = Archive::new(
+        out,
+        !request.no_redact,
+        now,
+        Some(sources.reader.dir().to_owned()),
+    )?;
 
     let (incidents, _) = sources.reader.incidents(&IncidentFilter {
         nodes: request.nodes.clone(),
@@ -200,8 +198,6 @@ pub fn write(
     })?;
     progress(archive.files.len());
 
-    let created =
-        humantime::format_rfc3339_seconds(system_time(&timestamp_from_millis(now))).to_string();
     let window = (since.unwrap_or(now - 86_400_000), now);
     let mut summary = Summary::new(window);
     if !request.incidents_only {
@@ -223,32 +219,53 @@ pub fn write(
             &mut progress,
         )?;
     }
-
-    archive.text(
-        "summary.html",
-        summary.html(&incidents, &created).into_bytes(),
-    )?;
-    let rules: Vec<_> = sources.catalog.rules().map(|(r, _)| r).collect();
-    let yaml = serde_saphyr::to_string(&rules).map_err(std::io::Error::other)?;
-    archive.text("runbook/rules.yaml", yaml.into_bytes())?;
     let mut info = sources.info.clone();
     info["store"] = serde_json::to_value(sources.reader.stats()?).map_err(std::io::Error::other)?;
-    archive.json("collector/info.json", &info)?;
-    progress(archive.files.len());
-
-    let manifest = Manifest {
-        format: FORMAT_VERSION,
-        nodemedic_version: env!("CARGO_PKG_VERSION").to_owned(),
-        created_at: created,
-        filters: serde_json::to_value(request).map_err(std::io::Error::other)?,
-        redaction: archive.redactor.is_some(),
-        redacted: archive.files.iter().map(|f| f.redacted).sum(),
-        files: archive.files.clone(),
-    };
-    let body = serde_json::to_vec_pretty(&manifest).map_err(std::io::Error::other)?;
-    archive.append(MANIFEST, body.len() as u64, body.as_slice())?;
-    archive.tar.into_inner()?.finish()?.flush()?;
+    let manifest = archive.finish(request, summary, &incidents, sources.catalog, &info)?;
+    progress(manifest.files.len());
     Ok(manifest)
+}
+
+/// A bundle of one node's diagnosis, without a collector (`nodemedic doctor --bundle`):
+/// the same layout as a collector's bundle, made from the report and the incidents the
+/// diagnosis already has (no store, no second correlation).
+pub fn of_diagnosis(
+    diagnosis: &Diagnosis,
+    catalog: &Catalog,
+    info: &serde_json::Value,
+    out: impl Write,
+) -> Result<Manifest, BundleError> {
+    let report = &diagnosis.report;
+    validate::node_name(&report.node).map_err(|e| BundleError::Invalid(e.to_string()))?;
+    let now = diagnosis.at;
+    let mut archive = Archive::new(out, true, now, None)?;
+    archive.json("incidents.json", &diagnosis.incidents)?;
+    archive.lines("findings.json", |line| {
+        for f in &diagnosis.findings {
+            line(&serde_json::to_vec(f).map_err(std::io::Error::other)?)?;
+        }
+        Ok(())
+    })?;
+    let window = (now - 86_400_000, now);
+    let mut history = History::new(archive.redactor.as_deref());
+    let folder = node_files(
+        &report.node,
+        Some(report),
+        |each| each(report),
+        window,
+        archive.redactor.as_deref(),
+        &mut history,
+    )?;
+    let mut summary = Summary::new(window);
+    summary.merge(folder.summary);
+    for file in folder.files {
+        archive.add(file)?;
+    }
+    let request = BundleRequest {
+        nodes: vec![report.node.clone()],
+        ..Default::default()
+    };
+    archive.finish(&request, summary, &diagnosis.incidents, catalog, info)
 }
 
 /// Makes the node folders on `workers` threads, each with its own store connection, and
@@ -284,7 +301,7 @@ fn node_folders<W: Write>(
                 };
                 let mut history = History::new(redactor.as_deref());
                 for name in names.iter().skip(w).step_by(workers) {
-                    let files = node_files(
+                    let files = stored_node_files(
                         &reader,
                         name,
                         (since, window),
@@ -318,29 +335,51 @@ struct NodeFolder {
     summary: Summary,
 }
 
-/// `history` is the worker's, used node after node (nodes are alike: its columns and buffers
-/// fit the next one).
-fn node_files(
+/// A node's folder from the store: its latest report and its reports since `since`.
+fn stored_node_files(
     reader: &Reader,
     name: &str,
     (since, window): (i64, (i64, i64)),
     redactor: Option<&Redactor>,
     history: &mut History<'_>,
 ) -> Result<NodeFolder, BundleError> {
+    let latest = reader.node(name)?.and_then(|(_, l)| l);
+    node_files(
+        name,
+        latest.as_ref(),
+        |each| reader.each_report(name, since, each),
+        window,
+        redactor,
+        history,
+    )
+}
+
+/// A node's folder: `latest.json`, `history.json` from the reports `reports` hands to the
+/// function it gets, `kernel.log`. `history` is the worker's, used node after node (nodes
+/// are alike: its columns and buffers fit the next one).
+fn node_files(
+    name: &str,
+    latest: Option<&NodeReport>,
+    reports: impl FnOnce(
+        &mut dyn FnMut(&NodeReport) -> Result<(), BundleError>,
+    ) -> Result<(), BundleError>,
+    window: (i64, i64),
+    redactor: Option<&Redactor>,
+    history: &mut History<'_>,
+) -> Result<NodeFolder, BundleError> {
     let mut summary = Summary::new(window);
     let mut files = Vec::new();
-    let latest = reader.node(name)?.and_then(|(_, l)| l);
-    if let Some(latest) = &latest {
+    if let Some(latest) = latest {
         let body = serde_json::to_vec_pretty(latest).map_err(std::io::Error::other)?;
         files.push(prepare(redactor, format!("nodes/{name}/latest.json"), body));
     }
-    summary.node(name, latest.as_ref());
+    summary.node(name, latest);
     let mut kernel = KernelLog::default();
-    let added = reader.each_report(name, since, |report| {
+    let added = reports(&mut |report| {
         summary.report(report);
         kernel.add(report);
         history.add(report).map_err(std::io::Error::other)?;
-        Ok::<_, BundleError>(())
+        Ok(())
     });
     // Taken even after an error, so the worker's history starts the next node empty.
     let (body, redacted) = history.take();
@@ -352,7 +391,7 @@ fn node_files(
             redacted,
         ));
     }
-    if let Some(latest) = &latest {
+    if let Some(latest) = latest {
         kernel.add(latest);
     }
     if let Some(log) = kernel.text() {
@@ -394,12 +433,70 @@ struct Archive<W: Write> {
     redactor: Option<Arc<Redactor>>,
     files: Vec<ManifestFile>,
     mtime: u64,
+    /// As of when (unix ms).
+    now: i64,
     /// Where temporary files go: the store's directory (the root filesystem may be
-    /// read-only).
-    scratch: std::path::PathBuf,
+    /// read-only); the system's temporary directory when there is no store.
+    scratch: Option<std::path::PathBuf>,
 }
 
 impl<W: Write> Archive<W> {
+    /// A bundle as of `now` (unix ms) into `out`, redacting when `redact`.
+    fn new(
+        out: W,
+        redact: bool,
+        now: i64,
+        scratch: Option<std::path::PathBuf>,
+    ) -> Result<Self, BundleError> {
+        let encoder = zstd::stream::write::Encoder::new(out, ZSTD_LEVEL)?;
+        let mut archive = Archive {
+            tar: tar::Builder::new(encoder),
+            redactor: redact.then(|| Arc::new(Redactor::default())),
+            files: Vec::new(),
+            mtime: (now / 1000).max(0) as u64,
+            now,
+            scratch,
+        };
+        archive.tar.get_mut().include_checksum(true)?;
+        Ok(archive)
+    }
+
+    /// The files every bundle ends with — `summary.html`, `runbook/rules.yaml`,
+    /// `collector/info.json` and the manifest last — and the end of the stream.
+    fn finish(
+        mut self,
+        request: &BundleRequest,
+        summary: Summary,
+        incidents: &[Incident],
+        catalog: &Catalog,
+        info: &serde_json::Value,
+    ) -> Result<Manifest, BundleError> {
+        let created =
+            humantime::format_rfc3339_seconds(system_time(&timestamp_from_millis(self.now)))
+                .to_string();
+        self.text(
+            "summary.html",
+            summary.html(incidents, &created).into_bytes(),
+        )?;
+        let rules: Vec<_> = catalog.rules().map(|(r, _)| r).collect();
+        let yaml = serde_saphyr::to_string(&rules).map_err(std::io::Error::other)?;
+        self.text("runbook/rules.yaml", yaml.into_bytes())?;
+        self.json("collector/info.json", info)?;
+        let manifest = Manifest {
+            format: FORMAT_VERSION,
+            nodemedic_version: env!("CARGO_PKG_VERSION").to_owned(),
+            created_at: created,
+            filters: serde_json::to_value(request).map_err(std::io::Error::other)?,
+            redaction: self.redactor.is_some(),
+            redacted: self.files.iter().map(|f| f.redacted).sum(),
+            files: self.files.clone(),
+        };
+        let body = serde_json::to_vec_pretty(&manifest).map_err(std::io::Error::other)?;
+        self.append(MANIFEST, body.len() as u64, body.as_slice())?;
+        self.tar.into_inner()?.finish()?.flush()?;
+        Ok(manifest)
+    }
+
     fn json(&mut self, path: &str, value: &impl Serialize) -> Result<(), BundleError> {
         let body = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
         self.text(path, body)
@@ -430,7 +527,10 @@ impl<W: Write> Archive<W> {
         path: &str,
         fill: impl FnOnce(&mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> Result<(), BundleError>,
     ) -> Result<(), BundleError> {
-        let mut file = tempfile::tempfile_in(&self.scratch)?;
+        let mut file = match &self.scratch {
+            Some(dir) => tempfile::tempfile_in(dir)?,
+            None => tempfile::tempfile()?,
+        };
         let mut hasher = Sha256::new();
         let (mut size, mut redacted_total, mut first) = (0u64, 0u64, true);
         {
@@ -486,59 +586,6 @@ fn redacted<'a>(redactor: Option<&Redactor>, text: &'a [u8]) -> (Cow<'a, [u8]>, 
     }
     let (text, n) = r.redact(text);
     (Cow::Owned(text), n as u64)
-}
-
-/// A bundle of one report, without a collector (`nodemedic doctor --bundle`): the report goes
-/// through a temporary store and the same correlation (with no hold: one sample), then the
-/// same builder, so the bundle has the same layout as a collector's.
-pub async fn of_report(
-    report: nodemedic_proto::v1::NodeReport,
-    catalog: std::sync::Arc<Catalog>,
-    info: serde_json::Value,
-    out: impl Write + Send + 'static,
-) -> Result<Manifest, BundleError> {
-    use crate::{
-        incidents::IncidentConfig,
-        store::{open_for_writing, writer},
-    };
-    let dir = tempfile::tempdir()?;
-    let now = nodemedic_proto::time::unix_millis(std::time::SystemTime::now());
-    let (handle, thread) = writer::spawn(
-        open_for_writing(dir.path())?,
-        writer::WriterConfig {
-            retention: Duration::from_secs(86_400),
-            silent_after: 3,
-            catalog: std::sync::Arc::clone(&catalog),
-            incidents: IncidentConfig {
-                hold: Duration::ZERO,
-                ..IncidentConfig::default()
-            },
-        },
-        writer::Events::default(),
-        std::sync::Arc::default(),
-    )?;
-    handle
-        .hello(
-            &report.node,
-            &report.agent_version,
-            Duration::from_secs(10),
-            now,
-        )
-        .await?;
-    handle.ingest(report, now).await?.await?;
-    drop(handle);
-    tokio::task::spawn_blocking(move || {
-        let _ = thread.join();
-        let reader = Reader::open(dir.path())?;
-        let sources = Sources {
-            reader: &reader,
-            catalog: &catalog,
-            info,
-        };
-        write(&sources, &BundleRequest::default(), now, out, |_| {})
-    })
-    .await
-    .map_err(std::io::Error::other)?
 }
 
 /// SHA-256 in lower-case hex.

@@ -8,7 +8,10 @@ use nodemedic_proto::{
 };
 
 use super::push_timeline;
-use crate::{analysis::remediation, runbook::Rule, store::OpenFinding};
+use crate::{
+    open_finding::OpenFinding,
+    runbook::{Rule, remediation},
+};
 
 /// The incident `prev` re-described with its current `findings` (none: about to resolve,
 /// so the previous description stays), `live` reporting nodes, as of `now`.

@@ -38,10 +38,10 @@ use nodemedic_proto::{
     v1::{Incident, IncidentEvent, IncidentScope, IncidentState, incident_event::Kind},
 };
 
-use crate::{runbook::Catalog, store::OpenFinding};
+use crate::{open_finding::OpenFinding, runbook::Catalog};
 
 /// The check the collector raises for a node that stopped reporting.
-pub const SILENT_CHECK: &str = "node.silent";
+pub const SILENT_CHECK: &str = nodemedic_proto::checks::NODE_SILENT;
 /// Most timeline entries kept per incident (the first, its opening, always stays).
 const MAX_TIMELINE: usize = 100;
 /// A forecast moving by more than this share updates its incident.
@@ -68,6 +68,17 @@ impl Default for IncidentConfig {
             hold: Duration::from_secs(30),
             repeat: 3,
             repeat_window: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+impl IncidentConfig {
+    /// For a single report (`nodemedic doctor`): no hold, since one sample cannot show that
+    /// a finding persists.
+    pub fn one_report() -> Self {
+        IncidentConfig {
+            hold: Duration::ZERO,
+            ..IncidentConfig::default()
         }
     }
 }

@@ -10,7 +10,7 @@ mod render;
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
-use nodemedic_proto::v1::{Finding, Severity};
+use nodemedic_proto::v1::{Finding, RemediationStep, Severity};
 use serde::{Deserialize, Serialize};
 
 pub use render::render;
@@ -436,6 +436,31 @@ fn validate(rule: &Rule) -> Result<(), String> {
     Ok(())
 }
 
+/// `rule`'s remediation with its placeholders filled from `finding`.
+pub fn remediation(rule: &Rule, finding: &Finding) -> nodemedic_proto::v1::Remediation {
+    let r = &rule.remediation;
+    nodemedic_proto::v1::Remediation {
+        rule: rule.id.clone(),
+        title: rule.title.clone(),
+        steps: r
+            .steps
+            .iter()
+            .map(|s| RemediationStep {
+                text: render(&s.text, finding),
+                command: s
+                    .command
+                    .as_ref()
+                    .map(|c| render(c, finding))
+                    .unwrap_or_default(),
+                action: s.action.clone().unwrap_or_default(),
+            })
+            .collect(),
+        recovery: r.recovery.clone(),
+        data_loss: r.data_loss.clone(),
+        verify: render(&r.verify, finding),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,56 +469,8 @@ mod tests {
     #[test]
     fn the_builtin_catalog_loads_and_covers_every_check() {
         let c = Catalog::builtin();
-        for check in [
-            "disk.space",
-            "disk.inodes",
-            "disk.readonly",
-            "disk.fill_rate",
-            "memory.available",
-            "memory.pressure",
-            "memory.oom_kills",
-            "memory.swap",
-            "system.pids",
-            "system.file_descriptors",
-            "system.conntrack",
-            "system.cpu_pressure",
-            "dns.unreachable",
-            "dns.failing",
-            "dns.slow",
-            "dns.timeouts_5s",
-            "dns.config",
-            "images.reclaimable",
-            "images.dangling",
-            "images.gc_imminent",
-            "images.runtime_unreachable",
-            "kernel.oom_kill",
-            "kernel.hung_task",
-            "kernel.soft_lockup",
-            "kernel.fs_error",
-            "kernel.readonly_remount",
-            "kernel.io_error",
-            "kernel.conntrack_full",
-            "kernel.unregister_netdevice",
-            "kernel.oops",
-            "kernel.hardware_error",
-            "kernel.event",
-            "pod.crashloop",
-            "pod.oomkilled",
-            "pod.image_pull",
-            "pod.evicted",
-            "pod.pending",
-            "pod.config_error",
-            "pod.terminating_stuck",
-            "pod.probe_failing",
-            "pod.restarts",
-            "pod.memory_near_limit",
-            "pod.memory_throttled",
-            "pod.oom_kills",
-            "pod.ephemeral_storage",
-            "node.condition",
-            "probe.failed",
-            "node.silent",
-        ] {
+        // Every check there is: a new one without a rule fails here.
+        for &check in nodemedic_proto::checks::ALL {
             // Image findings always say which runtime they are about.
             let f = Finding::fail(check, Severity::Warning, "/", String::new())
                 .with(Evidence::text("runtime", "cri"));

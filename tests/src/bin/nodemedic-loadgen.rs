@@ -21,7 +21,7 @@ use std::{
 
 use clap::Parser;
 use nodemedic_agent::{
-    Collector, backoff::Backoff, config::Config, host::HostRoot, reporter::Connection, testing,
+    Agent, backoff::Backoff, config::Config, host::HostRoot, reporter::Connection, testing,
 };
 use nodemedic_proto::{
     time::{duration, timestamp},
@@ -353,7 +353,7 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
     let mut config = Config::default();
     config.dns.enabled = false;
     let template = Arc::new(
-        Collector::new("template".into(), HostRoot::default(), config)
+        Agent::new("template".into(), HostRoot::default(), &config)
             .collect()
             .await,
     );

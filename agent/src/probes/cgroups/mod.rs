@@ -5,6 +5,7 @@
 //! and each pod's ephemeral storage ([`ephemeral`]) against its limit. Cgroups are named
 //! by the CRI runtime's labels or the Kubernetes API ([`names`]).
 
+pub mod config;
 pub mod ephemeral;
 pub mod names;
 pub mod walk;
@@ -16,21 +17,24 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+use nodemedic_proto::checks;
 use nodemedic_proto::v1::{CgroupsSection, Evidence, Finding, PodUsage, Severity};
 
 use self::{
-    names::{KubeSlot, Name, Names},
+    config::CgroupsConfig,
+    names::{Name, Names},
     walk::Found,
 };
-use super::{
-    disk::forecast::History,
-    images::{Endpoint, RuntimeKind},
-    percent,
-};
+use super::{Probe, ProbeContext, ProbeError, ProbeOutput, Section};
 use crate::{
-    config::{CgroupsConfig, ImagesConfig},
+    forecast::History,
+    kubernetes::view::KubeSlot,
     parse::cgroup_memory::CgroupMemory,
-    probe::{Probe, ProbeContext, ProbeError, ProbeOutput, Section},
+    runtime::{
+        endpoint::{Endpoint, Sockets},
+        inventory::RuntimeKind,
+    },
+    units::{Percent, percent},
 };
 
 /// Counters of one cgroup at one sample.
@@ -59,18 +63,30 @@ struct State {
 #[derive(Debug)]
 pub struct CgroupsProbe {
     config: CgroupsConfig,
-    images: ImagesConfig,
+    sockets: Sockets,
+    runtime_timeout: Duration,
+    nodefs_warn_available: Percent,
     kube: KubeSlot,
     state: Mutex<State>,
 }
 
 impl CgroupsProbe {
-    /// A probe with `config`; the CRI socket as the image probe finds it; the Kubernetes
-    /// view from `kube` once the agent has one.
-    pub fn new(config: CgroupsConfig, images: ImagesConfig, kube: KubeSlot) -> Self {
+    /// A probe with `config`; container names from the CRI runtime at `sockets` (asked
+    /// with `runtime_timeout`) and from the Kubernetes view in `kube` once the agent has
+    /// one; the pods using the most ephemeral storage are named when nodefs has less than
+    /// `nodefs_warn_available` left (the disk probe's warning line).
+    pub fn new(
+        config: CgroupsConfig,
+        sockets: Sockets,
+        runtime_timeout: Duration,
+        nodefs_warn_available: Percent,
+        kube: KubeSlot,
+    ) -> Self {
         CgroupsProbe {
             config,
-            images,
+            sockets,
+            runtime_timeout,
+            nodefs_warn_available,
             kube,
             state: Mutex::default(),
         }
@@ -132,10 +148,10 @@ impl Probe for CgroupsProbe {
 
     fn checks(&self) -> &'static [&'static str] {
         &[
-            "pod.memory_near_limit",
-            "pod.memory_throttled",
-            "pod.oom_kills",
-            "pod.ephemeral_storage",
+            checks::POD_MEMORY_NEAR_LIMIT,
+            checks::POD_MEMORY_THROTTLED,
+            checks::POD_OOM_KILLS,
+            checks::POD_EPHEMERAL_STORAGE,
         ]
     }
 
@@ -166,14 +182,14 @@ impl CgroupsProbe {
         };
         section.cgroup_version = version.name().to_owned();
         let cgroups: Vec<_> = found.iter().map(|f| &f.pod).collect();
-        let cri = Endpoint::discover(&ctx.host, &self.images)
+        let cri = Endpoint::discover(&ctx.host, &self.sockets)
             .into_iter()
             .find(|e| e.kind == RuntimeKind::Cri)
             .map(|e| ctx.host.path(&e.host_path));
         let kube = self.kube.get().map(|k| &**k);
         state
             .names
-            .learn(&cgroups, kube, cri.as_deref(), self.images.timeout);
+            .learn(&cgroups, kube, cri.as_deref(), self.runtime_timeout);
         state.names.retain(&cgroups);
 
         let mut measured = Vec::new();
@@ -295,7 +311,7 @@ impl CgroupsProbe {
         };
         let mut f = m
             .finding(
-                "pod.memory_near_limit",
+                checks::POD_MEMORY_NEAR_LIMIT,
                 severity,
                 format!(
                     "{} uses {} of its {} memory limit ({share:.0}%){when}; the kernel OOM-kills it at the limit",
@@ -358,7 +374,7 @@ impl CgroupsProbe {
             };
             out.push(
                 m.finding(
-                    "pod.oom_kills",
+                    checks::POD_OOM_KILLS,
                     severity,
                     format!(
                         "the kernel OOM-killed {} process(es) in {} {when}; memory limit {}",
@@ -379,7 +395,7 @@ impl CgroupsProbe {
             if events >= self.config.throttle_events && !killed {
                 out.push(
                     m.finding(
-                        "pod.memory_throttled",
+                        checks::POD_MEMORY_THROTTLED,
                         Severity::Warning,
                         format!(
                             "{} hit its memory limit {events} times in the last {} without an OOM kill yet: the kernel reclaims its memory and slows it",
@@ -438,7 +454,7 @@ impl CgroupsProbe {
                 };
                 out.push(
                     m.finding(
-                        "pod.ephemeral_storage",
+                        checks::POD_EPHEMERAL_STORAGE,
                         severity,
                         format!(
                             "{} holds {} in emptyDir volumes and logs, {share:.0}% of its ephemeral-storage limit {}: the kubelet evicts it at the limit",
@@ -459,7 +475,7 @@ impl CgroupsProbe {
             .fs_usage("/var/lib/kubelet")
             .or_else(|_| ctx.host.fs_usage("/"))?;
         let available = percent(nodefs.bytes_available, nodefs.bytes_total);
-        if available < ctx.thresholds.disk.nodefs_warn_available.get() {
+        if available < self.nodefs_warn_available.get() {
             let mut largest: Vec<(&Measured, u64)> = pods
                 .iter()
                 .map(|m| (*m, bytes.get(&m.found.pod.pod_uid).copied().unwrap_or(0)))
@@ -472,7 +488,7 @@ impl CgroupsProbe {
                 }
                 out.push(
                     m.finding(
-                        "pod.ephemeral_storage",
+                        checks::POD_EPHEMERAL_STORAGE,
                         Severity::Warning,
                         format!(
                             "nodefs has {available:.1}% available and {} holds {} of it in emptyDir volumes and logs{}",

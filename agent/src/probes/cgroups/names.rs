@@ -8,7 +8,6 @@
 use std::{
     collections::{HashMap, HashSet},
     path::Path,
-    sync::{Arc, OnceLock},
     time::Duration,
 };
 
@@ -16,11 +15,7 @@ use nodemedic_proto::cri::{
     ListContainersRequest, ListPodSandboxRequest, runtime_service_client::RuntimeServiceClient,
 };
 
-use crate::{parse::cgroup_path::PodCgroup, probes::images::cri, probes::pods::KubeView};
-
-/// Where the Kubernetes view appears once the agent has connected (set after the probes
-/// are made).
-pub type KubeSlot = Arc<OnceLock<Arc<KubeView>>>;
+use crate::{kubernetes::view::KubeView, parse::cgroup_path::PodCgroup, runtime::cri};
 
 /// A pod's or container's names.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

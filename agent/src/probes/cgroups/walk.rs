@@ -5,12 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use crate::{
-    host::HostRoot,
+    host::{HostError, HostRoot},
     parse::{
         cgroup_memory::{self, CgroupMemory},
         cgroup_path::{self, PodCgroup},
     },
-    probe::ProbeError,
 };
 
 /// Where the kubelet's cgroup tree may start, per version.
@@ -102,8 +101,8 @@ fn descend(dir: &Path, depth: usize, found: &mut Vec<Found>) {
 
 /// Reads one cgroup's memory files: opened relative to the directory and read into one
 /// buffer, as this runs for every container at every report.
-pub fn read(version: Version, dir: &Path) -> Result<CgroupMemory, ProbeError> {
-    let io = |source: std::io::Error| ProbeError::Io {
+pub fn read(version: Version, dir: &Path) -> Result<CgroupMemory, HostError> {
+    let io = |source: std::io::Error| HostError::Io {
         path: dir.to_owned(),
         source,
     };
@@ -142,7 +141,7 @@ pub fn read(version: Version, dir: &Path) -> Result<CgroupMemory, ProbeError> {
             )
         }
     };
-    parsed.map_err(|e| ProbeError::Parse {
+    parsed.map_err(|e| HostError::Parse {
         path: dir.to_owned(),
         reason: e.to_string(),
     })

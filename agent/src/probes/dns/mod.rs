@@ -8,6 +8,7 @@
 //! and protocol, from which the findings come.
 
 pub mod client;
+pub mod config;
 mod window;
 
 use std::{
@@ -21,6 +22,7 @@ use std::{
 };
 
 use hickory_proto::op::ResponseCode;
+use nodemedic_proto::checks;
 use nodemedic_proto::v1::{
     DnsSearchLookup, DnsSection, Evidence, Finding, ResolvConf as ResolvConfSummary, Severity,
 };
@@ -29,13 +31,13 @@ use tracing::debug;
 
 use self::{
     client::{Outcome, Protocol, query},
+    config::DnsConfig,
     window::Window,
 };
+use super::{Probe, ProbeContext, ProbeError, ProbeOutput, Section};
 use crate::{
-    config::DnsConfig,
     host::HostRoot,
     parse::resolv_conf::{self, MAX_NAMESERVERS, MAX_SEARCH_CHARS, MAX_SEARCH_DOMAINS, ResolvConf},
-    probe::{Probe, ProbeContext, ProbeError, ProbeOutput, Section},
 };
 
 /// Where container runtimes keep the resolv.conf they give pods (newest one wins).
@@ -193,7 +195,7 @@ pub fn config_finding(path: &str, c: &ResolvConf, pod: bool) -> Option<Finding> 
     let text: Vec<String> = problems.into_iter().map(|(_, t)| t).collect();
     Some(
         Finding::fail(
-            "dns.config",
+            checks::DNS_CONFIG,
             severity,
             path,
             format!("{path}: {}.", text.join("; ")),
@@ -441,7 +443,7 @@ fn judge(
     let mut out = Vec::new();
     if window.last_timed_out(3) && answers_others {
         out.push(evidence(Finding::fail(
-            "dns.failing",
+            checks::DNS_FAILING,
             Severity::Critical,
             &about,
             format!(
@@ -458,7 +460,7 @@ fn judge(
             "pods that use it cannot resolve names"
         };
         out.push(evidence(Finding::fail(
-            "dns.unreachable",
+            checks::DNS_UNREACHABLE,
             Severity::Critical,
             &server,
             format!(
@@ -474,7 +476,7 @@ fn judge(
         window.last_rcode()
     {
         out.push(evidence(Finding::fail(
-            "dns.failing",
+            checks::DNS_FAILING,
             Severity::Critical,
             &about,
             format!("{} answers {} for {}, a name that must resolve ({} SERVFAIL, {} NXDOMAIN in the last {} queries).", s.nameserver, client::rcode_name(rcode), s.name, s.servfail, s.nxdomain, s.samples),
@@ -483,14 +485,14 @@ fn judge(
     let slow_ms = slow.as_secs_f64() * 1e3;
     if s.answered >= 3 && s.p95_ms > slow_ms {
         out.push(evidence(Finding::fail(
-            "dns.slow",
+            checks::DNS_SLOW,
             Severity::Warning,
             &about,
             format!("{} answers {} slowly: p95 {:.0} ms, max {:.0} ms over {} answers (threshold {:.0} ms).", s.nameserver, s.name, s.p95_ms, s.max_ms, s.answered, slow_ms),
         )));
     } else if s.timeouts >= 2 && s.timeouts * 2 < s.samples {
         out.push(evidence(Finding::fail(
-            "dns.timeouts_5s",
+            checks::DNS_TIMEOUTS_5S,
             Severity::Warning,
             &about,
             format!(

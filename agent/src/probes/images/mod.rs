@@ -1,138 +1,46 @@
 //! The image probe: how full each container runtime's image cache is, how much of it no
 //! container uses, and whether the kubelet's image garbage collection is about to run.
 //!
-//! Docker is asked through its Engine API ([`docker`]), CRI runtimes through the CRI v1
-//! gRPC API ([`cri`]); both come back as an [`Inventory`] and are judged the same way. No
-//! runtime on the node is normal (the section says which were found); a socket that exists
-//! and does not answer is `images.runtime_unreachable`.
+//! The runtimes are asked through [`crate::runtime`] (Docker's Engine API, the CRI); both
+//! come back as an inventory and are judged the same way. No runtime on the node is normal
+//! (the section says which were found); a socket that exists and does not answer is
+//! `images.runtime_unreachable`.
 
-pub mod cri;
-pub mod docker;
-mod inventory;
+pub mod config;
 
-use std::{
-    collections::HashMap,
-    path::{Path, PathBuf},
-    sync::Mutex,
-};
+use std::{collections::HashMap, path::Path, sync::Mutex};
 
 use nodemedic_proto::{
+    checks,
     finding::human_bytes,
     v1::{Evidence, Finding, ImageRuntime, ImagesSection, Severity},
 };
 
-pub use self::inventory::{ImageEntry, Inventory, RuntimeKind};
-use super::{disk::forecast::History, percent};
+use self::config::ImagesConfig;
+use super::{Probe, ProbeContext, ProbeError, ProbeOutput, Section};
 use crate::{
-    config::ImagesConfig,
-    host::HostRoot,
-    probe::{Probe, ProbeContext, ProbeError, ProbeOutput, Section},
+    forecast::{Fit, History},
+    runtime::{RuntimeError, docker, endpoint::Endpoint},
+    units::percent,
 };
-
-/// Docker's socket when none is configured.
-pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
-
-/// A runtime that could not be asked.
-#[derive(Debug, thiserror::Error)]
-pub enum ImagesError {
-    /// The Docker Engine API failed.
-    #[error("docker: {0}")]
-    Docker(#[from] bollard::errors::Error),
-    /// The CRI API failed.
-    #[error("cri: {0}")]
-    Cri(String),
-    /// The runtime did not answer in time.
-    #[error("no answer within {0:?}")]
-    Timeout(std::time::Duration),
-    /// A configured socket is not there.
-    #[error("{0} does not exist")]
-    NoSocket(PathBuf),
-}
-
-/// A runtime socket to ask.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    /// The API it speaks.
-    pub kind: RuntimeKind,
-    /// The socket as the node names it.
-    pub host_path: String,
-    /// Named in the configuration: it must exist.
-    pub configured: bool,
-}
-
-impl Endpoint {
-    /// The runtimes to ask on this host: the configured sockets, or the default ones that
-    /// exist.
-    pub fn discover(host: &HostRoot, config: &ImagesConfig) -> Vec<Endpoint> {
-        let mut found = Vec::new();
-        let docker = config.docker_socket.as_deref();
-        if docker.is_some() || host.path(DEFAULT_DOCKER_SOCKET).exists() {
-            found.push(Endpoint {
-                kind: RuntimeKind::Docker,
-                host_path: docker.unwrap_or(DEFAULT_DOCKER_SOCKET).to_owned(),
-                configured: docker.is_some(),
-            });
-        }
-        match config.cri_endpoint.as_deref() {
-            Some(e) => found.push(Endpoint {
-                kind: RuntimeKind::Cri,
-                host_path: e.trim_start_matches("unix://").to_owned(),
-                configured: true,
-            }),
-            None => found.extend(
-                cri::DEFAULT_ENDPOINTS
-                    .iter()
-                    .find(|p| host.path(p).exists())
-                    .map(|p| Endpoint {
-                        kind: RuntimeKind::Cri,
-                        host_path: (*p).to_owned(),
-                        configured: false,
-                    }),
-            ),
-        }
-        found
-    }
-
-    /// What the runtime holds now (`cache` spares Docker a full measurement when nothing
-    /// changed since the last one).
-    pub async fn inventory(
-        &self,
-        host: &HostRoot,
-        timeout: std::time::Duration,
-        cache: &mut docker::Cache,
-    ) -> Result<Inventory, ImagesError> {
-        let socket = host.path(&self.host_path);
-        if !socket.exists() {
-            return Err(ImagesError::NoSocket(socket));
-        }
-        let ask = async {
-            match self.kind {
-                RuntimeKind::Docker => {
-                    docker::inventory(&docker::connect(&socket, timeout).await?, cache).await
-                }
-                RuntimeKind::Cri => cri::inventory(cri::connect(&socket, timeout).await?).await,
-            }
-        };
-        tokio::time::timeout(timeout, ask)
-            .await
-            .map_err(|_| ImagesError::Timeout(timeout))?
-    }
-}
 
 /// Asks the runtimes; keeps samples of each image filesystem for its fill rate, and what
 /// Docker said last.
 #[derive(Debug)]
 pub struct ImagesProbe {
     config: ImagesConfig,
+    fill: Fit,
     history: Mutex<History>,
     docker: Mutex<HashMap<String, docker::Cache>>,
 }
 
 impl ImagesProbe {
-    /// A probe with these settings.
-    pub fn new(config: ImagesConfig) -> Self {
+    /// A probe with these settings; the image filesystem's fill rate is fitted as `fill`
+    /// says (the disk probe's window).
+    pub fn new(config: ImagesConfig, fill: Fit) -> Self {
         ImagesProbe {
             config,
+            fill,
             history: Mutex::default(),
             docker: Mutex::default(),
         }
@@ -153,7 +61,7 @@ impl Probe for ImagesProbe {
                 findings,
             });
         }
-        let endpoints = Endpoint::discover(&ctx.host, &self.config);
+        let endpoints = Endpoint::discover(&ctx.host, &self.config.sockets());
         if endpoints.is_empty() {
             return Ok(ProbeOutput {
                 section: Section::Images(section),
@@ -219,7 +127,6 @@ impl ImagesProbe {
         let usage = ctx.host.fs_usage(&runtime.root_dir)?;
         runtime.fs_total_bytes = usage.bytes_total;
         runtime.fs_available_bytes = usage.bytes_available;
-        let disk = &ctx.thresholds.disk;
         let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
         runtime.fill_rate_bytes_per_hour = history
             .record(
@@ -227,17 +134,17 @@ impl ImagesProbe {
                 ctx.now,
                 usage.bytes_used,
                 usage.bytes_available,
-                disk.fill_window,
-                disk.fill_min_span,
+                self.fill.window,
+                self.fill.min_span,
             )
             .map(|f| f.bytes_per_hour);
         Ok(())
     }
 }
 
-fn unreachable(endpoint: &Endpoint, e: &ImagesError) -> Finding {
+fn unreachable(endpoint: &Endpoint, e: &RuntimeError) -> Finding {
     Finding::fail(
-        "images.runtime_unreachable",
+        checks::IMAGES_RUNTIME_UNREACHABLE,
         Severity::Critical,
         &endpoint.host_path,
         format!(
@@ -269,7 +176,7 @@ pub fn judge(r: &ImageRuntime, config: &ImagesConfig) -> Vec<Finding> {
     {
         out.push(
             base(
-                "images.reclaimable",
+                checks::IMAGES_RECLAIMABLE,
                 Severity::Warning,
                 format!(
                     "{} of images no container uses ({reclaimable_percent:.0}% of {} on {}); largest: {}.",
@@ -286,7 +193,7 @@ pub fn judge(r: &ImageRuntime, config: &ImagesConfig) -> Vec<Finding> {
     if r.dangling_bytes >= config.dangling_min_bytes && r.dangling > 0 {
         out.push(
             base(
-                "images.dangling",
+                checks::IMAGES_DANGLING,
                 Severity::Info,
                 format!(
                     "{} untagged images hold {}.",
@@ -311,7 +218,7 @@ pub fn judge(r: &ImageRuntime, config: &ImagesConfig) -> Vec<Finding> {
             None => format!("is {used_percent:.0}% used, above {gc:.0}%"),
         };
         let mut f = base(
-            "images.gc_imminent",
+            checks::IMAGES_GC_IMMINENT,
             Severity::Warning,
             format!(
                 "The image filesystem {} {when}: the kubelet's image garbage collection deletes unused images on its own schedule; {} are reclaimable now.",

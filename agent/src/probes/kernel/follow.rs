@@ -6,15 +6,17 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use nodemedic_proto::checks;
 use nodemedic_proto::v1::KernelSection;
 
+use super::config::KernelConfig;
 use super::{
     oom::OomTracker,
     rules::RuleSet,
     source::Source,
     tally::{Hit, Tally},
 };
-use crate::{config::KernelConfig, parse::kmsg, probe::ProbeError};
+use crate::{host::HostError, parse::kmsg, probes::ProbeError};
 
 /// How long a probe run waits for the follower to read what was logged before it.
 const CATCH_UP: Duration = Duration::from_secs(2);
@@ -88,10 +90,11 @@ impl Follower {
             .wait_timeout_while(state, CATCH_UP, |s| s.served < request && s.error.is_none())
             .unwrap_or_else(|p| p.into_inner());
         if let Some(source) = state.error.take() {
-            return Err(ProbeError::Io {
+            return Err(HostError::Io {
                 path: self.name.clone().into(),
                 source,
-            });
+            }
+            .into());
         }
         let tally = &mut state.tally;
         Ok(KernelSection {
@@ -155,7 +158,7 @@ fn count(tally: &mut Tally, rules: &RuleSet, oom: &mut OomTracker, line: &str, a
     oom.context(message);
     let mut matched = false;
     for m in rules.matches(message) {
-        let (subject, fields) = if m.rule.check == "kernel.oom_kill" {
+        let (subject, fields) = if m.rule.check == checks::KERNEL_OOM_KILL {
             // The second line of a kill already counted is not another kill.
             let Some(kill) = oom.kill(message) else {
                 continue;

@@ -8,6 +8,7 @@
 //! up to "now" and turns the tally into the section and one finding per check and subject
 //! with a match in the window.
 
+pub mod config;
 mod follow;
 pub mod oom;
 pub mod rules;
@@ -16,18 +17,17 @@ pub mod tally;
 
 use std::{sync::Mutex, time::Duration};
 
+use nodemedic_proto::checks;
 use nodemedic_proto::v1::{Evidence, Finding, KernelEvent, Severity};
 
 use self::{
+    config::KernelConfig,
     follow::Follower,
     rules::RuleSet,
     source::{Kmsg, LogFile, Source},
 };
-use crate::{
-    config::KernelConfig,
-    host::HostRoot,
-    probe::{Probe, ProbeContext, ProbeError, ProbeOutput, Section},
-};
+use super::{Probe, ProbeContext, ProbeError, ProbeOutput, Section};
+use crate::host::{HostError, HostRoot};
 
 /// Where kernel lines are read when no log file is configured, in order.
 const SOURCES: &[&str] = &["/dev/kmsg", "/var/log/kern.log", "/var/log/messages"];
@@ -55,7 +55,7 @@ impl KernelProbe {
                 .iter()
                 .map(|s| (s.to_string(), host.path(s)))
                 .find(|(_, p)| p.exists())
-                .ok_or_else(|| ProbeError::Io {
+                .ok_or_else(|| HostError::Io {
                     path: host.path(SOURCES[0]),
                     source: std::io::Error::new(
                         std::io::ErrorKind::NotFound,
@@ -63,14 +63,14 @@ impl KernelProbe {
                     ),
                 })?,
         };
-        let io_err = |source| ProbeError::Io {
+        let io_err = |source| HostError::Io {
             path: path.clone(),
             source,
         };
         let source = if name == "/dev/kmsg" {
             let uptime: procfs_core::Uptime = host.parse("/proc/uptime")?;
             let uptime =
-                Duration::try_from_secs_f64(uptime.uptime).map_err(|e| ProbeError::Parse {
+                Duration::try_from_secs_f64(uptime.uptime).map_err(|e| HostError::Parse {
                     path: host.path("/proc/uptime"),
                     reason: e.to_string(),
                 })?;
@@ -80,7 +80,7 @@ impl KernelProbe {
             std::fs::metadata(&path).map_err(io_err)?;
             Source::File(LogFile::new(path.clone(), self.config.lookback_bytes))
         };
-        let rules = RuleSet::load(&self.config.rule_files).map_err(|e| ProbeError::Parse {
+        let rules = RuleSet::load(&self.config.rule_files).map_err(|e| HostError::Parse {
             path: e.file.clone().into(),
             reason: e.reason,
         })?;
@@ -124,16 +124,16 @@ impl Probe for KernelProbe {
 
 fn finding(e: &KernelEvent, window: Duration) -> Finding {
     let what = match e.check.as_str() {
-        "kernel.oom_kill" => "OOM kills",
-        "kernel.hung_task" => "hung task reports",
-        "kernel.soft_lockup" => "CPU lockups or RCU stalls",
-        "kernel.fs_error" => "filesystem errors",
-        "kernel.readonly_remount" => "read-only remounts",
-        "kernel.io_error" => "I/O errors",
-        "kernel.conntrack_full" => "packets dropped: conntrack table full",
-        "kernel.unregister_netdevice" => "network devices stuck unregistering",
-        "kernel.oops" => "kernel oopses",
-        "kernel.hardware_error" => "hardware errors",
+        checks::KERNEL_OOM_KILL => "OOM kills",
+        checks::KERNEL_HUNG_TASK => "hung task reports",
+        checks::KERNEL_SOFT_LOCKUP => "CPU lockups or RCU stalls",
+        checks::KERNEL_FS_ERROR => "filesystem errors",
+        checks::KERNEL_READONLY_REMOUNT => "read-only remounts",
+        checks::KERNEL_IO_ERROR => "I/O errors",
+        checks::KERNEL_CONNTRACK_FULL => "packets dropped: conntrack table full",
+        checks::KERNEL_UNREGISTER_NETDEVICE => "network devices stuck unregistering",
+        checks::KERNEL_OOPS => "kernel oopses",
+        checks::KERNEL_HARDWARE_ERROR => "hardware errors",
         _ => "matching kernel messages",
     };
     let about = if e.subject.is_empty() {

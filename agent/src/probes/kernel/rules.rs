@@ -5,6 +5,7 @@
 
 use std::{collections::BTreeMap, path::Path};
 
+use nodemedic_proto::checks;
 use nodemedic_proto::v1::Severity;
 use regex::{Regex, RegexSet};
 use serde::Deserialize;
@@ -13,7 +14,7 @@ use serde::Deserialize;
 pub const BUILTIN: &str = include_str!("../../../kernel-rules/nodemedic.json");
 
 /// The check a rule whose reason nothing maps counts towards.
-pub const UNMAPPED_CHECK: &str = "kernel.event";
+pub const UNMAPPED_CHECK: &str = checks::KERNEL_EVENT;
 
 /// A rule file that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -281,6 +282,14 @@ mod tests {
         let set = RuleSet::load(&[] as &[&Path]).unwrap();
         assert!(set.rules().len() > 15);
         assert!(set.rules().iter().all(|r| r.check.starts_with("kernel.")));
+        // Each is a check of the one list, so the runbook catalog's test covers it.
+        for r in set.rules() {
+            assert!(
+                nodemedic_proto::checks::ALL.contains(&r.check.as_str()),
+                "{} is not in nodemedic_proto::checks::ALL",
+                r.check
+            );
+        }
     }
 
     #[test]

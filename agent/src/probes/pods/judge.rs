@@ -6,13 +6,11 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use nodemedic_proto::checks;
 use nodemedic_proto::v1::{Evidence, Finding, Severity};
 
-use super::{
-    classify,
-    view::{Cluster, ConditionView, ContainerView, EventView, PodView},
-};
-use crate::config::KubernetesConfig;
+use super::{classify, config::KubernetesConfig};
+use crate::kubernetes::cluster::{Cluster, ConditionView, ContainerView, EventView, PodView};
 
 /// Node conditions whose `True` means trouble, and how bad.
 const PRESSURE: &[(&str, Severity)] = &[
@@ -109,7 +107,7 @@ fn crashloop(
         |t| format!("last exit {} ({})", t.exit_code, t.reason),
     );
     let mut f = container_finding(
-        "pod.crashloop",
+        checks::POD_CRASHLOOP,
         Severity::Critical,
         pod,
         c,
@@ -158,7 +156,7 @@ fn oomkilled(
     let limit = c.memory_limit.clone().unwrap_or_else(|| "none".into());
     let request = c.memory_request.clone().unwrap_or_else(|| "none".into());
     let mut f = container_finding(
-        "pod.oomkilled",
+        checks::POD_OOMKILLED,
         Severity::Warning,
         pod,
         c,
@@ -212,7 +210,7 @@ fn image_pull(
     };
     Some(
         container_finding(
-            "pod.image_pull",
+            checks::POD_IMAGE_PULL,
             Severity::Warning,
             pod,
             c,
@@ -247,7 +245,7 @@ fn config_error(pod: &PodView, c: &ContainerView, events: &[&EventView]) -> Opti
     let (kind, missing) = classify::config_error(words);
     Some(
         container_finding(
-            "pod.config_error",
+            checks::POD_CONFIG_ERROR,
             Severity::Warning,
             pod,
             c,
@@ -279,7 +277,7 @@ fn restarts(
     });
     Some(
         container_finding(
-            "pod.restarts",
+            checks::POD_RESTARTS,
             Severity::Warning,
             pod,
             c,
@@ -314,7 +312,7 @@ fn evicted(pod: &PodView, config: &KubernetesConfig, now: SystemTime) -> Option<
     let resource = classify::eviction_resource(&pod.message).unwrap_or("unknown");
     Some(
         pod_finding(
-            "pod.evicted",
+            checks::POD_EVICTED,
             Severity::Warning,
             pod,
             format!(
@@ -359,7 +357,7 @@ fn pending(pod: &PodView, events: &[&EventView]) -> Option<Finding> {
         });
     Some(
         pod_finding(
-            "pod.pending",
+            checks::POD_PENDING,
             Severity::Warning,
             pod,
             format!(
@@ -389,7 +387,7 @@ fn terminating_stuck(pod: &PodView, config: &KubernetesConfig, now: SystemTime) 
     };
     Some(
         pod_finding(
-            "pod.terminating_stuck",
+            checks::POD_TERMINATING_STUCK,
             Severity::Warning,
             pod,
             format!(
@@ -438,7 +436,7 @@ fn probe_failing(
             .to_ascii_lowercase();
         out.push(
             container_finding(
-                "pod.probe_failing",
+                checks::POD_PROBE_FAILING,
                 Severity::Warning,
                 pod,
                 c,
@@ -472,7 +470,7 @@ fn node_condition(c: &ConditionView) -> Option<Finding> {
         _ => return None,
     };
     let mut f = Finding::fail(
-        "node.condition",
+        checks::NODE_CONDITION,
         severity,
         &c.kind,
         format!(

@@ -12,8 +12,26 @@ use kube::{
     runtime::{WatchStreamExt, watcher},
 };
 
-use super::KubeView;
-use crate::config::KubernetesConfig;
+use super::{WatchOptions, view::KubeView};
+
+/// The client and the watches for `node`: `None` when there is no kubeconfig and the agent
+/// is not in a pod (it then runs node-only and says so once).
+pub async fn connect(
+    kubeconfig: Option<&Path>,
+    node: &str,
+    options: &WatchOptions,
+) -> Result<Option<Arc<KubeView>>, ConnectError> {
+    let Some((client, api_server)) = client(kubeconfig).await? else {
+        tracing::info!(
+            "no kubeconfig and not running in a pod: node-only (no pod, node or event findings)"
+        );
+        return Ok(None);
+    };
+    tracing::info!(%api_server, "watching this node's pods, the node and Warning events");
+    let view = KubeView::new(api_server);
+    spawn(client, node, options, &view);
+    Ok(Some(view))
+}
 
 /// Why the Kubernetes client could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +78,7 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Option<(Client, String)
 }
 
 /// Starts the watches on the current tokio runtime; they run until the runtime stops.
-pub fn spawn(client: Client, node: &str, config: &KubernetesConfig, view: &Arc<KubeView>) {
+pub fn spawn(client: Client, node: &str, options: &WatchOptions, view: &Arc<KubeView>) {
     let pods: Api<Pod> = Api::all(client.clone());
     let on_node = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
     tokio::spawn(watch_pods(
@@ -69,7 +87,7 @@ pub fn spawn(client: Client, node: &str, config: &KubernetesConfig, view: &Arc<K
         Arc::clone(view),
         Scope::Node,
     ));
-    if config.unscheduled_pods {
+    if options.unscheduled_pods {
         let unscheduled = watcher::Config::default().fields("spec.nodeName=");
         let scope = Scope::Unscheduled {
             node: node.to_owned(),
@@ -86,16 +104,16 @@ pub fn spawn(client: Client, node: &str, config: &KubernetesConfig, view: &Arc<K
     let mut selectors = vec![format!(
         "involvedObject.kind=Node,involvedObject.name={node},type=Warning"
     )];
-    if config.pod_events {
+    if options.pod_events {
         selectors.push("involvedObject.kind=Pod,type=Warning".to_owned());
     }
     for selector in selectors {
         view.expect_event_watch();
-        let (events, view, config) = (events.clone(), Arc::clone(view), config.clone());
+        let (events, view, max_events) = (events.clone(), Arc::clone(view), options.max_events);
         tokio::spawn(async move {
             view.pods_listed().await;
             let selected = watcher::Config::default().fields(&selector);
-            watch_events(events, selected, view, config).await;
+            watch_events(events, selected, view, max_events).await;
         });
     }
 }
@@ -178,7 +196,7 @@ async fn watch_events(
     api: Api<Event>,
     config: watcher::Config,
     view: Arc<KubeView>,
-    settings: KubernetesConfig,
+    max_events: usize,
 ) {
     let stream = watcher(api, config).default_backoff();
     futures::pin_mut!(stream);
@@ -193,7 +211,7 @@ async fn watch_events(
                         .as_ref()
                         .is_some_and(|u| c.pods.contains_key(u));
                 if about_us {
-                    c.apply_event(&e, now, settings.max_events);
+                    c.apply_event(&e, now, max_events);
                 }
             }),
             Ok(watcher::Event::InitDone) => view.synced(false, false, true),

@@ -2,14 +2,14 @@
 //! pipelining up to W unacknowledged reports (as a reconnecting agent resends), with report
 //! contents taken from a real collection on this machine plus findings that come and go.
 //!
-//! `cargo bench -p nodemedic-collector --bench ingest` (env: NODES, REPORTS, WINDOW).
+//! `cargo bench -p nodemedic-tests --bench ingest` (env: NODES, REPORTS, WINDOW).
 
 use std::{
     collections::VecDeque,
     time::{Duration, Instant, SystemTime},
 };
 
-use nodemedic_agent::{Collector, config::Config, host::HostRoot, reporter::Connection};
+use nodemedic_agent::{Agent, config::Config, host::HostRoot, reporter::Connection};
 use nodemedic_collector::{
     server::{Bound, Config as ServerConfig},
     validate::ReportLimits,
@@ -114,7 +114,10 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let template = Collector::new("template".into(), HostRoot::default(), Config::default()).collect().await;
+        // No live DNS queries: this machine's resolvers are not the benchmark's own.
+        let mut config = Config::default();
+        config.dns.enabled = false;
+        let template = Agent::new("template".into(), HostRoot::default(), &config).collect().await;
         let dir = tempfile::tempdir().unwrap();
         let bound = Bound::bind(ServerConfig {
             grpc_listen: "127.0.0.1:0".parse().unwrap(),

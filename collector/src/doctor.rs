@@ -1,49 +1,23 @@
-//! The collector's view of one report, in-process: `nodemedic doctor` runs it without a
-//! collector. It applies the same validation as ingest and the same correlation, so the
-//! findings come out as incidents with the remediation of their runbook rule.
+//! Doctor mode, in one place: the collector's view of one report, in-process, for
+//! `nodemedic doctor` without a collector. It applies the same validation as ingest and the
+//! same correlation (with no hold: [`IncidentConfig::one_report`]), so the findings come out
+//! as incidents with the remediation of their runbook rule; `doctor --bundle` writes the
+//! bundle from this same [`Diagnosis`] (`bundle::of_diagnosis`).
 
-use std::{
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
+use std::{sync::Arc, time::SystemTime};
 
 use nodemedic_proto::{
     time::{timestamp_millis, unix_millis},
-    v1::{Finding, Incident, NodeReport, Remediation, RemediationStep, Severity},
+    v1::{Finding, Incident, NodeReport, Severity},
 };
 
 use crate::{
     error::Error,
     incidents::{Correlator, IncidentConfig},
-    runbook::{Catalog, Rule, render},
-    store::OpenFinding,
+    open_finding::OpenFinding,
+    runbook::Catalog,
     validate,
 };
-
-/// `rule`'s remediation with its placeholders filled from `finding`.
-pub fn remediation(rule: &Rule, finding: &Finding) -> Remediation {
-    let r = &rule.remediation;
-    Remediation {
-        rule: rule.id.clone(),
-        title: rule.title.clone(),
-        steps: r
-            .steps
-            .iter()
-            .map(|s| RemediationStep {
-                text: render(&s.text, finding),
-                command: s
-                    .command
-                    .as_ref()
-                    .map(|c| render(c, finding))
-                    .unwrap_or_default(),
-                action: s.action.clone().unwrap_or_default(),
-            })
-            .collect(),
-        recovery: r.recovery.clone(),
-        data_loss: r.data_loss.clone(),
-        verify: render(&r.verify, finding),
-    }
-}
 
 /// One node's report with its findings correlated, as the collector would: the incidents,
 /// worst first, each with its remediation.
@@ -51,8 +25,12 @@ pub fn remediation(rule: &Rule, finding: &Finding) -> Remediation {
 pub struct Diagnosis {
     /// The report diagnosed.
     pub report: NodeReport,
+    /// Its findings, numbered and seen at the report's time, as the store would give them.
+    pub findings: Vec<Finding>,
     /// Its findings grouped into incidents, worst first.
     pub incidents: Vec<Incident>,
+    /// When (the report's collection, unix ms).
+    pub at: i64,
 }
 
 impl Diagnosis {
@@ -80,21 +58,19 @@ pub fn diagnose(report: NodeReport, catalog: Arc<Catalog>) -> Result<Diagnosis, 
         .collected_at
         .as_ref()
         .map_or_else(|| unix_millis(SystemTime::now()), timestamp_millis);
-    let config = IncidentConfig {
-        hold: Duration::ZERO,
-        ..IncidentConfig::default()
-    };
     let open: Vec<OpenFinding> = report
         .findings
         .iter()
-        .map(|f| OpenFinding {
-            id: 0,
+        .zip(1..)
+        .map(|(f, id)| OpenFinding {
+            id,
             first_seen: now,
             last_seen: now,
             finding: f.clone(),
         })
         .collect();
-    let mut incidents: Vec<Incident> = Correlator::new(catalog, config, 0)
+    let findings = open.iter().map(|o| o.stamped(None)).collect();
+    let mut incidents: Vec<Incident> = Correlator::new(catalog, IncidentConfig::one_report(), 0)
         .observe(&report.node, &open, now)
         .into_iter()
         .filter_map(|c| c.event.incident)
@@ -104,7 +80,12 @@ pub fn diagnose(report: NodeReport, catalog: Arc<Catalog>) -> Result<Diagnosis, 
             .cmp(&a.severity)
             .then_with(|| a.rule.cmp(&b.rule))
     });
-    Ok(Diagnosis { report, incidents })
+    Ok(Diagnosis {
+        report,
+        findings,
+        incidents,
+        at: now,
+    })
 }
 
 #[cfg(test)]

@@ -25,11 +25,14 @@ use nodemedic_proto::{
 };
 use tonic::transport::Channel;
 
-use super::ActionError;
+use super::RemediationError;
 use crate::{
-    config::ImagesConfig,
     host::HostRoot,
-    probes::images::{Endpoint, ImagesError, Inventory, RuntimeKind, cri, docker},
+    runtime::{
+        RuntimeError, cri, docker,
+        endpoint::{Endpoint, Sockets},
+        inventory::{Inventory, RuntimeKind},
+    },
 };
 
 /// Untagged images no container uses.
@@ -58,17 +61,18 @@ const BUILD_CACHE: &str = "build cache";
 /// What `action` would remove now, on the runtimes matching `runtime` (empty: all).
 pub async fn plan(
     host: &HostRoot,
-    config: &ImagesConfig,
+    sockets: &Sockets,
+    timeout: Duration,
     action: &str,
     runtime: &str,
     older_than: Option<Duration>,
-) -> Result<Vec<ActionItem>, ActionError> {
-    let endpoints: Vec<Endpoint> = Endpoint::discover(host, config)
+) -> Result<Vec<ActionItem>, RemediationError> {
+    let endpoints: Vec<Endpoint> = Endpoint::discover(host, sockets)
         .into_iter()
         .filter(|e| runtime.is_empty() || e.kind.label() == runtime)
         .collect();
     if endpoints.is_empty() {
-        return Err(ActionError::NoRuntime(runtime.to_owned()));
+        return Err(RemediationError::NoRuntime(runtime.to_owned()));
     }
     let mut items = Vec::new();
     for endpoint in endpoints {
@@ -76,17 +80,16 @@ pub async fn plan(
         let kind = endpoint.kind;
         match (kind, action) {
             (RuntimeKind::Docker, PRUNE_DANGLING | PRUNE_UNUSED) => {
-                let docker = docker::connect(&socket, config.timeout).await?;
+                let docker = docker::connect(&socket, timeout).await?;
                 let inventory = docker::measure(&docker).await?;
                 items.extend(image_items(&inventory, kind, action, older_than));
             }
             (RuntimeKind::Cri, PRUNE_DANGLING | PRUNE_UNUSED) => {
-                let inventory =
-                    cri::inventory(cri::connect(&socket, config.timeout).await?).await?;
+                let inventory = cri::inventory(cri::connect(&socket, timeout).await?).await?;
                 items.extend(image_items(&inventory, kind, action, older_than));
             }
             (RuntimeKind::Docker, PRUNE_STOPPED_CONTAINERS) => {
-                let docker = docker::connect(&socket, config.timeout).await?;
+                let docker = docker::connect(&socket, timeout).await?;
                 let options = ListContainersOptionsBuilder::default()
                     .all(true)
                     .size(true)
@@ -94,7 +97,7 @@ pub async fn plan(
                 let containers = docker
                     .list_containers(Some(options))
                     .await
-                    .map_err(ImagesError::from)?;
+                    .map_err(RuntimeError::from)?;
                 items.extend(
                     containers
                         .into_iter()
@@ -110,11 +113,11 @@ pub async fn plan(
                 );
             }
             (RuntimeKind::Docker, PRUNE_BUILD_CACHE) => {
-                let docker = docker::connect(&socket, config.timeout).await?;
+                let docker = docker::connect(&socket, timeout).await?;
                 let df = docker
                     .df(None::<bollard::query_parameters::DataUsageOptions>)
                     .await
-                    .map_err(ImagesError::from)?;
+                    .map_err(RuntimeError::from)?;
                 items.extend(
                     df.build_cache
                         .unwrap_or_default()
@@ -132,7 +135,7 @@ pub async fn plan(
             }
             // Containers and build cache of CRI runtimes are the kubelet's to manage.
             (RuntimeKind::Cri, _) => {}
-            _ => return Err(ActionError::Unknown(action.to_owned())),
+            _ => return Err(RemediationError::Unknown(action.to_owned())),
         }
     }
     Ok(items)
@@ -175,8 +178,13 @@ fn image_items(
 }
 
 /// Carries out `plan`, item by item; every item comes back with its result.
-pub async fn apply(host: &HostRoot, config: &ImagesConfig, plan: &ActionPlan) -> Vec<ActionItem> {
-    let endpoints = Endpoint::discover(host, config);
+pub async fn apply(
+    host: &HostRoot,
+    sockets: &Sockets,
+    timeout: Duration,
+    plan: &ActionPlan,
+) -> Vec<ActionItem> {
+    let endpoints = Endpoint::discover(host, sockets);
     let mut dockers: HashMap<String, Result<Docker, String>> = HashMap::new();
     let mut cris: HashMap<String, Result<Channel, String>> = HashMap::new();
     let mut out = Vec::with_capacity(plan.items.len());
@@ -194,13 +202,13 @@ pub async fn apply(host: &HostRoot, config: &ImagesConfig, plan: &ActionPlan) ->
         let key = endpoint.host_path.clone();
         let result = match endpoint.kind {
             RuntimeKind::Docker => {
-                match connected(&mut dockers, key, docker::connect(&socket, config.timeout)).await {
+                match connected(&mut dockers, key, docker::connect(&socket, timeout)).await {
                     Ok(docker) => remove_docker(&docker, item).await,
                     Err(e) => done(item, FAILED, 0, e),
                 }
             }
             RuntimeKind::Cri => {
-                match connected(&mut cris, key, cri::connect(&socket, config.timeout)).await {
+                match connected(&mut cris, key, cri::connect(&socket, timeout)).await {
                     Ok(channel) => remove_cri(channel, item).await,
                     Err(e) => done(item, FAILED, 0, e),
                 }
@@ -216,7 +224,7 @@ pub async fn apply(host: &HostRoot, config: &ImagesConfig, plan: &ActionPlan) ->
 async fn connected<T: Clone>(
     clients: &mut HashMap<String, Result<T, String>>,
     key: String,
-    connect: impl Future<Output = Result<T, ImagesError>>,
+    connect: impl Future<Output = Result<T, RuntimeError>>,
 ) -> Result<T, String> {
     if let Some(client) = clients.get(&key) {
         return client.clone();

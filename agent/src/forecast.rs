@@ -1,5 +1,6 @@
 //! Fill rate and "full in N hours": a least-squares line through the recent samples of a
-//! filesystem's used bytes.
+//! filesystem's used bytes. Shared by the probes that forecast growth (disk, images,
+//! cgroups).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -9,6 +10,16 @@ use std::{
 /// A drop in use larger than this share of the filesystem is a cleanup, which starts a new
 /// trend.
 const CLEANUP_SHARE: f64 = 0.01;
+
+/// Which samples a fill rate is fitted to: those of the last `window`, once they span
+/// `min_span`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fit {
+    /// The samples of this long are fitted.
+    pub window: Duration,
+    /// The shortest span of samples that gives a rate.
+    pub min_span: Duration,
+}
 
 /// Recent `(time, used bytes)` samples per mount point.
 #[derive(Debug, Default)]

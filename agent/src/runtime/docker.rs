@@ -20,17 +20,17 @@ use bollard::{
 use futures::StreamExt;
 
 use super::{
-    ImagesError,
+    RuntimeError,
     inventory::{ImageEntry, Inventory},
 };
 
 /// Connects to the engine at `socket`, with `timeout` per request.
-pub async fn connect(socket: &Path, timeout: std::time::Duration) -> Result<Docker, ImagesError> {
+pub async fn connect(socket: &Path, timeout: std::time::Duration) -> Result<Docker, RuntimeError> {
     let socket = socket.to_string_lossy();
     Docker::connect_with_unix(&socket, timeout.as_secs().max(1), API_DEFAULT_VERSION)?
         .negotiate_version()
         .await
-        .map_err(ImagesError::from)
+        .map_err(RuntimeError::from)
 }
 
 /// What the last full measurement saw, so the next runs can skip it while nothing changed.
@@ -49,7 +49,7 @@ pub struct Cache {
 const FULL_EVERY: Duration = Duration::from_secs(300);
 
 /// What the engine holds.
-pub async fn inventory(docker: &Docker, cache: &mut Cache) -> Result<Inventory, ImagesError> {
+pub async fn inventory(docker: &Docker, cache: &mut Cache) -> Result<Inventory, RuntimeError> {
     let (version, root_dir) = match &cache.engine {
         Some(engine) => engine.clone(),
         None => {
@@ -93,7 +93,7 @@ async fn changed_since(
     docker: &Docker,
     since: Duration,
     until: Duration,
-) -> Result<bool, ImagesError> {
+) -> Result<bool, RuntimeError> {
     let filters = HashMap::from([("type", vec!["image", "container"])]);
     let options = EventsOptionsBuilder::default()
         .since(&docker_time(since))
@@ -109,7 +109,7 @@ async fn changed_since(
 }
 
 /// Everything `/system/df` says (not the version and root directory).
-pub async fn measure(docker: &Docker) -> Result<Inventory, ImagesError> {
+pub async fn measure(docker: &Docker) -> Result<Inventory, RuntimeError> {
     let df = docker.df(None::<DataUsageOptions>).await?;
     let images = df
         .images
@@ -167,7 +167,7 @@ pub async fn measure(docker: &Docker) -> Result<Inventory, ImagesError> {
 
 /// The ids of the images containers (running or stopped) were created from, as the engine
 /// says now.
-pub async fn images_in_use(docker: &Docker) -> Result<Vec<String>, ImagesError> {
+pub async fn images_in_use(docker: &Docker) -> Result<Vec<String>, RuntimeError> {
     let containers = docker
         .list_containers(Some(
             ListContainersOptionsBuilder::default().all(true).build(),

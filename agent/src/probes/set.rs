@@ -1,146 +1,19 @@
-//! What a probe is, and how the agent runs a set of them under a deadline.
-//!
-//! A probe measures one part of the node (its section of the report) and judges what it
-//! measured against the [`Thresholds`] (its findings). It runs on a blocking thread, because
-//! the kernel can make a read hang (`statvfs` on a dead NFS server); a probe that fails or
-//! misses its deadline yields a `probe.failed` finding with status unknown, and the other
-//! probes' results still go out.
-
+//! Runs a set of probes together, each on a blocking thread under a deadline; a failure or
+//! a timeout becomes a `probe.failed` finding (status unknown) and the rest of the report
+//! still goes out. A probe stuck in the kernel is not started again until it returns.
 use std::{
-    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
-use nodemedic_proto::v1::{
-    CgroupsSection, DiskSection, DnsSection, Evidence, Finding, ImagesSection, KernelSection,
-    MemorySection, NodeReport, PodsSection, ProbeRun, Severity, SystemSection,
-};
+use nodemedic_proto::checks;
+use nodemedic_proto::v1::{Evidence, Finding, NodeReport, ProbeRun, Severity};
 use tracing::warn;
 
-use crate::{config::Thresholds, host::HostRoot, parse::ParseError};
-
-/// Why a probe could not measure.
-#[derive(Debug, thiserror::Error)]
-pub enum ProbeError {
-    /// A host file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Io {
-        /// The file, under the host root.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A host file did not hold what the kernel writes there.
-    #[error("cannot parse {path}: {reason}")]
-    Parse {
-        /// The file, under the host root.
-        path: PathBuf,
-        /// What was wrong, with the line.
-        reason: String,
-    },
-    /// The probe could not start the async runtime its client libraries need.
-    #[error("cannot start an async runtime: {0}")]
-    Runtime(std::io::Error),
-    /// The Kubernetes API did not answer as needed.
-    #[error("Kubernetes API: {0}")]
-    Kubernetes(String),
-    /// The probe missed its deadline.
-    #[error("timed out after {0:?}")]
-    Timeout(Duration),
-    /// The previous run of the probe is still stuck in the kernel.
-    #[error("the previous run has not finished yet (stuck in a system call?)")]
-    StillRunning,
-    /// The probe's thread panicked: a bug.
-    #[error("the probe panicked: {0}")]
-    Panicked(String),
-}
-
-impl ProbeError {
-    /// A parse error of a file under the host root.
-    pub fn parse(host: &HostRoot, host_path: &str, err: ParseError) -> Self {
-        ProbeError::Parse {
-            path: host.path(host_path),
-            reason: err.to_string(),
-        }
-    }
-}
-
-/// What a probe gets to work with.
-#[derive(Debug, Clone)]
-pub struct ProbeContext {
-    /// Where the node's `/` is.
-    pub host: HostRoot,
-    /// The time of this collection; tests set it to drive forecasts.
-    pub now: SystemTime,
-    /// The limits the findings are judged against.
-    pub thresholds: Arc<Thresholds>,
-}
-
-/// A probe's section of the report.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Section {
-    /// Filesystems.
-    Disk(DiskSection),
-    /// Memory.
-    Memory(MemorySection),
-    /// Kernel limits.
-    System(SystemSection),
-    /// Resolver configuration and live DNS probes.
-    Dns(Box<DnsSection>),
-    /// Container image caches.
-    Images(ImagesSection),
-    /// What the kernel log said.
-    Kernel(KernelSection),
-    /// What the Kubernetes API says about the node and its pods.
-    Pods(PodsSection),
-    /// The pods' memory and ephemeral storage from their cgroups and directories.
-    Cgroups(CgroupsSection),
-}
-
-impl Section {
-    fn store(self, report: &mut NodeReport) {
-        match self {
-            Section::Disk(s) => report.disk = Some(s),
-            Section::Memory(s) => report.memory = Some(s),
-            Section::System(s) => report.system = Some(s),
-            Section::Dns(s) => report.dns = Some(*s),
-            Section::Images(s) => report.images = Some(s),
-            Section::Kernel(s) => report.kernel = Some(s),
-            Section::Pods(s) => report.pods = Some(s),
-            Section::Cgroups(s) => report.cgroups = Some(s),
-        }
-    }
-}
-
-/// What one run of a probe produced.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProbeOutput {
-    /// The measurements.
-    pub section: Section,
-    /// What is wrong according to them.
-    pub findings: Vec<Finding>,
-}
-
-/// One part of the node to measure. Implementations keep whatever state they need across
-/// runs (samples for a forecast, a counter's last value) behind their own lock.
-pub trait Probe: Send + Sync + 'static {
-    /// Stable id and the prefix of the checks it emits: `disk` emits `disk.space`, ...
-    fn id(&self) -> &'static str;
-
-    /// Measures and judges. Blocking I/O is fine: this runs on a blocking thread.
-    fn run(&self, ctx: &ProbeContext) -> Result<ProbeOutput, ProbeError>;
-
-    /// The checks it emits, when they do not all start with `<id>.` (the collector keeps
-    /// their findings open while the probe fails). Empty: every `<id>.*` check.
-    fn checks(&self) -> &'static [&'static str] {
-        &[]
-    }
-}
+use super::{Probe, ProbeContext, ProbeError, ProbeOutput};
 
 /// A probe with the flag that says a run of it is under way.
 struct Slot {
@@ -253,7 +126,7 @@ impl ProbeSet {
 /// The finding for a probe that could not measure: unknown, never healthy.
 fn probe_failed(probe: &str, error: &ProbeError) -> Finding {
     Finding::unknown(
-        "probe.failed",
+        checks::PROBE_FAILED,
         Severity::Warning,
         probe,
         format!("The {probe} probe could not measure: {error}. Its checks are unknown until it runs again."),
@@ -263,7 +136,12 @@ fn probe_failed(probe: &str, error: &ProbeError) -> Finding {
 
 #[cfg(test)]
 mod tests {
+    use std::time::SystemTime;
+
+    use nodemedic_proto::v1::{DiskSection, SystemSection};
+
     use super::*;
+    use crate::{host::HostRoot, probes::Section};
 
     struct Slow;
     impl Probe for Slow {
@@ -285,9 +163,8 @@ mod tests {
             "broken"
         }
         fn run(&self, ctx: &ProbeContext) -> Result<ProbeOutput, ProbeError> {
-            ctx.host
-                .read("/proc/does-not-exist")
-                .map(|_| unreachable!())
+            ctx.host.read("/proc/does-not-exist")?;
+            unreachable!("the file does not exist")
         }
     }
 
@@ -311,7 +188,6 @@ mod tests {
         ProbeContext {
             host: HostRoot::new(tempfile::tempdir().unwrap().keep()),
             now: SystemTime::now(),
-            thresholds: Arc::default(),
         }
     }
 

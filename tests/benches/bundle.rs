@@ -3,7 +3,7 @@
 //! from report to report as a node's do, findings that come and go), then one bundle of
 //! everything into a byte counter.
 //!
-//! `cargo bench -p nodemedic-collector --bench bundle` (env NODES, default 5000; REPORTS,
+//! `cargo bench -p nodemedic-tests --bench bundle` (env NODES, default 5000; REPORTS,
 //! default 360 = an hour at 10 s; BUNDLE_KEEP, a path to keep the bundle at; BUNDLE_STORE, a
 //! directory to keep the filled store in and to reuse it from on the next run).
 
@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use nodemedic_agent::{Collector, config::Config, host::HostRoot, testing};
+use nodemedic_agent::{Agent, config::Config, host::HostRoot, testing};
 use nodemedic_collector::{
     bundle::{self, BundleRequest, Sources},
     incidents::IncidentConfig,
@@ -70,7 +70,7 @@ async fn fill(dir: &std::path::Path, catalog: &Arc<Catalog>, nodes: usize, repor
     // No live DNS queries: this machine's resolvers are not the benchmark's own.
     let mut config = Config::default();
     config.dns.enabled = false;
-    let template = Collector::new("template".into(), HostRoot::new("/"), config)
+    let template = Agent::new("template".into(), HostRoot::new("/"), &config)
         .collect()
         .await;
     let (writer, thread) = spawn(

@@ -12,7 +12,7 @@ use nodemedic_proto::cri::{
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use super::{
-    ImagesError,
+    RuntimeError,
     inventory::{ImageEntry, Inventory},
 };
 
@@ -25,7 +25,7 @@ pub const DEFAULT_ENDPOINTS: &[&str] = &[
 ];
 
 /// A gRPC channel to the runtime at `socket`, with `timeout` per request.
-pub async fn connect(socket: &Path, timeout: std::time::Duration) -> Result<Channel, ImagesError> {
+pub async fn connect(socket: &Path, timeout: std::time::Duration) -> Result<Channel, RuntimeError> {
     let socket = socket.to_owned();
     // The URI is required but unused: every connection goes to the socket.
     Endpoint::from_static("http://cri.invalid")
@@ -40,12 +40,12 @@ pub async fn connect(socket: &Path, timeout: std::time::Duration) -> Result<Chan
             }
         }))
         .await
-        .map_err(|e| ImagesError::Cri(format!("cannot connect: {e}")))
+        .map_err(|e| RuntimeError::Cri(format!("cannot connect: {e}")))
 }
 
-fn status(what: &'static str) -> impl Fn(tonic::Status) -> ImagesError {
+fn status(what: &'static str) -> impl Fn(tonic::Status) -> RuntimeError {
     move |s| {
-        ImagesError::Cri(format!(
+        RuntimeError::Cri(format!(
             "{what}: {}: {}",
             s.code().description(),
             s.message()
@@ -54,7 +54,7 @@ fn status(what: &'static str) -> impl Fn(tonic::Status) -> ImagesError {
 }
 
 /// What the runtime holds.
-pub async fn inventory(channel: Channel) -> Result<Inventory, ImagesError> {
+pub async fn inventory(channel: Channel) -> Result<Inventory, RuntimeError> {
     let mut runtime = RuntimeServiceClient::new(channel.clone());
     let mut images = ImageServiceClient::new(channel);
     let version = runtime
@@ -119,7 +119,7 @@ pub async fn inventory(channel: Channel) -> Result<Inventory, ImagesError> {
 /// differ in which they fill).
 pub async fn images_in_use(
     runtime: &mut RuntimeServiceClient<Channel>,
-) -> Result<Vec<HashSet<String>>, ImagesError> {
+) -> Result<Vec<HashSet<String>>, RuntimeError> {
     let containers = runtime
         .list_containers(ListContainersRequest { filter: None })
         .await

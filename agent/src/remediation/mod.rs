@@ -21,7 +21,7 @@ use nodemedic_proto::{
 };
 use tracing::{info, warn};
 
-use crate::{config::ImagesConfig, host::HostRoot};
+use crate::{host::HostRoot, runtime::endpoint::Sockets};
 
 /// How long a plan can be applied.
 pub const PLAN_TTL: Duration = Duration::from_secs(30 * 60);
@@ -36,7 +36,7 @@ pub const ACTIONS: &[&str] = &[
 
 /// Why an action could not run.
 #[derive(Debug, thiserror::Error)]
-pub enum ActionError {
+pub enum RemediationError {
     /// Not one of [`ACTIONS`].
     #[error("unknown action {0:?}; known: {known}", known = ACTIONS.join(", "))]
     Unknown(String),
@@ -51,44 +51,48 @@ pub enum ActionError {
     NoRuntime(String),
     /// A runtime could not be asked while planning.
     #[error(transparent)]
-    Runtime(#[from] crate::probes::images::ImagesError),
+    Runtime(#[from] crate::runtime::RuntimeError),
 }
 
-/// Plans and applies actions for one node.
-pub struct Actions {
+/// Plans and applies remediation actions for one node.
+pub struct Remediator {
     node: String,
     allowed: Vec<String>,
     host: HostRoot,
-    images: ImagesConfig,
+    sockets: Sockets,
+    timeout: Duration,
     plans: Mutex<HashMap<String, ActionPlan>>,
 }
 
-impl Actions {
-    /// Actions for `node`; `allowed` names the enabled ones (`images.*` enables all image
-    /// actions), and is checked against [`ACTIONS`].
+impl Remediator {
+    /// Remediation for `node`; `allowed` names the enabled actions (`images.*` enables all
+    /// image actions), and is checked against [`ACTIONS`]; the runtimes are found at
+    /// `sockets` and get `timeout` per request.
     pub fn new(
         node: &str,
         allowed: &[String],
         host: HostRoot,
-        images: ImagesConfig,
-    ) -> Result<Self, ActionError> {
+        sockets: Sockets,
+        timeout: Duration,
+    ) -> Result<Self, RemediationError> {
         for a in allowed {
             if a != "images.*" && !ACTIONS.contains(&a.as_str()) {
-                return Err(ActionError::Unknown(a.clone()));
+                return Err(RemediationError::Unknown(a.clone()));
             }
         }
-        Ok(Actions {
+        Ok(Remediator {
             node: node.to_owned(),
             allowed: allowed.to_vec(),
             host,
-            images,
+            sockets,
+            timeout,
             plans: Mutex::default(),
         })
     }
 
-    fn check_allowed(&self, action: &str) -> Result<(), ActionError> {
+    fn check_allowed(&self, action: &str) -> Result<(), RemediationError> {
         if !ACTIONS.contains(&action) {
-            return Err(ActionError::Unknown(action.to_owned()));
+            return Err(RemediationError::Unknown(action.to_owned()));
         }
         if self
             .allowed
@@ -97,7 +101,7 @@ impl Actions {
         {
             Ok(())
         } else {
-            Err(ActionError::NotAllowed(action.to_owned()))
+            Err(RemediationError::NotAllowed(action.to_owned()))
         }
     }
 
@@ -120,12 +124,13 @@ impl Actions {
     }
 
     /// Lists what the action would remove now.
-    pub async fn plan(&self, request: &ActionRequest) -> Result<ActionPlan, ActionError> {
+    pub async fn plan(&self, request: &ActionRequest) -> Result<ActionPlan, RemediationError> {
         self.check_allowed(&request.action)?;
         let older_than = request.older_than.as_ref().map(std_duration);
         let items = images::plan(
             &self.host,
-            &self.images,
+            &self.sockets,
+            self.timeout,
             &request.action,
             &request.runtime,
             older_than,
@@ -159,7 +164,7 @@ impl Actions {
     }
 
     /// Removes what the plan listed and is still unused; the plan is then used up.
-    pub async fn apply(&self, plan_id: &str) -> Result<ActionOutcome, ActionError> {
+    pub async fn apply(&self, plan_id: &str) -> Result<ActionOutcome, RemediationError> {
         let plan = self
             .plans
             .lock()
@@ -170,10 +175,10 @@ impl Actions {
                     .as_ref()
                     .is_some_and(|t| nodemedic_proto::time::system_time(t) > SystemTime::now())
             })
-            .ok_or_else(|| ActionError::UnknownPlan(plan_id.to_owned()))?;
+            .ok_or_else(|| RemediationError::UnknownPlan(plan_id.to_owned()))?;
         self.check_allowed(&plan.action)?;
         let started = SystemTime::now();
-        let items = images::apply(&self.host, &self.images, &plan).await;
+        let items = images::apply(&self.host, &self.sockets, self.timeout, &plan).await;
         let count = |r: &str| items.iter().filter(|i| i.result == r).count() as u32;
         let outcome = ActionOutcome {
             plan_id: plan.plan_id.clone(),

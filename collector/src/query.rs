@@ -1,4 +1,5 @@
-//! `Diagnostics`: the query API for tooling and the CLI.
+//! The query service (`nodemedic.v1.Diagnostics` on the wire): what tooling and the CLI ask
+//! the collector — nodes, findings, incidents, remediation plans and applies, bundles.
 
 use std::{pin::Pin, sync::Arc};
 
@@ -40,7 +41,7 @@ const MAX_LIMIT: usize = 100_000;
 
 /// The query service.
 #[derive(Clone)]
-pub struct DiagnosticsService {
+pub struct QueryService {
     pub(crate) reader: Arc<Reader>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) events: Events,
@@ -52,7 +53,7 @@ pub struct DiagnosticsService {
     pub(crate) shutdown: tokio::sync::watch::Receiver<()>,
 }
 
-impl DiagnosticsService {
+impl QueryService {
     /// Runs a read on a blocking thread.
     async fn read<T: Send + 'static>(
         &self,
@@ -169,7 +170,7 @@ fn min_severity(value: i32) -> Result<Option<Severity>, Status> {
 }
 
 #[tonic::async_trait]
-impl Diagnostics for DiagnosticsService {
+impl Diagnostics for QueryService {
     async fn list_nodes(
         &self,
         request: Request<ListNodesRequest>,

@@ -42,7 +42,7 @@ struct State<T> {
 }
 
 /// A value loaded from files, kept current.
-pub struct Watched<T> {
+pub struct Reloading<T> {
     what: &'static str,
     paths: Vec<PathBuf>,
     load: Loader<T>,
@@ -50,7 +50,7 @@ pub struct Watched<T> {
     state: Mutex<State<T>>,
 }
 
-impl<T> Watched<T> {
+impl<T> Reloading<T> {
     /// Loads `what` with `load` now (an error here stops the start), and again whenever
     /// one of `paths` changes.
     pub fn load(
@@ -61,7 +61,7 @@ impl<T> Watched<T> {
     ) -> Result<Self, String> {
         let stamps = stamps(&paths);
         let current = Arc::new(load()?);
-        Ok(Watched {
+        Ok(Reloading {
             what,
             paths,
             load: Box::new(load),
@@ -110,7 +110,7 @@ mod tests {
         std::fs::write(&file, "1").unwrap();
         let metrics = Arc::new(Metrics::default());
         let path = file.clone();
-        let watched = Watched::load("number", vec![file.clone()], metrics.clone(), move || {
+        let watched = Reloading::load("number", vec![file.clone()], metrics.clone(), move || {
             let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
             text.trim().parse::<u32>().map_err(|e| e.to_string())
         })

@@ -19,7 +19,7 @@ use crate::{
 
 /// `remediate` subcommands.
 #[derive(Debug, clap::Subcommand)]
-pub enum RemediateCommand {
+pub enum RemediationCommand {
     /// Ask a node's agent what an action would remove and free, without removing anything.
     /// Actions: images.prune_dangling, images.prune_unused, images.prune_stopped_containers,
     /// images.prune_build_cache (the agent must allow them: --allow-action)
@@ -90,9 +90,9 @@ fn requested_by() -> String {
 }
 
 /// Runs a `remediate` subcommand.
-pub async fn run(mut c: Client, command: RemediateCommand, format: Format) -> anyhow::Result<()> {
+pub async fn run(mut c: Client, command: RemediationCommand, format: Format) -> anyhow::Result<()> {
     match command {
-        RemediateCommand::Plan {
+        RemediationCommand::Plan {
             node,
             action,
             runtime,
@@ -124,7 +124,7 @@ pub async fn run(mut c: Client, command: RemediateCommand, format: Format) -> an
                 );
             }
         }
-        RemediateCommand::Apply { node, plan_id } => {
+        RemediationCommand::Apply { node, plan_id } => {
             let outcome = c
                 .apply_remediation(ApplyRemediationRequest {
                     node,
@@ -145,7 +145,7 @@ pub async fn run(mut c: Client, command: RemediateCommand, format: Format) -> an
                 );
             }
         }
-        RemediateCommand::History { node, limit } => {
+        RemediationCommand::History { node, limit } => {
             let resp = c
                 .list_remediations(ListRemediationsRequest {
                     node: node.unwrap_or_default(),

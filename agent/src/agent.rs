@@ -1,0 +1,139 @@
+//! One node's probes, run together into a [`NodeReport`]: the agent's loop and
+//! `nodemedic doctor` both collect through an [`Agent`].
+
+use std::{sync::Arc, time::SystemTime};
+
+use nodemedic_proto::{time::timestamp, v1::NodeReport};
+
+use crate::{
+    config::Config,
+    host::HostRoot,
+    kubernetes::{self, view::KubeSlot},
+    probes::{
+        Probe, ProbeContext, cgroups::CgroupsProbe, disk::DiskProbe, dns::DnsProbe,
+        images::ImagesProbe, kernel::KernelProbe, memory::MemoryProbe, pods::PodsProbe,
+        set::ProbeSet, system::SystemProbe,
+    },
+};
+
+/// The agent's version, sent in every Hello and report.
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The hostname is not valid UTF-8, so it cannot be a node name.
+#[derive(Debug, thiserror::Error)]
+#[error("the hostname is not UTF-8; pass --node-name")]
+pub struct HostnameNotUtf8;
+
+/// The name this node reports as: `explicit` when given and not empty, else the hostname.
+pub fn node_name(explicit: Option<String>) -> Result<String, HostnameNotUtf8> {
+    match explicit {
+        Some(name) if !name.is_empty() => Ok(name),
+        _ => rustix::system::uname()
+            .nodename()
+            .to_str()
+            .map(str::to_owned)
+            .map_err(|_| HostnameNotUtf8),
+    }
+}
+
+/// The probes the agent and `nodemedic doctor` run, each made with its part of `config`;
+/// `kube` is where the Kubernetes view appears if the agent connects to the API later (the
+/// cgroups probe names pods from it).
+pub fn default_probes(config: &Config, kube: &KubeSlot) -> Vec<Arc<dyn Probe>> {
+    let t = &config.thresholds;
+    let mut probes: Vec<Arc<dyn Probe>> = vec![
+        Arc::new(DiskProbe::new(t.disk.clone())),
+        Arc::new(MemoryProbe::new(t.memory.clone())),
+        Arc::new(SystemProbe::new(t.system.clone())),
+        Arc::new(DnsProbe::new(config.dns.clone())),
+        Arc::new(ImagesProbe::new(config.images.clone(), t.disk.fill_fit())),
+    ];
+    if config.cgroups.enabled {
+        probes.push(Arc::new(CgroupsProbe::new(
+            config.cgroups.clone(),
+            config.images.sockets(),
+            config.images.timeout,
+            t.disk.nodefs_warn_available,
+            Arc::clone(kube),
+        )));
+    }
+    if config.kernel.enabled {
+        probes.push(Arc::new(KernelProbe::new(config.kernel.clone())));
+    }
+    probes
+}
+
+/// Runs the probes of one node; holds their state (samples, counters) between runs.
+pub struct Agent {
+    node: String,
+    host: HostRoot,
+    probes: ProbeSet,
+    kube: KubeSlot,
+}
+
+impl Agent {
+    /// The default probes on `host`, reporting as `node`.
+    pub fn new(node: String, host: HostRoot, config: &Config) -> Self {
+        let kube = KubeSlot::default();
+        let probes = ProbeSet::new(default_probes(config, &kube), config.probe_timeout);
+        Agent {
+            node,
+            host,
+            probes,
+            kube,
+        }
+    }
+
+    /// Adds the pods probe when a Kubernetes client can be made (from `kubeconfig`, or
+    /// in-cluster in a pod); without one the agent stays node-only.
+    pub async fn with_kubernetes(
+        mut self,
+        kubeconfig: Option<&std::path::Path>,
+        config: &crate::probes::pods::config::KubernetesConfig,
+    ) -> Result<Self, kubernetes::watch::ConnectError> {
+        let Some(view) =
+            kubernetes::watch::connect(kubeconfig, &self.node, &config.watch_options()).await?
+        else {
+            return Ok(self);
+        };
+        // The wait for the first lists must end before the probe's deadline.
+        let config = crate::probes::pods::config::KubernetesConfig {
+            sync_timeout: config.sync_timeout.min(self.probes.timeout() * 3 / 4),
+            ..config.clone()
+        };
+        // The cgroups probe names pods from the same view.
+        let _ = self.kube.set(Arc::clone(&view));
+        self.probes.add(Arc::new(PodsProbe::new(view, config)));
+        Ok(self)
+    }
+
+    /// The node this agent reports as.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The probe ids, for the Hello.
+    pub fn capabilities(&self) -> Vec<String> {
+        self.probes.ids()
+    }
+
+    /// Collects a report now; its `seq` is left for the sender to set.
+    pub async fn collect(&self) -> NodeReport {
+        let now = SystemTime::now();
+        let ctx = ProbeContext {
+            host: self.host.clone(),
+            now,
+        };
+        let mut report = NodeReport {
+            node: self.node.clone(),
+            agent_version: AGENT_VERSION.to_owned(),
+            collected_at: Some(timestamp(now)),
+            ..Default::default()
+        };
+        self.probes.collect(&ctx, &mut report).await;
+        // Whatever the node holds (a mount point named with a line break, a long error),
+        // the report stays one the collector accepts.
+        nodemedic_proto::limits::fit_report(&mut report);
+        report
+    }
+}

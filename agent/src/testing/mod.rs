@@ -1,0 +1,185 @@
+//! Test support (feature `test-support`), one module per test double: the real captured
+//! fixtures and fake host trees the probes read like a node's `/` (here), real DNS servers
+//! ([`dns`]), real Docker and containerd engines ([`engines`]), a real memory cgroup
+//! ([`cgroup`]), a recorded Kubernetes API server ([`apiserver`]), and reports that drift
+//! as a node's do ([`drift`]).
+
+mod apiserver;
+mod cgroup;
+mod dns;
+mod drift;
+mod engines;
+
+pub use self::{
+    apiserver::FakeApiServer,
+    cgroup::MemoryCgroup,
+    dns::{DnsStub, Dnsmasq, StubMode},
+    drift::drift,
+    engines::{BUSYBOX_IMAGE, Containerd, CriPod, CriPodSpec, Dockerd},
+};
+
+use std::path::PathBuf;
+
+use crate::host::HostRoot;
+
+/// The captured real files in `tests/fixtures/real/` (their origins and licences in its
+/// `SOURCES.md`). Panics, never skips, when they are missing.
+pub fn fixtures_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/real");
+    assert!(
+        dir.is_dir(),
+        "real fixtures not found at {}: they are part of the repository",
+        dir.display()
+    );
+    dir
+}
+
+/// The text of a real fixture, by its path under `fixtures/real`.
+pub fn fixture(rel: &str) -> String {
+    let path = fixtures_dir().join(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+/// A temporary tree that looks like a healthy node's `/` to the probes: 8 GiB of memory
+/// with half available, no swap, small kernel tables, and one filesystem mounted at `/`: a
+/// 1 GiB tmpfs of the tree's own, nearly empty, so the disk probe's view of it does not
+/// depend on how full the machine running the tests is. Needs root (tests run as root);
+/// panics, never skips, without it.
+pub struct FakeHost {
+    dir: tempfile::TempDir,
+}
+
+impl Drop for FakeHost {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+const GIB_KB: u64 = 1024 * 1024;
+
+impl FakeHost {
+    /// A healthy node.
+    pub fn new() -> Self {
+        let host = FakeHost {
+            dir: tempfile::tempdir().expect("temporary directory"),
+        };
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1g,nr_inodes=100000", "tmpfs"])
+            .arg(host.dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            mounted,
+            "cannot mount the fake host's tmpfs: the tests run as root (scripts/test checks)"
+        );
+        host.set_memory(8 * GIB_KB, 4 * GIB_KB, 0, 0);
+        host.write("/proc/vmstat", "nr_free_pages 1000\noom_kill 0\n");
+        host.write("/proc/pressure/memory", "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n");
+        host.write("/proc/pressure/cpu", "some avg10=1.00 avg60=0.50 avg300=0.20 total=100\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n");
+        host.write("/proc/loadavg", "0.10 0.20 0.30 1/300 4242\n");
+        host.write("/proc/uptime", "12345.67 20000.00\n");
+        host.write("/proc/sys/kernel/pid_max", "4194304\n");
+        host.write("/proc/sys/kernel/osrelease", "6.1.0-test\n");
+        host.write("/proc/sys/fs/file-nr", "3000\t0\t9223372036854775807\n");
+        host.set_mounts(&[]);
+        // A quiet kernel log (the kernel probe reads it when the tree has no /dev/kmsg).
+        host.write("/var/log/kern.log", "");
+        host
+    }
+
+    /// The host root the probes read.
+    pub fn root(&self) -> HostRoot {
+        HostRoot::new(self.dir.path())
+    }
+
+    /// Writes a file at a host path, creating its directories.
+    pub fn write(&self, host_path: &str, text: &str) {
+        let path = self.root().path(host_path);
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("create dirs");
+        std::fs::write(&path, text).expect("write fake host file");
+    }
+
+    /// Sets /proc/meminfo, in KiB as the kernel writes it: every line a 6.1 kernel writes
+    /// (procfs-core's parser wants them all), free memory as available, the rest zero.
+    pub fn set_memory(
+        &self,
+        total_kb: u64,
+        available_kb: u64,
+        swap_total_kb: u64,
+        swap_free_kb: u64,
+    ) {
+        let lines = [
+            ("MemTotal", total_kb),
+            ("MemFree", available_kb),
+            ("MemAvailable", available_kb),
+            ("Buffers", 0),
+            ("Cached", 0),
+            ("SwapCached", 0),
+            ("Active", 0),
+            ("Inactive", 0),
+            ("Active(anon)", 0),
+            ("Inactive(anon)", 0),
+            ("Active(file)", 0),
+            ("Inactive(file)", 0),
+            ("Unevictable", 0),
+            ("Mlocked", 0),
+            ("SwapTotal", swap_total_kb),
+            ("SwapFree", swap_free_kb),
+            ("Zswap", 0),
+            ("Zswapped", 0),
+            ("Dirty", 0),
+            ("Writeback", 0),
+            ("AnonPages", 0),
+            ("Mapped", 0),
+            ("Shmem", 0),
+            ("KReclaimable", 0),
+            ("Slab", 0),
+            ("SReclaimable", 0),
+            ("SUnreclaim", 0),
+            ("KernelStack", 0),
+            ("PageTables", 0),
+            ("SecPageTables", 0),
+            ("NFS_Unstable", 0),
+            ("Bounce", 0),
+            ("WritebackTmp", 0),
+            ("CommitLimit", total_kb / 2 + swap_total_kb),
+            ("Committed_AS", 0),
+            ("VmallocTotal", 34_359_738_367),
+            ("VmallocUsed", 0),
+            ("VmallocChunk", 0),
+            ("Percpu", 0),
+            ("HardwareCorrupted", 0),
+            ("AnonHugePages", 0),
+        ];
+        let mut text = String::new();
+        for (key, kb) in lines {
+            text.push_str(&format!("{:<16}{kb:>8} kB\n", format!("{key}:")));
+        }
+        text.push_str("HugePages_Total:       0\nHugePages_Free:        0\nHugePages_Rsvd:        0\nHugePages_Surp:        0\n");
+        text.push_str("Hugepagesize:       2048 kB\nHugetlb:               0 kB\n");
+        self.write("/proc/meminfo", &text);
+    }
+
+    /// Sets PID 1's mount table: `/` on the tree's own filesystem, plus `extra` mountinfo
+    /// lines (whose mount points must exist under the tree to be measured).
+    pub fn set_mounts(&self, extra: &[&str]) {
+        let mut text = String::from("21 0 254:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n");
+        text.push_str(
+            "22 21 0:5 / /proc rw,nosuid,nodev,noexec,relatime shared:2 - proc proc rw\n",
+        );
+        for line in extra {
+            text.push_str(line);
+            text.push('\n');
+        }
+        self.write("/proc/1/mountinfo", &text);
+    }
+}
+
+impl Default for FakeHost {
+    fn default() -> Self {
+        Self::new()
+    }
+}
