@@ -131,9 +131,10 @@ impl Agent {
             ..Default::default()
         };
         self.probes.collect(&ctx, &mut report).await;
-        // Whatever the node holds (a mount point named with a line break, a long error),
-        // the report stays one the collector accepts.
+        // Whatever the node holds (a mount point named with a line break, a long error, a
+        // process named with escape codes), the report stays one the collector accepts.
         nodemedic_proto::limits::fit_report(&mut report);
+        nodemedic_proto::values::fit(&mut report, now);
         report
     }
 }

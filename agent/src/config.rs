@@ -120,11 +120,12 @@ impl Config {
             return Err("probe_timeout must be more than 0".into());
         }
         let t = &self.thresholds;
-        let parts: [(&str, Result<(), String>); 4] = [
+        let parts: [(&str, Result<(), String>); 5] = [
             ("thresholds.disk", t.disk.validate()),
             ("thresholds.system", t.system.validate()),
             ("kernel", self.kernel.validate()),
             ("dns", self.dns.validate()),
+            ("cgroups", self.cgroups.validate()),
         ];
         for (name, result) in parts {
             result.map_err(|e| format!("{name}.{e}"))?;
@@ -189,6 +190,10 @@ mod tests {
                 "kernel.window and max_subjects",
             ),
             ("probe_timeout: 0s\n", "probe_timeout must be more than 0"),
+            (
+                "cgroups:\n  every: 0s\n",
+                "cgroups.every must be more than 0s",
+            ),
         ] {
             let err = Config::parse(yaml).unwrap_err();
             assert!(err.contains(want), "{yaml}: {err}");

@@ -194,7 +194,7 @@ impl Queue {
     fn push(&mut self, mut report: NodeReport) -> Option<NodeReport> {
         if let Some(seq) = self.next_seq.as_mut() {
             report.seq = *seq;
-            *seq += 1;
+            *seq = seq.saturating_add(1);
         }
         let id = self.new_id();
         self.persist(id, &report);
@@ -244,14 +244,24 @@ impl Queue {
         let spooled = self
             .pending
             .iter()
-            .map(|(_, r)| r.seq + 1)
+            .map(|(_, r)| r.seq.saturating_add(1))
             .max()
             .unwrap_or(0);
-        let mut next = self.next_seq.unwrap_or(0).max(last_seq + 1).max(spooled);
+        let mut next = self
+            .next_seq
+            .unwrap_or(0)
+            .max(last_seq.saturating_add(1))
+            .max(spooled);
+        if next > limits::MAX_SEQ {
+            error!(
+                message = "This node's report numbers are used up: the collector refuses seqs above the highest. Remove the node from the collector's store to start again.",
+                last_seq
+            );
+        }
         let mut renumbered = Vec::new();
         for (id, report) in self.pending.iter_mut().filter(|(_, r)| r.seq == 0) {
             report.seq = next;
-            next += 1;
+            next = next.saturating_add(1);
             renumbered.push((*id, report.clone()));
         }
         for (id, report) in renumbered {
@@ -431,8 +441,13 @@ pub async fn run(
                     }
                     Err(status) => {
                         let wait = backoff.next_wait();
-                        warn!(message = "Cannot reach the collector.", url = %opts.collector_url, error = %status, retry_in = ?wait);
-                        last_error = status.to_string();
+                        let hint = nodemedic_proto::tls::mismatch_hint(status.message()).unwrap_or_default();
+                        warn!(message = "Cannot reach the collector.", url = %opts.collector_url, error = %status, hint, retry_in = ?wait);
+                        last_error = if hint.is_empty() {
+                            status.to_string()
+                        } else {
+                            format!("{status} ({hint})")
+                        };
                         opts.health.disconnected(&last_error);
                         reconnect_at = Instant::now() + wait;
                     }
@@ -528,6 +543,9 @@ mod tests {
     fn report() -> NodeReport {
         NodeReport {
             node: "n".into(),
+            collected_at: Some(nodemedic_proto::time::timestamp(
+                std::time::SystemTime::now(),
+            )),
             ..Default::default()
         }
     }

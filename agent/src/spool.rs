@@ -173,10 +173,53 @@ impl Spool {
 
 fn read(path: &Path) -> Result<(NodeReport, u64, SystemTime), String> {
     let bytes = fs::read(path).map_err(|e| e.to_string())?;
+    // A crash between creating and writing a file, or a full disk, leaves it empty: it
+    // would decode as an empty report for no node, which no collector accepts.
+    if bytes.is_empty() {
+        return Err("the file is empty".into());
+    }
     let written = fs::metadata(path)
         .and_then(|m| m.modified())
         .map_err(|e| e.to_string())?;
     let raw = zstd::bulk::decompress(&bytes, 64 << 20).map_err(|e| e.to_string())?;
     let report = NodeReport::decode(raw.as_slice()).map_err(|e| e.to_string())?;
+    if report.node.is_empty() || report.collected_at.is_none() {
+        return Err("it holds no report (no node, or no collection time)".into());
+    }
     Ok((report, bytes.len() as u64, written))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_and_corrupt_files_are_deleted_and_good_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = SpoolLimits {
+            max_bytes: 1 << 20,
+            max_age: std::time::Duration::from_secs(3600),
+        };
+        let (mut spool, found) = Spool::open(dir.path(), limits).unwrap();
+        assert!(found.is_empty());
+        let good = NodeReport {
+            node: "n1".into(),
+            seq: 7,
+            collected_at: Some(nodemedic_proto::time::timestamp(SystemTime::now())),
+            ..Default::default()
+        };
+        spool.write(1, &good).unwrap();
+        fs::write(dir.path().join("2.pb.zst"), b"").unwrap();
+        fs::write(dir.path().join("3.pb.zst"), b"not zstd").unwrap();
+        let empty_report = zstd::bulk::compress(&NodeReport::default().encode_to_vec(), 3).unwrap();
+        fs::write(dir.path().join("4.pb.zst"), empty_report).unwrap();
+
+        let (spool, found) = Spool::open(dir.path(), limits).unwrap();
+        assert_eq!(found, vec![(1, good)], "only the real report is restored");
+        for gone in ["2.pb.zst", "3.pb.zst", "4.pb.zst"] {
+            assert!(!dir.path().join(gone).exists(), "{gone} is deleted");
+        }
+        assert!(dir.path().join("1.pb.zst").exists());
+        assert_eq!(spool.next_id, 5, "ids of deleted files are not reused");
+    }
 }

@@ -19,7 +19,7 @@ use nodemedic_proto::{
 use tokio_stream::StreamExt;
 
 use crate::{
-    output::{Format, structured},
+    output::{Format, one_line, structured},
     query::Client,
     query::status_text,
     table::Table,
@@ -108,6 +108,10 @@ pub async fn download(mut c: Client, args: BundleArgs) -> anyhow::Result<()> {
                 ));
             }
         }
+        anyhow::ensure!(
+            bytes > 0,
+            "the collector ended the download without sending any of the bundle"
+        );
         out.sync_all()?;
         Ok(())
     }
@@ -188,8 +192,8 @@ pub fn inspect(file: &Path, format: Format) -> anyhow::Result<()> {
         "Bundle {} (format {}, nodemedic {}, created {}): {} files verified, {} values redacted{}",
         file.display(),
         m.format,
-        m.nodemedic_version,
-        m.created_at,
+        one_line(&m.nodemedic_version),
+        one_line(&m.created_at),
         m.files.len(),
         m.redacted,
         if m.redaction {
@@ -198,7 +202,7 @@ pub fn inspect(file: &Path, format: Format) -> anyhow::Result<()> {
             " (redaction was OFF)"
         }
     );
-    println!("Filters: {}", m.filters);
+    println!("Filters: {}", one_line(&m.filters.to_string()));
     let mut t = Table::new(&["FILE", "SIZE", "SHA-256", "REDACTED"]);
     for f in &m.files {
         t.row(vec![

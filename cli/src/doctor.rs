@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::{
     bundle::PartialFile,
-    output::{Format, structured},
+    output::{Format, escaped, one_line, structured},
     render,
 };
 
@@ -109,8 +109,11 @@ fn print(d: &Diagnosis, format: Format) -> anyhow::Result<()> {
     if structured(format, &out)? {
         return Ok(());
     }
-    println!("Node {}: {}", d.report.node, out.worst);
-    print!("{}", render::report(&d.report));
-    print!("{}", render::incidents(&d.incidents, SystemTime::now()));
+    println!("Node {}: {}", one_line(&d.report.node), out.worst);
+    print!("{}", escaped(&render::report(&d.report)));
+    print!(
+        "{}",
+        escaped(&render::incidents(&d.incidents, SystemTime::now()))
+    );
     Ok(())
 }

@@ -12,7 +12,7 @@ use nodemedic_proto::{
 use tokio_stream::StreamExt;
 
 use crate::{
-    output::{Format, streamed, structured},
+    output::{Format, escaped, one_line, streamed, structured},
     query::Client,
     query::{severity_arg, status_text},
     render,
@@ -135,7 +135,11 @@ pub async fn list(mut c: Client, args: IncidentsArgs, format: Format) -> anyhow:
             incident_event::Kind::Resolved => "RESOLVED",
             incident_event::Kind::Unspecified => "?",
         };
-        println!("{kind:<9} {}", row(i, SystemTime::now()).join("   "));
+        let cells: Vec<String> = row(i, SystemTime::now())
+            .iter()
+            .map(|c| one_line(c).into_owned())
+            .collect();
+        println!("{kind:<9} {}", cells.join("   "));
     }
     Ok(())
 }
@@ -148,7 +152,10 @@ pub async fn show(mut c: Client, id: u64, format: Format) -> anyhow::Result<()> 
         .map_err(status_text)?
         .into_inner();
     if !structured(format, &incident)? {
-        print!("{}", render::incident(&incident, SystemTime::now(), true));
+        print!(
+            "{}",
+            escaped(&render::incident(&incident, SystemTime::now(), true))
+        );
     }
     Ok(())
 }

@@ -99,8 +99,28 @@ enum Command {
     },
 }
 
+/// A reader that went away (`nodemedic bundle inspect B | head`) ends the program quietly,
+/// with the status a process killed by SIGPIPE has (141), as `cat` does: Rust ignores
+/// SIGPIPE, so printing would panic with "failed printing to stdout: Broken pipe".
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     nodemedic_proto::logging::init("error");
     let cli = Cli::parse();
     match run(cli).await {

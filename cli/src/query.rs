@@ -21,7 +21,7 @@ use tonic::{
 };
 
 use crate::{
-    output::{Format, streamed, structured},
+    output::{Format, escaped, one_line, streamed, structured},
     render,
     table::{Table, age},
 };
@@ -76,8 +76,13 @@ pub async fn client(
     if let Some(config) = tls.config().map_err(anyhow::Error::msg)? {
         endpoint = endpoint.tls_config(config)?;
     }
-    let channel = endpoint.connect().await.with_context(|| {
-        format!("cannot reach the collector at {url} (set --collector or NODEMEDIC_COLLECTOR)")
+    let channel = endpoint.connect().await.map_err(|e| {
+        let chain = format!("{:#}", anyhow::Error::new(e));
+        let hint = nodemedic_proto::tls::mismatch_hint(&chain)
+            .map_or_else(String::new, |h| format!("\n  hint: {h}"));
+        anyhow::anyhow!(
+            "cannot reach the collector at {url} (set --collector or NODEMEDIC_COLLECTOR): {chain}{hint}"
+        )
     })?;
     Ok(DiagnosticsClient::with_interceptor(channel, bearer))
 }
@@ -123,7 +128,9 @@ pub struct WatchArgs {
 
 /// A gRPC error as the user should read it.
 pub fn status_text(e: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{}: {}", e.code().description(), e.message())
+    let hint = nodemedic_proto::tls::mismatch_hint(e.message())
+        .map_or_else(String::new, |h| format!("\n  hint: {h}"));
+    anyhow::anyhow!("{}: {}{hint}", e.code().description(), e.message())
 }
 
 /// `nodes`.
@@ -201,9 +208,9 @@ pub async fn node(mut c: Client, name: String, format: Format) -> anyhow::Result
         );
     }
     if let Some(latest) = &resp.latest {
-        print!("{}", render::report(latest));
+        print!("{}", escaped(&render::report(latest)));
     }
-    print!("{}", render::incidents(&resp.incidents, now));
+    print!("{}", escaped(&render::incidents(&resp.incidents, now)));
     let held: Vec<_> = resp
         .open_findings
         .into_iter()
@@ -217,7 +224,7 @@ pub async fn node(mut c: Client, name: String, format: Format) -> anyhow::Result
         .collect();
     if !held.is_empty() {
         println!("\nFindings not (yet) in an incident (held until they persist):");
-        print!("{}", render::findings(&held, now));
+        print!("{}", escaped(&render::findings(&held, now)));
     }
     Ok(())
 }
@@ -308,11 +315,12 @@ pub async fn watch(mut c: Client, args: WatchArgs, format: Format) -> anyhow::Re
             &f.subject
         };
         println!(
-            "{kind:<10} {}   {}   {}   {subject}   {}",
-            f.node,
+            "{kind:<10} {}   {}   {}   {}   {}",
+            one_line(&f.node),
             f.severity().label(),
-            f.check,
-            f.message
+            one_line(&f.check),
+            one_line(subject),
+            one_line(&f.message)
         );
     }
     Ok(())

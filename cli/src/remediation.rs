@@ -11,7 +11,7 @@ use nodemedic_proto::{
 };
 
 use crate::{
-    output::{Format, structured},
+    output::{Format, escaped, structured},
     query::Client,
     query::status_text,
     table::{Table, age},
@@ -113,7 +113,7 @@ pub async fn run(mut c: Client, command: RemediationCommand, format: Format) -> 
                     println!("Nothing to remove on {node} for {}.", plan.action);
                     return Ok(());
                 }
-                print!("{}", items(&plan.items, false));
+                print!("{}", escaped(&items(&plan.items, false)));
                 println!(
                     "\nPlan {} ({} on {node}): {} items, {} to free. Nothing was removed.\nTo carry it out (within 30 minutes): nodemedic remediate apply {node} {}",
                     plan.plan_id,
@@ -135,7 +135,7 @@ pub async fn run(mut c: Client, command: RemediationCommand, format: Format) -> 
                 .map_err(status_text)?
                 .into_inner();
             if !structured(format, &outcome)? {
-                print!("{}", items(&outcome.items, true));
+                print!("{}", escaped(&items(&outcome.items, true)));
                 println!(
                     "\n{} removed, {} skipped, {} failed; {} freed.",
                     outcome.removed,

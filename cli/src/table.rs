@@ -18,12 +18,19 @@ impl Table {
         }
     }
 
-    /// Adds a row; empty cells print as `<none>`.
+    /// Adds a row; empty cells print as `<none>`, control characters escaped (cells often
+    /// hold what a node said).
     pub fn row(&mut self, cells: Vec<String>) {
         self.rows.push(
             cells
                 .into_iter()
-                .map(|c| if c.is_empty() { "<none>".to_owned() } else { c })
+                .map(|c| {
+                    if c.is_empty() {
+                        "<none>".to_owned()
+                    } else {
+                        crate::output::one_line(&c).into_owned()
+                    }
+                })
                 .collect(),
         );
     }

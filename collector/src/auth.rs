@@ -82,6 +82,9 @@ pub enum Denied {
         /// What they called.
         call: &'static str,
     },
+    /// Too many failed attempts from this source: refused for a while without looking.
+    #[error("too many failed attempts from {0} in the last minute; wait and try again")]
+    Throttled(String),
 }
 
 impl From<Denied> for tonic::Status {
@@ -89,6 +92,7 @@ impl From<Denied> for tonic::Status {
         match &d {
             Denied::Unauthenticated(_) => tonic::Status::unauthenticated(d.to_string()),
             Denied::Forbidden { .. } => tonic::Status::permission_denied(d.to_string()),
+            Denied::Throttled(_) => tonic::Status::resource_exhausted(d.to_string()),
         }
     }
 }
@@ -167,12 +171,31 @@ pub fn new_token(name: &str, role: Role) -> Result<(String, String), String> {
     Ok((token, line))
 }
 
+/// Failed attempts one source may make in a [`FAILURE_WINDOW`] before it is throttled.
+pub const MAX_FAILURES: u32 = 20;
+/// The window failed attempts are counted in.
+pub const FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+/// Sources whose failures are remembered at most (the oldest window is forgotten first).
+const MAX_SOURCES: usize = 10_000;
+
+/// One source's failed attempts in its current window.
+#[derive(Debug)]
+struct Failures {
+    since: std::time::Instant,
+    count: u32,
+}
+
 /// The collector's access rules.
 pub struct Auth {
-    tokens: Option<Reloading<TokenTable>>,
+    /// The token file's table, or why its latest version cannot be used (then no token is
+    /// accepted: a revocation saved with a broken line must not leave the old file in force).
+    tokens: Option<Reloading<Result<TokenTable, String>>>,
     /// No identity at all (`--insecure` without a token file): everyone is an operator.
     open: bool,
     metrics: Arc<Metrics>,
+    /// Failed attempts by source address: a guesser is throttled, and logged once a window
+    /// rather than once an attempt.
+    failures: std::sync::Mutex<HashMap<String, Failures>>,
 }
 
 impl Auth {
@@ -186,8 +209,9 @@ impl Auth {
                     "token file",
                     vec![file.clone()],
                     Arc::clone(&metrics),
-                    move || load_tokens(&file),
+                    move || load_tokens(&file).map(Ok),
                 )
+                .map(|r| r.fail_closed(Err))
             })
             .transpose()?;
         let open = open && tokens.is_none();
@@ -195,6 +219,7 @@ impl Auth {
             tokens,
             open,
             metrics,
+            failures: std::sync::Mutex::default(),
         })
     }
 
@@ -213,7 +238,13 @@ impl Auth {
             let Some(tokens) = &self.tokens else {
                 return Err("this collector has no token file; use a client certificate".into());
             };
-            return match tokens.get().get(&sha256_hex(token.as_bytes())) {
+            let table = tokens.get();
+            let table = table.as_ref().as_ref().map_err(|why| {
+                format!(
+                    "the token file cannot be used ({why}); no token is accepted until it is fixed"
+                )
+            })?;
+            return match table.get(&sha256_hex(token.as_bytes())) {
                 Some((name, role)) => Ok(Caller {
                     name: format!("token:{name}"),
                     role: *role,
@@ -242,14 +273,23 @@ impl Auth {
     }
 
     /// Lets the call through when the caller has at least the role `need`; otherwise logs
-    /// and counts the denial.
+    /// and counts the denial. A source that failed to authenticate [`MAX_FAILURES`] times
+    /// in a [`FAILURE_WINDOW`] is refused outright until the window ends; its failures are
+    /// logged when the first comes and then once, summed, as the window ends.
     pub fn authorize(
         &self,
         call: &'static str,
         need: Role,
         creds: Credentials<'_>,
     ) -> Result<Caller, Denied> {
-        let peer = creds.peer.map(|p| p.addr);
+        let source = creds.peer.map_or_else(
+            || "an unknown address".to_owned(),
+            |p| p.addr.ip().to_string(),
+        );
+        if self.throttled(&source) {
+            self.metrics.deny(call, "throttled");
+            return Err(Denied::Throttled(source));
+        }
         let denied = match self.identify(creds) {
             Ok(caller) if caller.role >= need => return Ok(caller),
             Ok(caller) => Denied::Forbidden {
@@ -260,12 +300,57 @@ impl Auth {
             Err(why) => Denied::Unauthenticated(why),
         };
         let reason = match denied {
-            Denied::Unauthenticated(_) => "unauthenticated",
-            Denied::Forbidden { .. } => "forbidden",
+            Denied::Unauthenticated(_) => {
+                if self.failed(&source) == 1 {
+                    warn!(message = "Denied a call: its credentials are unknown or missing (further failures from this source are summed once a minute).", call, error = %denied, %source);
+                }
+                "unauthenticated"
+            }
+            Denied::Forbidden { .. } => {
+                warn!(message = "Denied a call.", call, reason = "forbidden", error = %denied, %source);
+                "forbidden"
+            }
+            Denied::Throttled(_) => "throttled",
         };
-        warn!(message = "Denied a call.", call, reason, error = %denied, ?peer);
         self.metrics.deny(call, reason);
         Err(denied)
+    }
+
+    /// Counts a failure from `source`; answers its count in the current window.
+    fn failed(&self, source: &str) -> u32 {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if failures.len() >= MAX_SOURCES && !failures.contains_key(source) {
+            let oldest = failures
+                .iter()
+                .min_by_key(|(_, f)| f.since)
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                failures.remove(&oldest);
+            }
+        }
+        let f = failures.entry(source.to_owned()).or_insert(Failures {
+            since: std::time::Instant::now(),
+            count: 0,
+        });
+        f.count += 1;
+        f.count
+    }
+
+    /// Whether `source` is over its failures in the current window; a window that ended is
+    /// logged (when it held more than one failure) and forgotten.
+    fn throttled(&self, source: &str) -> bool {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(f) = failures.get(source) else {
+            return false;
+        };
+        if f.since.elapsed() >= FAILURE_WINDOW {
+            if f.count > 1 {
+                warn!(message = "Failed attempts from one source in the last window.", %source, failures = f.count, window = ?FAILURE_WINDOW, throttled = f.count >= MAX_FAILURES);
+            }
+            failures.remove(source);
+            return false;
+        }
+        f.count >= MAX_FAILURES
     }
 }
 
@@ -349,6 +434,97 @@ mod tests {
             text.contains(r#"nodemedic_denied_total{call="ListNodes",reason="unauthenticated"} 2"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_guessing_source_is_throttled_and_others_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (token, line) = new_token("t", Role::Viewer).unwrap();
+        let file = dir.path().join("tokens");
+        std::fs::write(&file, line).unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let auth = Auth::new(Some(&file), false, Arc::clone(&metrics)).unwrap();
+        let peer = |ip: &str| Peer {
+            addr: format!("{ip}:4000").parse().unwrap(),
+            cert: None,
+        };
+        let (guesser, other) = (peer("10.0.0.9"), peer("10.0.0.10"));
+        let wrong = "Bearer 0000".to_owned();
+        let right = format!("Bearer {token}");
+        let call = |p: &Peer, h: &str| {
+            auth.authorize(
+                "ListNodes",
+                Role::Viewer,
+                Credentials {
+                    authorization: Some(h),
+                    peer: Some(p),
+                },
+            )
+        };
+        for _ in 0..MAX_FAILURES {
+            assert!(matches!(
+                call(&guesser, &wrong),
+                Err(Denied::Unauthenticated(_))
+            ));
+        }
+        // Over the limit: refused without looking, even with the right token.
+        assert!(matches!(call(&guesser, &wrong), Err(Denied::Throttled(_))));
+        assert!(matches!(call(&guesser, &right), Err(Denied::Throttled(_))));
+        assert!(
+            call(&other, &right).is_ok(),
+            "another source is not throttled"
+        );
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"nodemedic_denied_total{call="ListNodes",reason="throttled"} 2"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_token_file_saved_with_a_broken_line_admits_no_token_until_fixed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (alice, a) = new_token("alice", Role::Viewer).unwrap();
+        let (bob, b) = new_token("bob", Role::Viewer).unwrap();
+        let file = dir.path().join("tokens");
+        std::fs::write(&file, format!("{a}{b}")).unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let auth = Auth::new(Some(&file), false, Arc::clone(&metrics)).unwrap();
+        let call = |token: &str| {
+            let header = format!("Bearer {token}");
+            auth.authorize(
+                "ListNodes",
+                Role::Viewer,
+                Credentials {
+                    authorization: Some(&header),
+                    peer: None,
+                },
+            )
+        };
+        assert!(call(&bob).is_ok());
+        // Bob revoked, and a line broken in the same save.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        std::fs::write(&file, format!("{a}not a token line\n")).unwrap();
+        for token in [&alice, &bob] {
+            match call(token) {
+                Err(Denied::Unauthenticated(why)) => {
+                    assert!(
+                        why.contains("cannot be used") && why.contains("line 2"),
+                        "{why}"
+                    )
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(
+            metrics
+                .encode()
+                .contains(r#"nodemedic_reloads_total{what="token file",result="error"} 1"#)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        std::fs::write(&file, &a).unwrap();
+        assert!(call(&alice).is_ok(), "fixed: in force again");
+        assert!(call(&bob).is_err(), "and the revocation holds");
     }
 
     #[test]

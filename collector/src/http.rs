@@ -113,6 +113,7 @@ async fn bundle_download(
         let status = match denied {
             Denied::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Denied::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Denied::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
         };
         return (status, format!("{denied}\n")).into_response();
     }
@@ -143,6 +144,12 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: the store writer has stopped\n".to_owned(),
+        );
+    }
+    if let Some(reason) = state.writer.failing() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: the store cannot write: {reason}\n"),
         );
     }
     let mut text = "ready".to_owned();

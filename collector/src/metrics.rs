@@ -12,6 +12,7 @@
 //! | `nodemedic_throttled_total` | counter | reports after which an agent over its rate was paced |
 //! | `nodemedic_denied_total{call,reason}` | counter | calls denied: `unauthenticated` or `forbidden` |
 //! | `nodemedic_reloads_total{what,result}` | counter | changed TLS or token files loaded again (`ok`) or kept out (`error`) |
+//! | `nodemedic_rows_skipped_total{table}` | counter | stored rows skipped on reading: they do not decode or hold values no answer can carry (`store::usable`) |
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -144,7 +145,35 @@ impl Default for Metrics {
             "Changed TLS or token files loaded again, or kept out",
             m.reloads.clone(),
         );
+        registry.register_collector(Box::new(SkippedRows));
         Metrics { registry, ..m }
+    }
+}
+
+/// `nodemedic_rows_skipped_total{table}`, read from the store's counters at each scrape.
+#[derive(Debug)]
+struct SkippedRows;
+
+impl prometheus_client::collector::Collector for SkippedRows {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::{
+            encoding::EncodeMetric,
+            metrics::{TypedMetric, counter::ConstCounter},
+        };
+        let mut family = encoder.encode_descriptor(
+            "rows_skipped",
+            "Stored rows skipped on reading: they do not decode or hold values no answer can carry",
+            None,
+            ConstCounter::<u64>::TYPE,
+        )?;
+        for (table, n) in crate::store::usable::skipped() {
+            let labels = [("table", table)];
+            ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
     }
 }
 
@@ -184,5 +213,19 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_skipped_rows_are_a_series_per_table_from_the_start() {
+        let text = Metrics::default().encode();
+        for table in ["findings", "incidents", "reports", "remediations"] {
+            let series = format!("nodemedic_rows_skipped_total{{table=\"{table}\"}} 0");
+            assert!(text.lines().any(|l| l == series), "{series} in\n{text}");
+        }
     }
 }

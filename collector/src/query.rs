@@ -109,16 +109,27 @@ impl QueryService {
     }
 }
 
+/// What `caller` may see of `answer`: credentials redacted for viewers, as in bundles
+/// (operators see them, as with `--no-redact`).
+fn for_caller<T: serde::Serialize + serde::de::DeserializeOwned>(caller: &Caller, answer: T) -> T {
+    if caller.role == Role::Operator {
+        answer
+    } else {
+        crate::bundle::redact::shared().redact_message(answer)
+    }
+}
+
 /// A watch: the events `keep` lets through until the collector shuts down; a watcher that
 /// falls behind is told so once and ended.
-fn watch<E: Clone + Send + 'static>(
+fn watch<E: Clone + Send + serde::Serialize + serde::de::DeserializeOwned + 'static>(
     events: &broadcast::Sender<E>,
+    caller: Caller,
     keep: impl Fn(&E) -> bool + Send + 'static,
     what: &'static str,
     mut shutdown: tokio::sync::watch::Receiver<()>,
 ) -> Pin<Box<dyn Stream<Item = Result<E, Status>> + Send>> {
     let stream = BroadcastStream::new(events.subscribe()).filter_map(move |event| match event {
-        Ok(e) => keep(&e).then_some(Ok(e)),
+        Ok(e) => keep(&e).then(|| Ok(for_caller(&caller, e))),
         Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => Some(Err(Status::resource_exhausted(
             format!("this watcher fell {n} events behind and missed them; list the {what} again and start a new watch"),
         ))),
@@ -144,12 +155,37 @@ pub(crate) fn bundle_request(
     for node in &nodes {
         validate::node_name(node)?;
     }
+    list_size("nodes", nodes.len())?;
+    if let Some(since) = since
+        && since > MAX_SINCE
+    {
+        return Err(Status::invalid_argument(format!(
+            "since {} is longer than {} (ten years): nothing is kept that long",
+            humantime::format_duration(since),
+            humantime::format_duration(MAX_SINCE)
+        )));
+    }
     Ok(bundle::BundleRequest {
         nodes,
         since,
         incidents_only,
         no_redact,
     })
+}
+
+/// The longest `since` a bundle may ask for.
+const MAX_SINCE: std::time::Duration = std::time::Duration::from_secs(10 * 366 * 86_400);
+/// Most names in one filter list (nodes, checks).
+const MAX_FILTER: usize = 1000;
+
+/// A filter list of at most [`MAX_FILTER`] entries.
+fn list_size(what: &str, len: usize) -> Result<(), Status> {
+    if len > MAX_FILTER {
+        return Err(Status::invalid_argument(format!(
+            "{len} {what} in the filter, more than {MAX_FILTER}: ask for fewer, or for all"
+        )));
+    }
+    Ok(())
 }
 
 fn limit(requested: u32) -> usize {
@@ -185,7 +221,7 @@ impl Diagnostics for QueryService {
         &self,
         request: Request<GetNodeRequest>,
     ) -> Result<Response<GetNodeResponse>, Status> {
-        self.allow(&request, "GetNode", Role::Viewer)?;
+        let caller = self.allow(&request, "GetNode", Role::Viewer)?;
         let name = request.into_inner().name;
         validate::node_name(&name)?;
         // One trip to the blocking pool for the three reads: under load each trip is a
@@ -213,22 +249,33 @@ impl Diagnostics for QueryService {
             .await?;
         let (row, latest, open_findings, incidents) =
             found.ok_or_else(|| Status::from(Error::UnknownNode(name)))?;
-        Ok(Response::new(GetNodeResponse {
-            node: Some(self.summary(row)),
-            latest,
-            open_findings,
-            incidents,
-        }))
+        Ok(Response::new(for_caller(
+            &caller,
+            GetNodeResponse {
+                node: Some(self.summary(row)),
+                latest,
+                open_findings,
+                incidents,
+            },
+        )))
     }
 
     async fn list_findings(
         &self,
         request: Request<ListFindingsRequest>,
     ) -> Result<Response<ListFindingsResponse>, Status> {
-        self.allow(&request, "ListFindings", Role::Viewer)?;
+        let caller = self.allow(&request, "ListFindings", Role::Viewer)?;
         let req = request.into_inner();
+        list_size("nodes", req.nodes.len())?;
+        list_size("checks", req.checks.len())?;
         for node in &req.nodes {
             validate::node_name(node)?;
+        }
+        if let Some(bad) = req.checks.iter().find(|c| !validate::check_id(c)) {
+            return Err(Status::invalid_argument(format!(
+                "{:?} is not a check id like \"disk.space\"",
+                validate::truncate(bad)
+            )));
         }
         let filter = FindingFilter {
             nodes: req.nodes,
@@ -242,10 +289,13 @@ impl Diagnostics for QueryService {
             after_id: None,
         };
         let (findings, truncated) = self.read(move |r| r.findings(&filter)).await?;
-        Ok(Response::new(ListFindingsResponse {
-            findings,
-            truncated,
-        }))
+        Ok(Response::new(for_caller(
+            &caller,
+            ListFindingsResponse {
+                findings,
+                truncated,
+            },
+        )))
     }
 
     type WatchFindingsStream = Pin<Box<dyn Stream<Item = Result<FindingEvent, Status>> + Send>>;
@@ -254,12 +304,13 @@ impl Diagnostics for QueryService {
         &self,
         request: Request<WatchFindingsRequest>,
     ) -> Result<Response<Self::WatchFindingsStream>, Status> {
-        self.allow(&request, "WatchFindings", Role::Viewer)?;
+        let caller = self.allow(&request, "WatchFindings", Role::Viewer)?;
         let req = request.into_inner();
         let min = min_severity(req.min_severity)?.map_or(0, |s| s as i32);
         let nodes = req.nodes;
         Ok(Response::new(watch(
             &self.events.findings,
+            caller,
             move |e: &FindingEvent| {
                 e.finding.as_ref().is_some_and(|f| {
                     f.severity >= min && (nodes.is_empty() || nodes.contains(&f.node))
@@ -274,8 +325,9 @@ impl Diagnostics for QueryService {
         &self,
         request: Request<ListIncidentsRequest>,
     ) -> Result<Response<ListIncidentsResponse>, Status> {
-        self.allow(&request, "ListIncidents", Role::Viewer)?;
+        let caller = self.allow(&request, "ListIncidents", Role::Viewer)?;
         let req = request.into_inner();
+        list_size("nodes", req.nodes.len())?;
         for node in &req.nodes {
             validate::node_name(node)?;
         }
@@ -288,23 +340,26 @@ impl Diagnostics for QueryService {
             limit: limit(req.limit),
         };
         let (incidents, truncated) = self.read(move |r| r.incidents(&filter)).await?;
-        Ok(Response::new(ListIncidentsResponse {
-            incidents,
-            truncated,
-        }))
+        Ok(Response::new(for_caller(
+            &caller,
+            ListIncidentsResponse {
+                incidents,
+                truncated,
+            },
+        )))
     }
 
     async fn get_incident(
         &self,
         request: Request<GetIncidentRequest>,
     ) -> Result<Response<Incident>, Status> {
-        self.allow(&request, "GetIncident", Role::Viewer)?;
+        let caller = self.allow(&request, "GetIncident", Role::Viewer)?;
         let id = request.into_inner().id;
         let incident = self
             .read(move |r| r.incident(id))
             .await?
             .ok_or(Error::UnknownIncident(id))?;
-        Ok(Response::new(incident))
+        Ok(Response::new(for_caller(&caller, incident)))
     }
 
     type WatchIncidentsStream = Pin<Box<dyn Stream<Item = Result<IncidentEvent, Status>> + Send>>;
@@ -313,10 +368,11 @@ impl Diagnostics for QueryService {
         &self,
         request: Request<WatchIncidentsRequest>,
     ) -> Result<Response<Self::WatchIncidentsStream>, Status> {
-        self.allow(&request, "WatchIncidents", Role::Viewer)?;
+        let caller = self.allow(&request, "WatchIncidents", Role::Viewer)?;
         let min = min_severity(request.into_inner().min_severity)?.map_or(0, |s| s as i32);
         Ok(Response::new(watch(
             &self.events.incidents,
+            caller,
             move |e: &IncidentEvent| e.incident.as_ref().is_some_and(|i| i.severity >= min),
             "incidents",
             self.shutdown.clone(),

@@ -46,6 +46,9 @@ pub struct Reloading<T> {
     what: &'static str,
     paths: Vec<PathBuf>,
     load: Loader<T>,
+    /// What replaces the value when changed files cannot be loaded; `None`: the previous
+    /// value stays in force.
+    fail_closed: Option<Box<dyn Fn(String) -> T + Send + Sync>>,
     metrics: Arc<Metrics>,
     state: Mutex<State<T>>,
 }
@@ -65,6 +68,7 @@ impl<T> Reloading<T> {
             what,
             paths,
             load: Box::new(load),
+            fail_closed: None,
             metrics,
             state: Mutex::new(State {
                 current,
@@ -72,6 +76,14 @@ impl<T> Reloading<T> {
                 checked: Instant::now(),
             }),
         })
+    }
+
+    /// Changed files that cannot be loaded replace the value with `closed(error)` instead of
+    /// keeping the previous one: for what must not outlive an edit, such as a token file
+    /// saved with a revoked token removed and a line broken.
+    pub fn fail_closed(mut self, closed: impl Fn(String) -> T + Send + Sync + 'static) -> Self {
+        self.fail_closed = Some(Box::new(closed));
+        self
     }
 
     /// The current value, loaded again first if the files changed.
@@ -89,8 +101,16 @@ impl<T> Reloading<T> {
                         self.metrics.reloaded(self.what, "ok");
                     }
                     Err(error) => {
-                        warn!(message = "Changed files could not be loaded; the previous ones stay in force.", what = self.what, %error);
                         self.metrics.reloaded(self.what, "error");
+                        match &self.fail_closed {
+                            Some(closed) => {
+                                tracing::error!(message = "Changed files could not be loaded; refused as a whole until they are fixed.", what = self.what, %error);
+                                state.current = Arc::new(closed(error));
+                            }
+                            None => {
+                                warn!(message = "Changed files could not be loaded; the previous ones stay in force.", what = self.what, %error);
+                            }
+                        }
                     }
                 }
             }

@@ -107,37 +107,61 @@ pub fn init(dir: &Path, dns: &[String], ips: &[IpAddr], days: u32) -> Result<(),
     write(dir, SERVER_KEY, &key.serialize_pem(), true)
 }
 
-/// Signs a client certificate described by `params` with the CA in `dir`, valid for `days`,
-/// and writes it as `<stem>.pem` and `<stem>-key.pem`. Answers their paths.
-fn issue_client(
+/// The CA that `certs init` made, loaded to sign client certificates in memory (the load
+/// generator signs one per simulated node; `certs agent` and `certs client` write theirs).
+pub struct ClientIssuer {
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl ClientIssuer {
+    /// The CA in `dir` (`ca.pem`, `ca-key.pem`).
+    pub fn from_dir(dir: &Path) -> Result<Self, TlsError> {
+        let read = |file: &str| {
+            let path = dir.join(file);
+            std::fs::read_to_string(&path).map_err(io(&path))
+        };
+        let ca_key = KeyPair::from_pem(&read(CA_KEY)?).map_err(cert_err)?;
+        let issuer = Issuer::from_ca_cert_pem(&read(CA_CERT)?, ca_key).map_err(cert_err)?;
+        Ok(ClientIssuer { issuer })
+    }
+
+    /// A client certificate described by `params`, valid for `days`: (certificate, key),
+    /// PEM.
+    fn sign(&self, mut params: CertificateParams, days: u32) -> Result<(String, String), TlsError> {
+        let key = KeyPair::generate().map_err(cert_err)?;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        valid_for(&mut params, days);
+        let cert = params.signed_by(&key, &self.issuer).map_err(cert_err)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// An agent's certificate for `node`, valid for `days`: (certificate, key), PEM.
+    pub fn agent(&self, node: &str, days: u32) -> Result<(String, String), TlsError> {
+        crate::validate::node_name(node).map_err(|e| TlsError::Cert(e.to_string()))?;
+        let mut params = CertificateParams::new(vec![node.to_owned()]).map_err(cert_err)?;
+        params.distinguished_name.push(DnType::CommonName, node);
+        self.sign(params, days)
+    }
+}
+
+/// Writes a client certificate and key as `<stem>.pem` and `<stem>-key.pem` in `dir`.
+/// Answers their paths.
+fn write_client(
     dir: &Path,
     stem: &str,
-    mut params: CertificateParams,
-    days: u32,
+    (cert, key): (String, String),
 ) -> Result<(PathBuf, PathBuf), TlsError> {
-    let read = |file: &str| {
-        let path = dir.join(file);
-        std::fs::read_to_string(&path).map_err(io(&path))
-    };
-    let ca_key = KeyPair::from_pem(&read(CA_KEY)?).map_err(cert_err)?;
-    let issuer = Issuer::from_ca_cert_pem(&read(CA_CERT)?, ca_key).map_err(cert_err)?;
-    let key = KeyPair::generate().map_err(cert_err)?;
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    valid_for(&mut params, days);
-    let cert = params.signed_by(&key, &issuer).map_err(cert_err)?;
     let (cert_file, key_file) = (format!("{stem}.pem"), format!("{stem}-key.pem"));
-    write(dir, &cert_file, &cert.pem(), false)?;
-    write(dir, &key_file, &key.serialize_pem(), true)?;
+    write(dir, &cert_file, &cert, false)?;
+    write(dir, &key_file, &key, true)?;
     Ok((dir.join(cert_file), dir.join(key_file)))
 }
 
 /// Issues a client certificate for `node` with the CA in `dir`: `agent-<node>.pem` and
 /// `agent-<node>-key.pem`. Answers their paths.
 pub fn agent(dir: &Path, node: &str, days: u32) -> Result<(PathBuf, PathBuf), TlsError> {
-    crate::validate::node_name(node).map_err(|e| TlsError::Cert(e.to_string()))?;
-    let mut params = CertificateParams::new(vec![node.to_owned()]).map_err(cert_err)?;
-    params.distinguished_name.push(DnType::CommonName, node);
-    issue_client(dir, &format!("agent-{node}"), params, days)
+    let pem = ClientIssuer::from_dir(dir)?.agent(node, days)?;
+    write_client(dir, &format!("agent-{node}"), pem)
 }
 
 /// Issues a tooling client certificate for `name` with `role` with the CA in `dir`:
@@ -155,7 +179,8 @@ pub fn client(
         DnType::OrganizationName,
         format!("{ROLE_ORG_PREFIX}{}", role.as_str()),
     );
-    issue_client(dir, &format!("client-{name}"), params, days)
+    let pem = ClientIssuer::from_dir(dir)?.sign(params, days)?;
+    write_client(dir, &format!("client-{name}"), pem)
 }
 
 /// The collector's TLS files.

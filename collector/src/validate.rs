@@ -2,7 +2,7 @@
 //! reports that are what they claim to be.
 
 use nodemedic_proto::{
-    limits::{MAX_ITEMS, MAX_SUBJECT, MAX_TEXT, MAX_UNIT, is_line, is_text},
+    limits::{MAX_ITEMS, MAX_SEQ, MAX_SUBJECT, MAX_TEXT, MAX_UNIT, is_line, is_text},
     v1::NodeReport,
 };
 
@@ -87,6 +87,12 @@ pub fn report(
     }
     if report.seq == 0 {
         return Err(Error::Invalid("report seq must be at least 1".into()));
+    }
+    if report.seq > MAX_SEQ {
+        return Err(Error::Invalid(format!(
+            "report seq {} is above {MAX_SEQ}, the highest a seq may be",
+            report.seq
+        )));
     }
     if report.seq <= previous_seq {
         return Err(Error::Invalid(format!(
@@ -179,15 +185,29 @@ pub fn report(
             )));
         }
     }
+    // Every other value: enums known, times and numbers within bounds, strings free of
+    // control characters (whatever the section: mounts, processes, kernel lines, pods).
+    nodemedic_proto::values::check(report, std::time::SystemTime::now()).map_err(|e| {
+        Error::Invalid(format!(
+            "report seq {}: {}",
+            report.seq,
+            shorten(&e.to_string(), 300)
+        ))
+    })?;
     Ok(())
+}
+
+/// At most `max` characters of `s`, for errors and logs.
+fn shorten(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
 }
 
 /// At most 64 characters of a hostile string, for error messages and logs.
 pub fn truncate(s: &str) -> String {
-    match s.char_indices().nth(64) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
-    }
+    shorten(s, 64)
 }
 
 #[cfg(test)]

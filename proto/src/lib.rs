@@ -10,7 +10,9 @@
 //! Besides the generated code this crate holds only small helpers the programs share:
 //! [`checks`] (every check id, defined once), [`finding`] (building findings and evidence),
 //! [`limits`] (what a report's strings may hold, and fitting a report to it), [`time`]
-//! (timestamps), [`tls`] (a client's TLS files) and [`logging`] (start-up of `tracing`).
+//! (timestamps), [`values`] (every value of a message within bounds: enums, times,
+//! numbers, strings), [`tls`] (a client's TLS files) and [`logging`] (start-up of
+//! `tracing`).
 
 pub mod checks;
 pub mod finding;
@@ -18,6 +20,7 @@ pub mod limits;
 pub mod logging;
 pub mod time;
 pub mod tls;
+pub mod values;
 
 /// `nodemedic.v1`: messages and services.
 #[allow(missing_docs, clippy::all)]

@@ -10,6 +10,10 @@ use crate::v1::{NodeReport, evidence::Value};
 /// Sent again it would be refused again, so the agent drops that report.
 pub const REFUSED_SEQ: &str = "nodemedic-refused-seq";
 
+/// The highest seq a report may carry: seqs are 1 to `MAX_SEQ`, rising on each node, with
+/// gaps allowed (reports dropped by the agent); the store keeps them as SQLite integers.
+pub const MAX_SEQ: u64 = i64::MAX as u64;
+
 /// Longest finding subject (part of a finding's key in the store), bytes.
 pub const MAX_SUBJECT: usize = 1024;
 /// Longest finding message, evidence text or probe error, bytes.
@@ -54,6 +58,11 @@ fn fit(s: &mut String, max: usize, allowed: fn(char) -> bool) {
         }
         s.truncate(end);
     }
+}
+
+/// `s` as free text (no control characters but tab and line breaks) within `max` bytes.
+pub fn fit_text(s: &mut String, max: usize) {
+    fit(s, max, text_char);
 }
 
 fn line_char(c: char) -> bool {

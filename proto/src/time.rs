@@ -27,17 +27,20 @@ pub fn timestamp(t: SystemTime) -> Timestamp {
 
 /// Milliseconds since the Unix epoch of a timestamp.
 pub fn timestamp_millis(ts: &Timestamp) -> i64 {
-    ts.seconds.saturating_mul(1000) + i64::from(ts.nanos / 1_000_000)
+    ts.seconds
+        .saturating_mul(1000)
+        .saturating_add(i64::from(ts.nanos / 1_000_000))
 }
 
-/// The clock reading of a timestamp.
+/// The clock reading of a timestamp (the epoch for one the clock cannot hold).
 pub fn system_time(ts: &Timestamp) -> SystemTime {
     let millis = timestamp_millis(ts);
-    if millis >= 0 {
-        UNIX_EPOCH + StdDuration::from_millis(millis as u64)
+    let reading = if millis >= 0 {
+        UNIX_EPOCH.checked_add(StdDuration::from_millis(millis as u64))
     } else {
-        UNIX_EPOCH - StdDuration::from_millis(millis.unsigned_abs())
-    }
+        UNIX_EPOCH.checked_sub(StdDuration::from_millis(millis.unsigned_abs()))
+    };
+    reading.unwrap_or(UNIX_EPOCH)
 }
 
 /// A protobuf duration.
@@ -67,5 +70,19 @@ mod tests {
         }
         let t = UNIX_EPOCH + StdDuration::from_millis(1_700_000_000_123);
         assert_eq!(system_time(&timestamp(t)), t);
+    }
+
+    #[test]
+    fn timestamps_out_of_any_clock_do_not_panic() {
+        let far = Timestamp {
+            seconds: i64::MAX,
+            nanos: 999_999_999,
+        };
+        assert_eq!(timestamp_millis(&far), i64::MAX);
+        let _ = system_time(&far);
+        let _ = system_time(&Timestamp {
+            seconds: i64::MIN,
+            nanos: -999_999_999,
+        });
     }
 }

@@ -37,3 +37,47 @@ impl ClientTls {
         Ok(Some(config))
     }
 }
+
+/// What to do when an error says the two ends disagree on TLS: a plaintext client talking
+/// to a TLS listener, or the reverse, or `https://` without a CA given. `None` for any
+/// other error.
+pub fn mismatch_hint(error: &str) -> Option<&'static str> {
+    if error.contains("InvalidContentType") || error.contains("corrupt message") {
+        Some(
+            "the collector answers in plaintext: use an http:// URL (a collector started with --insecure), or give the collector TLS",
+        )
+    } else if error.contains("HTTPS without TLS enabled") {
+        Some("an https:// collector needs its CA: give --ca FILE (NODEMEDIC_CA)")
+    } else if error.contains("h2 protocol error") || error.contains("frame with invalid size") {
+        Some(
+            "the collector did not answer in plaintext HTTP/2: it may serve TLS; use an https:// URL with --ca",
+        )
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_errors_of_a_tls_mismatch_get_a_hint() {
+        assert!(
+            mismatch_hint("transport error: received corrupt message of type InvalidContentType")
+                .unwrap()
+                .contains("http://")
+        );
+        assert!(
+            mismatch_hint("Connecting to HTTPS without TLS enabled")
+                .unwrap()
+                .contains("--ca")
+        );
+        assert!(
+            mismatch_hint("Internal error: h2 protocol error: http2 error")
+                .unwrap()
+                .contains("https://")
+        );
+        assert_eq!(mismatch_hint("connection refused"), None);
+    }
+}

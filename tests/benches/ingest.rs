@@ -10,10 +10,7 @@ use std::{
 };
 
 use nodemedic_agent::{Agent, config::Config, host::HostRoot, reporter::Connection};
-use nodemedic_collector::{
-    server::{Bound, Config as ServerConfig},
-    validate::ReportLimits,
-};
+use nodemedic_collector::server::{Bound, Config as ServerConfig};
 use nodemedic_proto::{
     time::{duration, timestamp},
     v1::{
@@ -21,6 +18,7 @@ use nodemedic_proto::{
         collector_message,
     },
 };
+use nodemedic_tests::in_process::loopback_config;
 use prost::Message;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
@@ -120,18 +118,9 @@ fn main() {
         let template = Agent::new("template".into(), HostRoot::default(), &config).collect().await;
         let dir = tempfile::tempdir().unwrap();
         let bound = Bound::bind(ServerConfig {
-            grpc_listen: "127.0.0.1:0".parse().unwrap(),
-            http_listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.path().to_owned(),
             retention: Duration::from_secs(86_400),
-            silent_after: 3,
             max_message_bytes: 4 << 20,
-            limits: ReportLimits::default(),
-            catalog: std::sync::Arc::new(nodemedic_collector::runbook::Catalog::builtin()),
-            incidents: nodemedic_collector::incidents::IncidentConfig::default(),
-            tls: None,
-            token_file: None,
-            agent_rate: Default::default(),
+            ..loopback_config(dir.path())
         })
         .await
         .unwrap();

@@ -1,7 +1,8 @@
 //! The collector's store on a small tmpfs that fills up: reports are refused with a clear
 //! status (UNAVAILABLE, the store's "disk is full"), counted on /metrics, and nothing
 //! already stored is lost; queries still answer; the agent keeps its reports on its spool
-//! meanwhile, and when space returns they arrive, in order, each once.
+//! meanwhile, and when space returns they arrive, in order, each once. `/readyz` fails
+//! while the store cannot write.
 
 use std::{io::Write, time::Duration};
 
@@ -55,6 +56,16 @@ fn a_full_disk_refuses_reports_and_recovers_without_loss() {
         body.contains("reason=\"store\"").then_some(body)
     });
     assert!(metrics.contains("nodemedic_refused_total"), "{metrics}");
+    // Not ready while it cannot write, saying why (a load balancer or the kubelet stops
+    // sending to it); alive all the same.
+    let (status, body) = http_get(&collector.http_addr, "/readyz");
+    let body = String::from_utf8(body).unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("cannot write") && body.contains("full"),
+        "{body}"
+    );
+    assert_eq!(http_get(&collector.http_addr, "/healthz").0, 200);
     // Queries still answer while writes cannot.
     let stuck = last_seq(&url, NODE).expect("the node is still readable");
     std::thread::sleep(Duration::from_secs(4));
@@ -72,5 +83,12 @@ fn a_full_disk_refuses_reports_and_recovers_without_loss() {
     );
     let seqs = stored_seqs(&data, NODE);
     assert_each_once(&seqs, "while the disk was full");
+    let (status, body) = http_get(&collector.http_addr, "/readyz");
+    assert_eq!(
+        status,
+        200,
+        "ready again: {}",
+        String::from_utf8_lossy(&body)
+    );
     assert!(seqs.len() as u64 >= after);
 }

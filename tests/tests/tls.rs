@@ -346,6 +346,32 @@ fn plaintext_only_when_asked_for() {
     assert!(err.contains("no credentials"), "{err}");
 }
 
+/// A client and a collector that disagree on TLS get an error that says so and what to do.
+#[test]
+fn a_tls_mismatch_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs_dir = dir.path().join("certs");
+    certs(&["init", certs_dir.to_str().unwrap()]);
+    let tls = tls_collector(dir.path(), &certs_dir, &path(&certs_dir, "ca.pem"));
+    let plain = CollectorProcess::start(&dir.path().join("plain"), "127.0.0.1:0");
+    let port = |url: &str| url.rsplit(':').next().unwrap().to_owned();
+
+    // Plaintext to a TLS listener.
+    let url = format!("http://127.0.0.1:{}", port(&tls.url));
+    let (code, _, err) = cli_as(&url, "", Some(&tls.viewer), &["nodes"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("hint") && err.contains("https://"), "{err}");
+    // TLS to a plaintext listener.
+    let url = format!("https://localhost:{}", port(&plain.grpc_url));
+    let (code, _, err) = cli_as(&url, &tls.ca, None, &["nodes"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("hint") && err.contains("http://"), "{err}");
+    // https:// with no CA to trust.
+    let (code, _, err) = cli_as(&tls.url, "", Some(&tls.viewer), &["nodes"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("hint") && err.contains("--ca"), "{err}");
+}
+
 /// Tooling's access: no credentials, a viewer, an operator, role certificates, and an
 /// agent's certificate, on the gRPC API and the HTTPS bundle route; a token added to or
 /// removed from the file takes effect without a restart.

@@ -86,6 +86,9 @@ pub enum BundleError {
     /// A node name in the request is not valid.
     #[error("{0}")]
     Invalid(String),
+    /// The builder failed (a bug).
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// One file of the bundle, as the manifest lists it.
@@ -147,7 +150,9 @@ pub fn write(
     for node in &request.nodes {
         validate::node_name(node).map_err(|e| BundleError::Invalid(e.to_string()))?;
     }
-    let since = request.since.map(|d| now - d.as_millis() as i64);
+    let since = request
+        .since
+        .map(|d| now.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)));
     let mut archive = Archive::new(
         out,
         !request.no_redact,

@@ -39,7 +39,7 @@ const WHOLE: &[&str] = &[
 /// ASCII lower case (a superset: `passw` stands for passwd and password). Searched in
 /// lowered text, not case-insensitively: a case-insensitive set has too many spellings for
 /// the SIMD literal search, and ran in the lazy DFA at a fifth of the speed.
-const LITERALS: &str = r"(?-u)-----begin|eyj|bearer|://|secret|token|passw|api[_-]?key|access[_-]?key|private[_-]?key|credential";
+const LITERALS: &str = r"(?-u)-----begin|eyj|bearer|://|secret|token|passw|api[_-]?key|access[_-]?key|private[_-]?key|credential|authoriz";
 
 /// Text is lowered and searched for [`LITERALS`] this much at a time.
 const CHUNK: usize = 64 * 1024;
@@ -49,11 +49,15 @@ const SHORT: usize = 256;
 const LONGEST_LITERAL: usize = 16;
 
 const VALUE: &[&str] = &[
+    // An Authorization header or field, whatever its scheme (Bearer, Basic, token).
+    r"(?i)authorization\x22?\s*[=:]\s*\x22?(?:(?:bearer|basic|token|digest)\s+)?(?P<v>[A-Za-z0-9._~+/=-]{8,})",
     r"(?i)\bbearer\s+(?P<v>[A-Za-z0-9._~+/=-]{8,})",
     // scheme://user:password@host
     r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@\x22]+:(?P<v>[^\s@/\x22]+)@",
     // "name": "value" in JSON, where the name says what it is.
     r#"(?i)"[^"]*(?:secret|token|passw(?:or)?d|api[_-]?key|private[_-]?key|credential)[^"]*"\s*:\s*"(?P<v>[^"]+)""#,
+    // A finding's evidence whose key says what its text is: {"key":"password","text":"…"}.
+    r#"(?i)"key"\s*:\s*"[^"]*(?:secret|token|passw(?:or)?d|api[_-]?key|access[_-]?key|private[_-]?key|credential|authorization)[^"]*"\s*,\s*"text"\s*:\s*"(?P<v>[^"]+)""#,
     // NAME=value and name: value in text (environment, flags, config lines).
     r#"(?i)\b[A-Za-z0-9_.-]*(?:secret|token|passw(?:or)?d|api[_-]?key|access[_-]?key|private[_-]?key|credential)[A-Za-z0-9_.-]*\s*[=:]\s*(?P<v>[^\s",;&]{3,})"#,
 ];
@@ -76,7 +80,32 @@ impl Default for Redactor {
     }
 }
 
+/// The patterns, compiled once for the process (answers to viewers use it per call).
+pub fn shared() -> &'static Redactor {
+    static SHARED: std::sync::LazyLock<Redactor> = std::sync::LazyLock::new(Redactor::default);
+    &SHARED
+}
+
 impl Redactor {
+    /// `message` with credentials replaced, through its proto3 JSON form (only the
+    /// contents of strings change, so it reads back): what a viewer's answers get. A
+    /// message with nothing to redact costs one serialization and one scan.
+    pub fn redact_message<T: serde::Serialize + serde::de::DeserializeOwned>(
+        &self,
+        message: T,
+    ) -> T {
+        let Ok(json) = serde_json::to_vec(&message) else {
+            return message;
+        };
+        if !self.needed(&json) {
+            return message;
+        }
+        match self.redact(&json) {
+            (_, 0) => message,
+            (out, _) => serde_json::from_slice(&out).unwrap_or(message),
+        }
+    }
+
     /// Whether `text` holds something that looks like a credential (one scan).
     pub fn needed(&self, text: &[u8]) -> bool {
         self.has_literal(text) && self.any.is_match(text)
@@ -232,5 +261,32 @@ mod tests {
             String::from_utf8(out).expect("no character split"),
             "{\"note\": \"café ünïcödé\", \"dbPassword\": \"[REDACTED]\"}"
         );
+    }
+
+    #[test]
+    fn evidence_named_after_a_credential_and_authorization_headers_are_redacted() {
+        let r = Redactor::default();
+        let finding = serde_json::json!({
+            "check": "pod.config_error",
+            "evidence": [
+                {"key": "password", "text": "plainword1"},
+                {"key": "api_token", "text": "plainword2"},
+                {"key": "Authorization", "text": "plainword3"},
+                {"key": "mount_point", "text": "/var/lib/kubelet"},
+            ],
+            "message": "curl -H 'Authorization: Basic dXNlcjpwYXNzd29yZA==' failed",
+        });
+        let back: serde_json::Value = r.redact_message(finding);
+        let text = back.to_string();
+        for secret in [
+            "plainword1",
+            "plainword2",
+            "plainword3",
+            "dXNlcjpwYXNzd29yZA",
+        ] {
+            assert!(!text.contains(secret), "{secret} left in {text}");
+        }
+        assert!(text.contains("/var/lib/kubelet"), "{text}");
+        assert_eq!(back["evidence"][0]["key"], "password", "the key stays");
     }
 }

@@ -64,12 +64,26 @@ fn spawn(
             catalog: &catalog,
             info,
         };
-        let result = write(&sources, &request, now, &mut out, |n| {
-            files.store(n, std::sync::atomic::Ordering::Relaxed);
-        })
-        .and_then(|manifest| {
-            out.flush()?;
-            Ok(manifest)
+        // A bug that panics must reach the client as an error, not as an end of stream
+        // that looks like a complete (empty) bundle.
+        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            write(&sources, &request, now, &mut out, |n| {
+                files.store(n, std::sync::atomic::Ordering::Relaxed);
+            })
+            .and_then(|manifest| {
+                out.flush()?;
+                Ok(manifest)
+            })
+        }));
+        let result = built.unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(BundleError::Internal(format!(
+                "the bundle builder failed: {what}"
+            )))
         });
         match result {
             Ok(m) => info!(

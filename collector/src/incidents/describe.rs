@@ -89,8 +89,12 @@ pub(super) fn describe(
             ordered
                 .iter()
                 .filter_map(|f| {
-                    let hours = f.finding.number(key)?;
-                    Some(f.last_seen + (hours * 3_600_000.0) as i64)
+                    // A forecast beyond ten years (or not a number) says nothing to act on.
+                    let hours = f
+                        .finding
+                        .number(key)
+                        .filter(|h| (0.0..=MAX_FORECAST_HOURS).contains(h))?;
+                    Some(f.last_seen.saturating_add((hours * 3_600_000.0) as i64))
                 })
                 .min()
         })
@@ -176,6 +180,9 @@ fn record_changes(prev: &Incident, incident: &mut Incident, now: i64) {
         push_timeline(incident, now, format!("severity now {label}"));
     }
 }
+
+/// The furthest forecast an incident names: ten years.
+const MAX_FORECAST_HOURS: f64 = 10.0 * 366.0 * 24.0;
 
 /// Nothing a reader would notice changed: severity, rule, findings, nodes, forecast.
 pub(super) fn same(a: &Incident, b: &Incident) -> bool {

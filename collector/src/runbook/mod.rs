@@ -239,7 +239,22 @@ impl Catalog {
         if files.is_empty() {
             return Err(read_err("no *.yaml rule files".into()));
         }
+        // A file may be a link (a ConfigMap volume's files are), but only to somewhere
+        // inside the directory: a link out of it is not read, and its target never appears
+        // in an error.
+        let home = dir
+            .canonicalize()
+            .map_err(|e| read_err(format!("cannot resolve the directory: {e}")))?;
         for path in files {
+            let inside = path
+                .canonicalize()
+                .is_ok_and(|real| real.starts_with(&home));
+            if !inside {
+                return Err(RuleError {
+                    file: path.display().to_string(),
+                    reason: "it is a link to a file outside the runbook directory (or a broken link): not read".into(),
+                });
+            }
             let text = std::fs::read_to_string(&path).map_err(|e| RuleError {
                 file: path.display().to_string(),
                 reason: e.to_string(),
@@ -567,6 +582,41 @@ mod tests {
         std::fs::write(dir.path().join("bad.yaml"), "rules:\n  - id: y\n    title: t\n    scope: cluster\n    match:\n      checks: [dns.failing]\n    remediation:\n      steps: [{text: \"restart {{deployment}}\"}]\n      recovery: r\n      data_loss: d\n      verify: v\n").unwrap();
         let err = Catalog::with_dir(dir.path()).unwrap_err().to_string();
         assert!(err.contains("needs min_nodes or min_share"), "{err}");
+    }
+
+    #[test]
+    fn links_are_read_only_inside_the_runbook_directory() {
+        let outside = tempfile::tempdir().unwrap();
+        let secret = outside.path().join("shadow.yaml");
+        std::fs::write(&secret, "root:hunter2-not-yaml-rules:::\n").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        // A ConfigMap volume: the file is a link into a folder inside the directory.
+        std::fs::create_dir(dir.path().join("..data")).unwrap();
+        std::fs::write(
+            dir.path().join("..data/site.yaml"),
+            "rules:\n  - id: disk-full\n    title: Ours\n    match:\n      checks: [disk.space]\n    remediation:\n      steps:\n        - text: Call the storage team\n      recovery: an hour\n      data_loss: none\n      verify: the finding resolves\n",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("..data/site.yaml", dir.path().join("site.yaml")).unwrap();
+        assert_eq!(
+            Catalog::with_dir(dir.path())
+                .unwrap()
+                .get("disk-full")
+                .unwrap()
+                .title,
+            "Ours"
+        );
+
+        std::os::unix::fs::symlink(&secret, dir.path().join("x.yaml")).unwrap();
+        let err = Catalog::with_dir(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("x.yaml") && err.contains("outside the runbook directory"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("hunter2"),
+            "the target's content never shows: {err}"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! for the writer (WAL readers see the last commit).
 
 mod delta;
+pub mod usable;
 pub mod writer;
 
 use std::{
@@ -20,6 +21,8 @@ use nodemedic_proto::{
 };
 use prost::Message;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params_from_iter, types::Value};
+
+use self::usable::{Table, keep};
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +56,14 @@ pub enum StoreError {
         /// What is wrong.
         reason: String,
     },
+    /// The database file cannot be used as it is (empty, not a database, corrupt).
+    #[error("{path}: {reason}")]
+    Database {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and what to do.
+        reason: String,
+    },
     /// The database was written by a newer nodemedic.
     #[error(
         "the database schema version {0} is newer than this collector understands ({SCHEMA_VERSION})"
@@ -64,6 +75,22 @@ pub enum StoreError {
     /// The writer thread has stopped.
     #[error("the store writer has stopped")]
     WriterGone,
+}
+
+impl StoreError {
+    /// A failure of the storage itself, not of one write's content: the disk is full, the
+    /// file cannot be written, or the database is corrupt.
+    pub fn is_storage(&self) -> bool {
+        use rusqlite::ErrorCode::*;
+        match self {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                DiskFull | SystemIoFailure | DatabaseCorrupt | NotADatabase | ReadOnly | CannotOpen
+            ),
+            StoreError::DataDir { .. } => true,
+            _ => false,
+        }
+    }
 }
 
 /// The schema version `schema.sql` creates.
@@ -80,7 +107,27 @@ pub fn open_for_writing(data_dir: &Path) -> Result<Connection, StoreError> {
         path: data_dir.to_owned(),
         source,
     })?;
-    let conn = Connection::open(database_path(data_dir))?;
+    let path = database_path(data_dir);
+    // SQLite takes an empty file for a new database: starting on one that lost its
+    // content would begin an empty store and silently drop all history.
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+        return Err(StoreError::Database {
+            path,
+            reason: "the database file is empty (0 bytes): it lost its content. Not starting on it, which would begin an empty store; restore it from a backup, or move it away to start afresh".into(),
+        });
+    }
+    let unusable = |e: rusqlite::Error| StoreError::Database {
+        path: path.clone(),
+        reason: format!(
+            "cannot use it as nodemedic's store: {e}. Restore it from a backup, or move it away to start afresh"
+        ),
+    };
+    let conn = Connection::open(&path).map_err(unusable)?;
+    // Reading the schema is what tells a file that is not a database (or a corrupt header).
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(unusable)?;
     // FULL: a committed (and so acknowledged) report survives power loss, not just a crash.
     // Each write has a savepoint of its own: its statement journal lives in memory
     // (temp_store), not in a temporary file written and read back per write; the page
@@ -241,7 +288,7 @@ impl Reader {
                 name: r.get(0)?,
                 first_seen: r.get(1)?,
                 last_report: r.get(2)?,
-                last_seq: r.get::<_, i64>(3)? as u64,
+                last_seq: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
                 agent_version: r.get(4)?,
                 open: [r.get(5)?, r.get(6)?, r.get(7)?],
             })
@@ -262,9 +309,13 @@ impl Reader {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
-        let latest = stored
-            .map(|(id, base_id, body)| delta::Restorer::new(&conn).report(id, base_id, &body))
-            .transpose()?;
+        let latest = stored.and_then(|(id, base_id, body)| {
+            keep(
+                Table::Reports,
+                id,
+                delta::Restorer::new(&conn).report(id, base_id, &body),
+            )
+        });
         Ok(Some((row, latest)))
     }
 
@@ -311,17 +362,22 @@ impl Reader {
         }
         let conn = self.conn();
         let mut stmt = conn.prepare(&sql)?;
-        let mut findings = stmt
-            .query_map(params_from_iter(args), finding_from_row)?
-            .collect::<Result<Result<Vec<_>, _>, _>>()??;
-        let truncated = findings.len() > filter.limit;
+        let mut findings = Vec::new();
+        let mut rows = 0;
+        for row in stmt.query_map(params_from_iter(args), finding_from_row)? {
+            let (id, finding) = row?;
+            rows += 1;
+            findings.extend(keep(Table::Findings, id, finding));
+        }
+        // Whether more matched counts the rows, skipped ones too, so paging goes on.
+        let truncated = rows > filter.limit;
         findings.truncate(filter.limit);
         Ok((findings, truncated))
     }
 
     /// Incidents matching `filter`, newest first, and whether more matched than the limit.
     pub fn incidents(&self, filter: &IncidentFilter) -> Result<(Vec<Incident>, bool), StoreError> {
-        let mut sql = "SELECT body FROM incidents i WHERE 1=1".to_owned();
+        let mut sql = "SELECT id, body FROM incidents i WHERE 1=1".to_owned();
         let mut args: Vec<Value> = Vec::new();
         if !filter.nodes.is_empty() {
             sql.push_str(&format!(
@@ -348,16 +404,16 @@ impl Reader {
             filter.limit + 1
         ));
         let conn = self.conn();
-        let bodies: Vec<Vec<u8>> = conn
+        let bodies: Vec<(i64, Vec<u8>)> = conn
             .prepare(&sql)?
-            .query_map(params_from_iter(args), |r| r.get(0))?
+            .query_map(params_from_iter(args), |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?;
         let truncated = bodies.len() > filter.limit;
         let incidents = bodies
             .iter()
             .take(filter.limit)
-            .map(|b| current(&conn, b))
-            .collect::<Result<_, _>>()?;
+            .filter_map(|(id, b)| keep(Table::Incidents, *id, current(&conn, b)))
+            .collect();
         Ok((incidents, truncated))
     }
 
@@ -371,7 +427,7 @@ impl Reader {
                 |r| r.get(0),
             )
             .optional()?;
-        body.map(|b| current(&conn, &b)).transpose()
+        Ok(body.and_then(|b| keep(Table::Incidents, id as i64, current(&conn, &b))))
     }
 
     /// How much the store holds.
@@ -401,19 +457,22 @@ impl Reader {
     ) -> Result<Vec<RemediationRecord>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT body FROM remediations WHERE ?1 IS NULL OR node = ?1 ORDER BY id DESC LIMIT ?2",
+            "SELECT id, body FROM remediations WHERE ?1 IS NULL OR node = ?1 ORDER BY id DESC LIMIT ?2",
         )?;
-        let bodies = stmt.query_map(rusqlite::params![node, limit as i64], |r| {
-            r.get::<_, Vec<u8>>(0)
+        let rows = stmt.query_map(rusqlite::params![node, limit as i64], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
         })?;
-        bodies
-            .map(|b| {
-                RemediationRecord::decode(b?.as_slice()).map_err(|source| StoreError::Corrupt {
+        let mut records = Vec::new();
+        for row in rows {
+            let (id, body) = row?;
+            let decoded =
+                RemediationRecord::decode(body.as_slice()).map_err(|source| StoreError::Corrupt {
                     what: "remediation",
                     source,
-                })
-            })
-            .collect()
+                });
+            records.extend(keep(Table::Remediations, id, decoded));
+        }
+        Ok(records)
     }
 
     /// A node's stored reports received at or after `since` (unix ms), oldest first.
@@ -451,8 +510,12 @@ impl Reader {
                 Ok((r.get(0)?, r.get(1)?, r.get_ref(2)?.as_blob()?))
             };
             let (id, base_id, body) = row().map_err(StoreError::from)?;
-            restorer.restore(id, base_id, body, &mut report)?;
-            each(&report)?;
+            let restored = restorer
+                .restore(id, base_id, body, &mut report)
+                .map(|()| &report);
+            if let Some(report) = keep(Table::Reports, id, restored) {
+                each(report)?;
+            }
         }
         Ok(())
     }
@@ -470,12 +533,8 @@ fn current(conn: &Connection, body: &[u8]) -> Result<Incident, StoreError> {
             "SELECT {FINDING_COLUMNS} FROM findings WHERE id = ?1"
         ))?;
         for f in &mut incident.findings {
-            if let Some(now) = stmt
-                .query_row([f.id as i64], finding_from_row)
-                .optional()?
-                .transpose()?
-            {
-                *f = now;
+            if let Some((_, now)) = stmt.query_row([f.id as i64], finding_from_row).optional()? {
+                *f = now?;
             }
         }
         incident.last_seen = incident
@@ -487,23 +546,26 @@ fn current(conn: &Connection, body: &[u8]) -> Result<Incident, StoreError> {
     Ok(incident)
 }
 
-/// A finding row: the stored body with the collector's fields set.
-fn finding_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Finding, StoreError>> {
+/// A finding row: its id, and the stored body with the collector's fields set.
+fn finding_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Result<Finding, StoreError>)> {
     let body: Vec<u8> = r.get(4)?;
     let id: i64 = r.get(0)?;
     let first_seen: i64 = r.get(1)?;
     let last_seen: i64 = r.get(2)?;
     let resolved_at: Option<i64> = r.get(3)?;
-    Ok(Finding::decode(body.as_slice())
-        .map_err(|source| StoreError::Corrupt {
-            what: "finding",
-            source,
-        })
-        .map(|mut f| {
-            f.id = id as u64;
-            f.first_seen = Some(timestamp_from_millis(first_seen));
-            f.last_seen = Some(timestamp_from_millis(last_seen));
-            f.resolved_at = resolved_at.map(timestamp_from_millis);
-            f
-        }))
+    Ok((
+        id,
+        Finding::decode(body.as_slice())
+            .map_err(|source| StoreError::Corrupt {
+                what: "finding",
+                source,
+            })
+            .map(|mut f| {
+                f.id = id as u64;
+                f.first_seen = Some(timestamp_from_millis(first_seen));
+                f.last_seen = Some(timestamp_from_millis(last_seen));
+                f.resolved_at = resolved_at.map(timestamp_from_millis);
+                f
+            }),
+    ))
 }

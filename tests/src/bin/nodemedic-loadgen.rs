@@ -74,6 +74,12 @@ struct Args {
     /// Node names are PREFIX-0, PREFIX-1, ...
     #[arg(long, default_value = "loadgen")]
     prefix: String,
+    /// mTLS as agents do it: the directory `nodemedic-collector certs init` made. Each node
+    /// gets a client certificate of its own, signed in memory by that CA (the collector
+    /// must trust it: --client-ca DIR/ca.pem) and trusts the collector's certificate
+    /// through it; --collector is then https://localhost:PORT
+    #[arg(long, value_name = "DIR")]
+    tls_dir: Option<std::path::PathBuf>,
 }
 
 /// Counters and latencies shared by every node task.
@@ -338,6 +344,10 @@ fn main() -> anyhow::Result<()> {
     let args = Arc::new(Args::parse());
     anyhow::ensure!(args.nodes > 0, "--nodes must be at least 1");
     anyhow::ensure!(
+        args.tls_dir.is_none() || args.query_every.is_none(),
+        "--query-every asks as tooling, which a TLS collector wants a role for: not with --tls-dir"
+    );
+    anyhow::ensure!(
         (0.0..=1.0).contains(&args.churn_share),
         "--churn-share is a share, 0..1"
     );
@@ -361,14 +371,36 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10));
+    let tls = args
+        .tls_dir
+        .as_deref()
+        .map(|dir| -> anyhow::Result<_> {
+            let ca = std::fs::read(dir.join("ca.pem"))?;
+            let issuer = nodemedic_collector::tls::ClientIssuer::from_dir(dir)?;
+            Ok((tonic::transport::Certificate::from_pem(ca), issuer))
+        })
+        .transpose()?;
+    // Each node's endpoint: with mTLS, its own certificate (signed before it starts).
+    let endpoint_of = |name: &str| -> anyhow::Result<Endpoint> {
+        let Some((ca, issuer)) = &tls else {
+            return Ok(endpoint.clone());
+        };
+        let (cert, key) = issuer.agent(name, 1)?;
+        let config = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(ca.clone())
+            .identity(tonic::transport::Identity::from_pem(cert, key));
+        Ok(endpoint.clone().tls_config(config)?)
+    };
     let stats = Arc::new(Stats::default());
     let stop = Arc::new(AtomicBool::new(false));
     let started = tokio::time::Instant::now();
     let spawn = |i: usize, at: tokio::time::Instant| {
         let retire = Arc::new(AtomicBool::new(false));
+        let name = format!("{}-{i}", args.prefix);
+        let endpoint = endpoint_of(&name).expect("a client certificate for the node");
         let task = tokio::spawn(node(
-            endpoint.clone(),
-            format!("{}-{i}", args.prefix),
+            endpoint,
+            name,
             i,
             Arc::clone(&template),
             Arc::clone(&args),

@@ -67,3 +67,25 @@ impl Default for CgroupsConfig {
         }
     }
 }
+
+impl CgroupsConfig {
+    /// Checks the values: the walk and its windows take time (`0s` would walk every
+    /// cgroup at every report and fit growth to nothing).
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, value) in [
+            ("every", self.every),
+            ("ephemeral_every", self.ephemeral_every),
+            ("growth_window", self.growth_window),
+            ("throttle_window", self.throttle_window),
+            ("oom_window", self.oom_window),
+        ] {
+            if value.is_zero() {
+                return Err(format!("{name} must be more than 0s"));
+            }
+        }
+        if self.growth_min_span > self.growth_window {
+            return Err("growth_min_span must be at most growth_window".into());
+        }
+        Ok(())
+    }
+}

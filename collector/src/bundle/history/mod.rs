@@ -39,7 +39,7 @@ pub use self::{
     format::FORMAT,
     read::{HistoryError, Rows, rows},
 };
-use super::redact::Redactor;
+use super::redact::{REDACTED, Redactor};
 
 /// Columns kept from one node for the next: beyond, the next starts with none.
 const MAX_KEPT_COLUMNS: usize = 4096;
@@ -86,6 +86,9 @@ struct Frame {
     /// The next array index.
     index: usize,
     empty: bool,
+    /// An object whose `key` says its `text` is a credential (a finding's evidence named
+    /// `password`, `api_token`, ...).
+    secret_text: bool,
 }
 
 /// A node's history being built: [`History::add`] each report, then [`History::take`] the file.
@@ -206,12 +209,37 @@ impl<'r> History<'r> {
     fn leaf(&mut self) {
         let c = self.column();
         let report = self.reports;
+        let secret_text = self.frames.last().is_some_and(|f| f.secret_text);
         let column = &mut self.columns[c];
+        let (is_key, is_text) = match column.key.as_deref() {
+            Some(b"\"key\"") => (true, false),
+            Some(b"\"text\"") => (false, true),
+            _ => (false, false),
+        };
+        if is_key
+            && let Some(r) = self.redactor
+            && r.redact_value(Some(&self.token), b"\"000\"").1 > 0
+            && let Some(frame) = self.frames.last_mut()
+        {
+            frame.secret_text = true;
+        }
         let int = (!column.secret_key)
             .then(|| parse_int(&self.token))
             .flatten();
         let cell = match int {
             Some((value, quoted)) => Cell::Int { value, quoted },
+            // Evidence whose key names a credential: its text is one, whatever it looks like.
+            None if secret_text && is_text && self.redactor.is_some() => {
+                let start = column.text.len() as u32;
+                column
+                    .text
+                    .extend_from_slice(format!("\"{REDACTED}\"").as_bytes());
+                self.redacted += 1;
+                Cell::Text {
+                    start,
+                    end: column.text.len() as u32,
+                }
+            }
             None => match column.last_text {
                 Some((cell, n)) if column.last_raw == self.token => {
                     self.redacted += n;
@@ -413,6 +441,7 @@ impl Leaves<'_, '_> {
             array,
             index: 0,
             empty: true,
+            secret_text: false,
         });
     }
 

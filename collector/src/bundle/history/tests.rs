@@ -119,6 +119,34 @@ fn credentials_are_redacted_value_by_value_and_counted_per_report() {
 }
 
 #[test]
+fn evidence_named_after_a_credential_is_redacted_in_its_column() {
+    // The evidence key moves between reports: a column holds a credential in some reports
+    // and a plain value in others.
+    let reports: Vec<Value> = (0..6)
+        .map(|i| {
+            let (key, text) = if i % 2 == 0 {
+                ("password", format!("plainword{i}"))
+            } else {
+                ("mount_point", "/var/lib/kubelet".to_owned())
+            };
+            json!({"findings": [{"evidence": [{"key": key, "text": text}]}], "seq": i.to_string()})
+        })
+        .collect();
+    let redactor = Redactor::default();
+    let (text, redacted) = written(&reports, Some(&redactor));
+    let text = String::from_utf8(text).unwrap();
+    assert!(!text.contains("plainword"), "{text}");
+    assert_eq!(redacted, 3);
+    let back: Vec<Value> = rows(text.as_bytes()).unwrap().collect();
+    assert_eq!(back[0]["findings"][0]["evidence"][0]["text"], "[REDACTED]");
+    assert_eq!(
+        back[1]["findings"][0]["evidence"][0]["text"],
+        "/var/lib/kubelet"
+    );
+    assert_eq!(back[2]["findings"][0]["evidence"][0]["key"], "password");
+}
+
+#[test]
 fn a_history_that_does_not_add_up_is_refused_with_its_column() {
     let bad = |text: &str| match rows(text.as_bytes()) {
         Err(e) => e.to_string(),

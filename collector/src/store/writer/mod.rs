@@ -83,7 +83,11 @@ impl Default for Events {
 pub struct WriterHandle {
     tx: mpsc::Sender<Op>,
     alive: Arc<AtomicBool>,
+    failing: Failing,
 }
+
+/// Why the store cannot write now (a full disk, a corrupt table), while it cannot.
+type Failing = Arc<std::sync::Mutex<Option<String>>>;
 
 impl WriterHandle {
     /// Records an agent's Hello; answers the highest stored seq of the node.
@@ -151,6 +155,16 @@ impl WriterHandle {
         self.alive.load(Ordering::Acquire)
     }
 
+    /// Why the store's last writes failed, while they fail for the storage's sake (the disk
+    /// is full, the database file is corrupt or read-only): `/readyz` says so. Cleared by
+    /// the next write that commits.
+    pub fn failing(&self) -> Option<String> {
+        self.failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     async fn send(&self, op: Op) -> Result<(), StoreError> {
         self.tx.send(op).await.map_err(|_| StoreError::WriterGone)
     }
@@ -164,12 +178,14 @@ pub fn spawn(
     metrics: Arc<Metrics>,
 ) -> Result<(WriterHandle, std::thread::JoinHandle<()>), StoreError> {
     let view = View::new(&config);
+    let failing = Failing::default();
     let mut writer = Writer {
         conn,
         config,
         events,
         metrics,
         view,
+        failing: Arc::clone(&failing),
     };
     writer.load()?;
     let (tx, rx) = mpsc::channel(8 * MAX_BATCH);
@@ -185,7 +201,7 @@ pub fn spawn(
             path: "store-writer thread".into(),
             source,
         })?;
-    Ok((WriterHandle { tx, alive }, thread))
+    Ok((WriterHandle { tx, alive, failing }, thread))
 }
 
 struct Writer {
@@ -194,6 +210,7 @@ struct Writer {
     events: Events,
     metrics: Arc<Metrics>,
     view: View,
+    failing: Failing,
 }
 
 impl Writer {
@@ -215,10 +232,15 @@ impl Writer {
         self.metrics.batch_size.observe(batch.len() as f64);
         let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
         let mut events = Announcements::default();
+        // Whether a write (not a tick) committed, and the storage's own failure if one did
+        // not: what `/readyz` reports.
+        let mut wrote = false;
+        let mut storage_failure: Option<String> = None;
         let result = (|| -> Result<(), StoreError> {
             let mut tx = self.conn.transaction()?;
             for op in batch {
                 let savepoint = tx.savepoint()?;
+                let is_write = !matches!(op, Op::Tick { .. });
                 match apply(
                     &savepoint,
                     &mut self.view,
@@ -230,11 +252,15 @@ impl Writer {
                     Ok(done) => {
                         savepoint.commit()?;
                         completions.push(done);
+                        wrote |= is_write;
                     }
                     Err((e, fail)) => {
                         // Dropping the savepoint rolls the op back.
                         drop(savepoint);
                         warn!(message = "A write failed; the rest of its batch goes on.", error = %e);
+                        if e.is_storage() {
+                            storage_failure = Some(e.to_string());
+                        }
                         fail(Err(&e));
                     }
                 }
@@ -258,10 +284,22 @@ impl Writer {
             }
             Err(e) => {
                 error!(message = "A store transaction failed; its writes are not acknowledged.", error = %e);
+                if e.is_storage() {
+                    storage_failure = Some(e.to_string());
+                }
+                wrote = false;
                 for done in completions {
                     done(Err(&e));
                 }
                 self.view.stale = true;
+            }
+        }
+        {
+            let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(reason) = storage_failure {
+                *failing = Some(reason);
+            } else if wrote {
+                *failing = None;
             }
         }
         if self.view.stale
@@ -307,7 +345,9 @@ impl Writer {
             self.view.nodes.insert(
                 name,
                 NodeState {
-                    last_seq: last_seq as u64,
+                    // A store written before seqs were bounded may hold one above the
+                    // highest (stored negative): that node starts its numbering again.
+                    last_seq: u64::try_from(last_seq).unwrap_or(0),
                     last_report,
                     interval_ms,
                     ..NodeState::default()
