@@ -23,13 +23,22 @@ pub fn parse(text: &str) -> Result<Psi, ParseError> {
         if line.trim().is_empty() {
             continue;
         }
+        // procfs-core slices the line after its five-byte `some `/`full ` head and panics
+        // on a shorter line (or one whose fifth byte is inside a character): the head is
+        // checked here first.
+        let slot = match line.get(..5) {
+            Some("some ") => &mut some,
+            Some("full ") => &mut full,
+            _ => {
+                return Err(ParseError::new(
+                    i + 1,
+                    format!("not a \"some\" or \"full\" record: {line:?}"),
+                ));
+            }
+        };
         let record = parse_pressure_record(line)
             .map_err(|e| ParseError::new(i + 1, format!("{e}: {line:?}")))?;
-        if line.starts_with("some") {
-            some = Some(record);
-        } else {
-            full = Some(record);
-        }
+        *slot = Some(record);
     }
     let some = some.ok_or_else(|| ParseError::new(1, "no \"some\" line"))?;
     let (some_avg10, some_avg60, some_avg300) = averages(&some);
@@ -79,5 +88,19 @@ mod tests {
         assert!(parse("").is_err());
         assert_eq!(parse("some avg10=x\n").unwrap_err().line, 1);
         assert!(parse("partial avg10=1\n").is_err());
+    }
+
+    /// Found by the fuzz target: procfs-core's record parser panics on these.
+    #[test]
+    fn short_or_multibyte_heads_are_refused_not_panicked_on() {
+        for text in ["some", "full\n", "some\u{e9}avg10=1", "fullé"] {
+            let err = parse(text).unwrap_err();
+            assert_eq!(err.line, 1, "{text:?}");
+            assert!(
+                err.reason.contains("not a \"some\""),
+                "{text:?}: {}",
+                err.reason
+            );
+        }
     }
 }
