@@ -240,6 +240,20 @@ impl Queue {
     /// After a Welcome: forget what the collector has, number what was waiting.
     fn welcome(&mut self, last_seq: u64) {
         self.forget_where(|r| r.seq != 0 && r.seq <= last_seq);
+        // A spooled seq the collector would refuse (a corrupt or foreign spool file) is
+        // numbered again below, rather than pushing every later number past the highest.
+        for (id, report) in self
+            .pending
+            .iter_mut()
+            .filter(|(_, r)| r.seq > limits::MAX_SEQ)
+        {
+            warn!(
+                message = "A spooled report carries a seq above the highest the collector accepts; numbering it again",
+                file_id = *id,
+                seq = report.seq
+            );
+            report.seq = 0;
+        }
         // Above what the collector stored, and above the seqs spooled reports already carry.
         let spooled = self
             .pending
@@ -254,7 +268,7 @@ impl Queue {
             .max(spooled);
         if next > limits::MAX_SEQ {
             error!(
-                message = "This node's report numbers are used up: the collector refuses seqs above the highest. Remove the node from the collector's store to start again.",
+                message = "This node's report numbers are used up: the collector has stored the highest seq it accepts for this node name. Start the agent under a new node name, or start the collector on an empty store.",
                 last_seq
             );
         }
@@ -591,6 +605,25 @@ mod tests {
         q.welcome(44);
         assert!(q.pending.is_empty());
         assert_eq!(q.push(report()).unwrap().seq, 45);
+    }
+
+    #[test]
+    fn a_spooled_seq_above_the_highest_is_numbered_again() {
+        let mut q = Queue::new(10, None);
+        for (id, seq) in [(1, 3), (2, limits::MAX_SEQ + 1), (3, u64::MAX)] {
+            q.pending.push_back((id, NodeReport { seq, ..report() }));
+        }
+        q.welcome(5);
+        assert_eq!(
+            seqs(&q),
+            [6, 7],
+            "the stored 3 forgotten, the two others after 5"
+        );
+        assert_eq!(
+            q.push(report()).unwrap().seq,
+            8,
+            "numbering goes on from there"
+        );
     }
 
     #[test]
