@@ -38,6 +38,15 @@ fn file_config(rule_files: Vec<PathBuf>) -> KernelConfig {
     }
 }
 
+/// For the real logs, written years ago: lines carry their own time, so the window
+/// reaches back far enough to count them all.
+fn old_log_config(rule_files: Vec<PathBuf>) -> KernelConfig {
+    KernelConfig {
+        window: Duration::from_secs(60 * 366 * 86_400),
+        ..file_config(rule_files)
+    }
+}
+
 fn npd_rules() -> Vec<PathBuf> {
     let dir = fixtures_dir().join("kernel");
     vec![
@@ -52,7 +61,7 @@ fn npd_rules() -> Vec<PathBuf> {
 fn findings_of(file: &str, rule_files: Vec<PathBuf>) -> BTreeSet<(String, String, u64)> {
     let host = FakeHost::new();
     host.write("/var/log/kern.log", &fixture(&format!("kernel/{file}")));
-    let probe = KernelProbe::new(file_config(rule_files));
+    let probe = KernelProbe::new(old_log_config(rule_files));
     let (_, findings) = run(&probe, host.root(), SystemTime::now());
     findings
         .iter()
@@ -238,7 +247,7 @@ fn an_oom_kill_names_pod_container_and_process() {
         "/var/log/kern.log",
         &fixture("kernel/issue-gpud-pr70-oom-kill-constraint-memcg-cri-containerd.log"),
     );
-    let probe = KernelProbe::new(file_config(vec![]));
+    let probe = KernelProbe::new(old_log_config(vec![]));
     let (_, findings) = run(&probe, host.root(), SystemTime::now());
     let f = &findings[0];
     assert_eq!(f.severity, Severity::Warning as i32);
@@ -258,6 +267,8 @@ fn an_oom_kill_names_pod_container_and_process() {
 #[test]
 fn new_lines_are_followed_counted_and_forgotten_after_the_window() {
     let host = FakeHost::new();
+    // The log's lines are stamped 1,454,500 – 1,454,509 s after boot: logged a minute ago.
+    host.write("/proc/uptime", "1454570.00 2000000.00\n");
     let probe = KernelProbe::new(file_config(vec![]));
     let now = SystemTime::now();
     let (section, findings) = run(&probe, host.root(), now);
@@ -360,4 +371,205 @@ fn a_real_oom_kill_in_a_pod_cgroup_is_read_from_kmsg() {
     assert_eq!(f.text("container_id").unwrap(), container);
     assert_eq!(f.text("process").unwrap(), "tail");
     assert_eq!(f.text("constraint").unwrap(), "memcg");
+}
+
+/// One block of `kernel/corpus.txt`.
+#[derive(Debug, Default)]
+struct Case {
+    name: String,
+    sources: Vec<String>,
+    expected: BTreeSet<(String, String, String)>,
+    benign: bool,
+    lines: String,
+}
+
+fn corpus() -> Vec<Case> {
+    let mut cases: Vec<Case> = Vec::new();
+    for line in fixture("kernel/corpus.txt").lines() {
+        if let Some(name) = line.strip_prefix("== ") {
+            cases.push(Case {
+                name: name.to_owned(),
+                ..Case::default()
+            });
+            continue;
+        }
+        let Some(case) = cases.last_mut() else {
+            assert!(line.is_empty() || line.starts_with('#'), "{line}");
+            continue;
+        };
+        if let Some(url) = line.strip_prefix("source: ") {
+            case.sources.push(url.to_owned());
+        } else if line == "expect: nothing" {
+            case.benign = true;
+        } else if let Some(want) = line.strip_prefix("expect: ") {
+            let words: Vec<&str> = want.split(' ').collect();
+            let [check, severity, subject] = words[..] else {
+                panic!("{}: expect CHECK SEVERITY SUBJECT: {line}", case.name)
+            };
+            let subject = if subject == "-" { "" } else { subject };
+            case.expected
+                .insert((check.into(), severity.into(), subject.into()));
+        } else if !line.is_empty() {
+            case.lines.push_str(line);
+            case.lines.push('\n');
+        }
+    }
+    cases
+}
+
+/// The findings of `lines` read as a log file, as (check, severity, subject).
+fn judged(lines: &str, rule_files: Vec<PathBuf>) -> BTreeSet<(String, String, String)> {
+    let host = FakeHost::new();
+    host.write("/var/log/kern.log", lines);
+    let probe = KernelProbe::new(old_log_config(rule_files));
+    let (_, findings) = run(&probe, host.root(), SystemTime::now());
+    findings
+        .iter()
+        .map(|f| {
+            let severity = Severity::try_from(f.severity).unwrap().as_str_name();
+            let severity = severity.trim_start_matches("SEVERITY_").to_lowercase();
+            (f.check.clone(), severity, f.subject.clone())
+        })
+        .collect()
+}
+
+#[test]
+fn the_corpus_of_real_lines_is_judged_right_with_nodemedic_and_npd_rules_alike() {
+    let cases = corpus();
+    assert!(cases.len() >= 30, "{} cases", cases.len());
+    let mut wrong = Vec::new();
+    for case in &cases {
+        assert!(
+            !case.sources.is_empty() && !case.lines.is_empty(),
+            "{}: every case has a source and lines",
+            case.name
+        );
+        assert!(
+            case.benign == case.expected.is_empty(),
+            "{}: expects findings or nothing",
+            case.name
+        );
+        for rules in [vec![], npd_rules()] {
+            let got = judged(&case.lines, rules.clone());
+            if got != case.expected {
+                wrong.push(format!(
+                    "{} (npd rules: {}): want {:?}, got {got:?}",
+                    case.name,
+                    !rules.is_empty(),
+                    case.expected
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn a_line_older_than_the_window_is_not_current_after_a_restart() {
+    let now = SystemTime::now();
+    let stamp = |ago: u64| {
+        let t = jiff::Timestamp::try_from(now - Duration::from_secs(ago)).unwrap();
+        t.strftime("%b %e %H:%M:%S").to_string()
+    };
+    let host = FakeHost::new();
+    host.write(
+        "/var/log/kern.log",
+        &format!(
+            "{} node-1 kernel: nf_conntrack: table full, dropping packet\n\
+             {} node-1 kernel: nf_conntrack: table full, dropping packet\n\
+             {} node-1 kernel: EXT4-fs error (device sdb1): ext4_lookup:1602: deleted inode referenced: 3186320\n",
+            stamp(2 * 3600),
+            stamp(300),
+            stamp(3 * 3600),
+        ),
+    );
+    // A new agent reads the file's last lines: only what was logged within the hour counts.
+    let probe = KernelProbe::new(file_config(vec![]));
+    let (section, findings) = run(&probe, host.root(), now);
+    assert_eq!(section.lines_read, 3);
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert_eq!(
+        (findings[0].check.as_str(), count(&findings[0])),
+        ("kernel.conntrack_full", 1)
+    );
+}
+
+fn npd_file(name: &str) -> PathBuf {
+    fixtures_dir().join("kernel").join(name)
+}
+
+#[test]
+fn journal_rule_files_and_programs_are_skipped_with_a_reason_and_multi_line_rules_work() {
+    use nodemedic_agent::probes::kernel::rules::{Recent, RuleSet};
+
+    let set = RuleSet::load(&[
+        npd_file("npd-systemd-monitor.json"),
+        npd_file("npd-docker-monitor.json"),
+        npd_file("npd-kernel-monitor-counter.json"),
+        npd_file("npd-kernel-monitor-multiline.json"),
+    ])
+    .unwrap();
+    let skipped = set.skipped().join("\n");
+    assert!(
+        skipped.contains(
+            "npd-systemd-monitor.json: its rules are for the systemd journal (source \"systemd\")"
+        ),
+        "{skipped}"
+    );
+    assert!(skipped.contains(
+        "npd-docker-monitor.json: its rules are for the systemd journal (source \"dockerd\")"
+    ));
+    assert!(skipped.contains("npd-kernel-monitor-counter.json: rule 1"));
+    assert!(skipped.contains("npd-kernel-monitor-counter.json: no rule in it applies"));
+    // The journal's words do not match as kernel lines.
+    assert!(
+        set.matches("Started Kubernetes kubelet.", &Recent::default())
+            .is_empty()
+    );
+
+    // The old kernel-monitor.json's OOM pattern spans two lines (alone here, so no
+    // built-in rule matches first).
+    let text = fixture("kernel/npd-kernel-monitor-multiline.json");
+    let set = RuleSet::from_texts(&[("npd-kernel-monitor-multiline.json".into(), text)]).unwrap();
+    let mut recent = Recent::for_rules(&set);
+    let first = "Kill process 1012 (heapster) score 1000 or sacrifice child";
+    let second =
+        "Killed process 1012 (heapster) total-vm:327128kB, anon-rss:306328kB, file-rss:11132kB";
+    assert!(set.matches(first, &recent).is_empty());
+    recent.push(first);
+    let two = set.matches(second, &recent);
+    assert_eq!(two.len(), 1, "{two:?}");
+    // (Its reason is mapped by nodemedic's file, not loaded here.)
+    assert_eq!(
+        (two[0].rule.reason.as_str(), two[0].rule.lines),
+        ("OOMKilling", 2)
+    );
+    // Only over the lines it spans, in their order.
+    let mut reversed = Recent::for_rules(&set);
+    reversed.push(second);
+    assert!(set.matches(first, &reversed).is_empty());
+    assert!(set.matches(second, &Recent::for_rules(&set)).is_empty());
+}
+
+#[test]
+fn a_permanent_problem_of_a_users_file_is_not_lowered_by_a_built_in_rule() {
+    // node-problem-detector's DockerHung (permanent, KernelDeadlock) against nodemedic's
+    // TaskHung (warning) on the same line.
+    let line = "INFO: task docker:3150 blocked for more than 120 seconds.\n";
+    assert_eq!(
+        judged(line, npd_rules()),
+        BTreeSet::from([(
+            "kernel.hung_task".to_owned(),
+            "critical".to_owned(),
+            "docker".to_owned()
+        )])
+    );
+    assert_eq!(
+        judged(line, vec![]),
+        BTreeSet::from([(
+            "kernel.hung_task".to_owned(),
+            "warning".to_owned(),
+            "docker".to_owned()
+        )])
+    );
 }

@@ -1,21 +1,36 @@
 //! Kernel log lines (the kernel probe): each line as a `/dev/kmsg` record or a line of any
-//! log format, its message found and run through the built-in rules; never panics.
+//! log format, dated by the time it carries, its message found and run through the built-in
+//! rules with the lines before it; never panics.
 #![no_main]
 
-use std::sync::LazyLock;
+use std::{
+    sync::LazyLock,
+    time::{Duration, SystemTime},
+};
 
 use libfuzzer_sys::fuzz_target;
-use nodemedic_agent::{parse::kmsg, probes::kernel::rules::RuleSet};
+use nodemedic_agent::{
+    parse::{kmsg, line_time},
+    probes::kernel::rules::{Recent, RuleSet},
+};
 
 static RULES: LazyLock<RuleSet> =
     LazyLock::new(|| RuleSet::load(&[] as &[&str]).expect("the built-in rules load"));
 
 fuzz_target!(|text: &str| {
+    let now = SystemTime::now();
+    let clock = line_time::Clock {
+        boot: now.checked_sub(Duration::from_secs(3600)),
+        ..line_time::Clock::utc()
+    };
+    let mut recent = Recent::for_rules(&RULES);
     for line in text.lines() {
+        let _ = line_time::logged_at(line, &clock, now);
         let message = match kmsg::record(line) {
             Ok(record) => record.message,
             Err(_) => kmsg::message(line),
         };
-        let _ = RULES.matches(message);
+        let _ = RULES.matches(message, &recent);
+        recent.push(message);
     }
 });

@@ -74,8 +74,14 @@ pub const KERNEL_CONNTRACK_FULL: &str = "kernel.conntrack_full";
 pub const KERNEL_UNREGISTER_NETDEVICE: &str = "kernel.unregister_netdevice";
 /// `kernel.oops`: a kernel oops or BUG.
 pub const KERNEL_OOPS: &str = "kernel.oops";
-/// `kernel.hardware_error`: the hardware reported an error (MCE, EDAC).
+/// `kernel.hardware_error`: the hardware reported an error (MCE, EDAC, CPER).
 pub const KERNEL_HARDWARE_ERROR: &str = "kernel.hardware_error";
+/// `kernel.panic`: the kernel panicked (seen in a log kept across the reboot).
+pub const KERNEL_PANIC: &str = "kernel.panic";
+/// `kernel.nic_tx_timeout`: a network card stopped sending (the netdev watchdog fired).
+pub const KERNEL_NIC_TX_TIMEOUT: &str = "kernel.nic_tx_timeout";
+/// `kernel.gpu_error`: an NVIDIA GPU reported an Xid error.
+pub const KERNEL_GPU_ERROR: &str = "kernel.gpu_error";
 /// `kernel.event`: a line matched a rule from a node-problem-detector file.
 pub const KERNEL_EVENT: &str = "kernel.event";
 
@@ -150,6 +156,9 @@ pub const ALL: &[&str] = &[
     KERNEL_UNREGISTER_NETDEVICE,
     KERNEL_OOPS,
     KERNEL_HARDWARE_ERROR,
+    KERNEL_PANIC,
+    KERNEL_NIC_TX_TIMEOUT,
+    KERNEL_GPU_ERROR,
     KERNEL_EVENT,
     POD_CRASHLOOP,
     POD_OOMKILLED,

@@ -7,6 +7,7 @@
 pub mod cgroup_memory;
 pub mod cgroup_path;
 pub mod kmsg;
+pub mod line_time;
 pub mod mountinfo;
 pub mod psi;
 pub mod resolv_conf;

@@ -12,7 +12,7 @@ use nodemedic_proto::v1::KernelSection;
 use super::config::KernelConfig;
 use super::{
     oom::OomTracker,
-    rules::RuleSet,
+    rules::{Recent, RuleSet},
     source::Source,
     tally::{Hit, Tally},
 };
@@ -117,6 +117,7 @@ impl Drop for Follower {
 
 fn follow(mut source: Source, rules: RuleSet, shared: &Shared) {
     let mut oom = OomTracker::default();
+    let mut recent = Recent::for_rules(&rules);
     loop {
         let mut state = shared.lock();
         if state.stopped {
@@ -124,7 +125,8 @@ fn follow(mut source: Source, rules: RuleSet, shared: &Shared) {
         }
         let request = state.requested;
         let tally = &mut state.tally;
-        let drained = source.drain(&mut |line, at| count(tally, &rules, &mut oom, line, at));
+        let drained =
+            source.drain(&mut |line, at| count(tally, &rules, &mut recent, &mut oom, line, at));
         match drained {
             Ok(missed) => state.tally.records_missed += missed,
             Err(e) => {
@@ -152,12 +154,21 @@ fn follow(mut source: Source, rules: RuleSet, shared: &Shared) {
 }
 
 /// Runs one line through the rules and counts what matched.
-fn count(tally: &mut Tally, rules: &RuleSet, oom: &mut OomTracker, line: &str, at: SystemTime) {
+fn count(
+    tally: &mut Tally,
+    rules: &RuleSet,
+    recent: &mut Recent,
+    oom: &mut OomTracker,
+    line: &str,
+    at: SystemTime,
+) {
     tally.lines_read += 1;
     let message = kmsg::message(line);
     oom.context(message);
     let mut matched = false;
-    for m in rules.matches(message) {
+    let matches = rules.matches(message, recent);
+    recent.push(message);
+    for m in matches {
         let (subject, fields) = if m.rule.check == checks::KERNEL_OOM_KILL {
             // The second line of a kill already counted is not another kill.
             let Some(kill) = oom.kill(message) else {
@@ -173,7 +184,7 @@ fn count(tally: &mut Tally, rules: &RuleSet, oom: &mut OomTracker, line: &str, a
                 check: &m.rule.check,
                 subject,
                 reason: &m.rule.reason,
-                severity: m.rule.severity,
+                severity: m.severity,
                 fields,
             },
             message,

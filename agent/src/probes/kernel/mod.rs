@@ -27,7 +27,10 @@ use self::{
     source::{Kmsg, LogFile, Source},
 };
 use super::{Probe, ProbeContext, ProbeError, ProbeOutput, Section};
-use crate::host::{HostError, HostRoot};
+use crate::{
+    host::{HostError, HostRoot},
+    parse::line_time::Clock,
+};
 
 /// Where kernel lines are read when no log file is configured, in order.
 const SOURCES: &[&str] = &["/dev/kmsg", "/var/log/kern.log", "/var/log/messages"];
@@ -68,17 +71,16 @@ impl KernelProbe {
             source,
         };
         let source = if name == "/dev/kmsg" {
-            let uptime: procfs_core::Uptime = host.parse("/proc/uptime")?;
-            let uptime =
-                Duration::try_from_secs_f64(uptime.uptime).map_err(|e| HostError::Parse {
-                    path: host.path("/proc/uptime"),
-                    reason: e.to_string(),
-                })?;
+            let uptime = uptime(host)?;
             Source::Kmsg(Kmsg::open(path.clone(), uptime, self.config.lookback).map_err(io_err)?)
         } else {
             // Fail now, naming the file, rather than in the follower.
             std::fs::metadata(&path).map_err(io_err)?;
-            Source::File(LogFile::new(path.clone(), self.config.lookback_bytes))
+            Source::File(LogFile::new(
+                path.clone(),
+                self.config.lookback_bytes,
+                clock(host),
+            ))
         };
         let rules = RuleSet::load(&self.config.rule_files).map_err(|e| HostError::Parse {
             path: e.file.clone().into(),
@@ -86,6 +88,36 @@ impl KernelProbe {
         })?;
         Ok(Follower::start(name, source, rules, &self.config))
     }
+}
+
+/// The host's uptime (`/proc/uptime`).
+fn uptime(host: &HostRoot) -> Result<Duration, HostError> {
+    let uptime: procfs_core::Uptime = host.parse("/proc/uptime")?;
+    Duration::try_from_secs_f64(uptime.uptime).map_err(|e| HostError::Parse {
+        path: host.path("/proc/uptime"),
+        reason: e.to_string(),
+    })
+}
+
+/// What dates a log file's lines: the host's zone (`/etc/localtime`, UTC without one) and
+/// boot time (unknown without `/proc/uptime`), each said once when missing.
+fn clock(host: &HostRoot) -> Clock {
+    let localtime = host.path("/etc/localtime");
+    let zone = match std::fs::read(&localtime) {
+        Ok(bytes) => jiff::tz::TimeZone::tzif("localtime", &bytes).unwrap_or_else(|e| {
+            tracing::warn!(path = %localtime.display(), error = %e, "cannot read the host's time zone; log lines without an offset are read as UTC");
+            jiff::tz::TimeZone::UTC
+        }),
+        Err(_) => jiff::tz::TimeZone::UTC,
+    };
+    let boot = match uptime(host) {
+        Ok(up) => std::time::SystemTime::now().checked_sub(up),
+        Err(e) => {
+            tracing::warn!(error = %e, "no boot time: log lines stamped in seconds since boot are dated when read");
+            None
+        }
+    };
+    Clock { zone, boot }
 }
 
 impl Probe for KernelProbe {
@@ -134,6 +166,9 @@ fn finding(e: &KernelEvent, window: Duration) -> Finding {
         checks::KERNEL_UNREGISTER_NETDEVICE => "network devices stuck unregistering",
         checks::KERNEL_OOPS => "kernel oopses",
         checks::KERNEL_HARDWARE_ERROR => "hardware errors",
+        checks::KERNEL_PANIC => "kernel panics",
+        checks::KERNEL_NIC_TX_TIMEOUT => "network transmit timeouts",
+        checks::KERNEL_GPU_ERROR => "GPU Xid errors",
         _ => "matching kernel messages",
     };
     let about = if e.subject.is_empty() {

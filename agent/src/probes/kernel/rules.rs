@@ -1,13 +1,25 @@
 //! Kernel log rules as data: node-problem-detector's monitor files (`kernel-monitor.json`)
 //! load as they are, and nodemedic's own file (`agent/kernel-rules/nodemedic.json`) is the
-//! same format with a few more fields: `check`, `severity`, `subject`, `ignore`, and a
-//! `reasons` table that says which check a rule without `check` counts towards.
+//! same format with a few more fields: `check`, `severity`, `subject`, `ignore`,
+//! `continues` (the line that begins the event a line belongs to, so one oops counts once), a
+//! `reasons` table that says which check a rule without `check` counts towards, and
+//! `minor_devices`, the devices whose errors are worth no more than info.
+//!
+//! As in node-problem-detector, a pattern matches the end of a message; a pattern with a
+//! line break matches the end of the last few messages joined by line breaks ([`Recent`]).
+//! Files for the systemd journal (`"plugin": "journald"`) and rules that run programs are
+//! not kernel rules: they are skipped, each with a warning ([`RuleSet::skipped`]).
 
-use std::{collections::BTreeMap, path::Path};
+use std::{
+    collections::{BTreeMap, VecDeque},
+    path::Path,
+};
 
 use nodemedic_proto::checks;
 use nodemedic_proto::v1::Severity;
 use regex::{Regex, RegexSet};
+
+use super::tally;
 use serde::Deserialize;
 
 /// nodemedic's built-in rules.
@@ -30,10 +42,23 @@ pub struct RuleError {
 struct RuleFile {
     #[serde(default)]
     source: String,
+    /// node-problem-detector's log source: `kmsg`, `filelog`, `journald`, `custom`.
+    #[serde(default)]
+    plugin: String,
+    #[serde(default, rename = "pluginConfig")]
+    plugin_config: PluginConfig,
     #[serde(default)]
     reasons: BTreeMap<String, ReasonMap>,
+    /// A pattern on the message naming a device that is not storage the node depends on.
+    minor_devices: Option<String>,
     #[serde(default)]
     rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct PluginConfig {
+    #[serde(default)]
+    source: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -53,7 +78,13 @@ struct RawRule {
     severity: Option<SeverityName>,
     subject: Option<String>,
     ignore: Option<String>,
+    /// A pattern for the line that begins the event this line belongs to: when one of the
+    /// last [`CONTINUES_WITHIN`] lines matches it, this line is not counted again.
+    continues: Option<String>,
 }
+
+/// How many lines back a rule's `continues` pattern is looked for.
+const CONTINUES_WITHIN: usize = 8;
 
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -76,6 +107,8 @@ impl From<SeverityName> for Severity {
 /// One compiled rule.
 #[derive(Debug)]
 pub struct Rule {
+    /// Messages the pattern spans: 1, or more for a pattern with line breaks.
+    pub lines: usize,
     /// The finding it counts towards: `kernel.oom_kill`, ...
     pub check: String,
     /// node-problem-detector's reason, e.g. `OOMKilling`.
@@ -87,6 +120,7 @@ pub struct Rule {
     subject: Option<String>,
     regex: Regex,
     ignore: Option<Regex>,
+    continues: Option<Regex>,
 }
 
 /// What one rule said about one message.
@@ -99,13 +133,70 @@ pub struct Match<'r> {
     pub subject: String,
     /// The pattern's named groups, as evidence.
     pub fields: Vec<(String, String)>,
+    /// How bad: the rule's severity, or info for a minor device.
+    pub severity: Severity,
 }
 
 /// Every rule, tried in one pass per message.
 #[derive(Debug)]
 pub struct RuleSet {
+    /// One-line rules first (in file order, the indexes of `set`), then multi-line ones.
     rules: Vec<Rule>,
     set: RegexSet,
+    minor_devices: Option<Regex>,
+    skipped: Vec<String>,
+}
+
+/// The messages before the current one, as many as the longest multi-line rule needs.
+#[derive(Debug, Default)]
+pub struct Recent {
+    lines: VecDeque<String>,
+    keep: usize,
+}
+
+impl Recent {
+    /// A buffer long enough for `rules`.
+    pub fn for_rules(rules: &RuleSet) -> Self {
+        let keep = rules
+            .rules
+            .iter()
+            .map(|r| match r.continues {
+                Some(_) => CONTINUES_WITHIN.max(r.lines - 1),
+                None => r.lines - 1,
+            })
+            .max()
+            .unwrap_or(0);
+        Recent {
+            lines: VecDeque::with_capacity(keep),
+            keep,
+        }
+    }
+
+    /// Remembers `message` as the latest one.
+    pub fn push(&mut self, message: &str) {
+        if self.keep == 0 {
+            return;
+        }
+        if self.lines.len() == self.keep {
+            self.lines.pop_front();
+        }
+        self.lines
+            .push_back(tally::truncate(message, 4096).to_owned());
+    }
+
+    /// The last `n - 1` messages and `message`, joined by line breaks; `None` when fewer
+    /// have been read.
+    fn joined(&self, message: &str, n: usize) -> Option<String> {
+        let before = n.checked_sub(1)?;
+        let start = self.lines.len().checked_sub(before)?;
+        let mut text = String::new();
+        for line in self.lines.range(start..) {
+            text.push_str(line);
+            text.push('\n');
+        }
+        text.push_str(message);
+        Some(text)
+    }
 }
 
 impl RuleSet {
@@ -129,26 +220,47 @@ impl RuleSet {
     pub fn from_texts(texts: &[(String, String)]) -> Result<RuleSet, RuleError> {
         let mut parsed = Vec::new();
         let mut reasons: BTreeMap<String, ReasonMap> = BTreeMap::new();
+        let mut minor_devices = None;
+        let mut skipped = Vec::new();
         for (name, text) in texts {
             let file: RuleFile = serde_json::from_str(text).map_err(|e| RuleError {
                 file: name.clone(),
                 reason: e.to_string(),
             })?;
+            if file.plugin == "journald" {
+                skipped.push(format!(
+                    "{name}: its rules are for the systemd journal (source {:?}), not kernel lines; none applied",
+                    file.plugin_config.source
+                ));
+                continue;
+            }
             for (reason, map) in &file.reasons {
                 reasons.entry(reason.clone()).or_insert_with(|| map.clone());
+            }
+            if minor_devices.is_none()
+                && let Some(pattern) = &file.minor_devices
+            {
+                minor_devices = Some(Regex::new(pattern).map_err(|e| RuleError {
+                    file: name.clone(),
+                    reason: format!("minor_devices: {e}"),
+                })?);
             }
             parsed.push((name, file));
         }
         let mut rules = Vec::new();
         for (name, file) in parsed {
+            let before = rules.len();
             for (index, raw) in file.rules.into_iter().enumerate() {
                 let err = |reason: String| RuleError {
                     file: name.clone(),
                     reason: format!("rule {} ({}): {reason}", index + 1, raw.reason),
                 };
                 let Some(pattern) = &raw.pattern else {
-                    tracing::warn!(file = %name, reason = %raw.reason,
-                        "skipping a rule without a pattern (node-problem-detector's custom plugin runs programs; nodemedic does not)");
+                    skipped.push(format!(
+                        "{name}: rule {} ({}) has no pattern (node-problem-detector's custom plugin runs programs; nodemedic does not)",
+                        index + 1,
+                        raw.reason
+                    ));
                     continue;
                 };
                 let regex = anchored(pattern).map_err(&err)?;
@@ -156,6 +268,11 @@ impl RuleSet {
                     .ignore
                     .as_deref()
                     .map(|p| Regex::new(p).map_err(|e| err(format!("ignore: {e}"))))
+                    .transpose()?;
+                let continues = raw
+                    .continues
+                    .as_deref()
+                    .map(|p| Regex::new(p).map_err(|e| err(format!("continues: {e}"))))
                     .transpose()?;
                 if let Some(subject) = &raw.subject {
                     for group in placeholders(subject) {
@@ -189,6 +306,7 @@ impl RuleSet {
                     .clone()
                     .or_else(|| (check == UNMAPPED_CHECK).then(|| raw.reason.replace('{', "(")));
                 rules.push(Rule {
+                    lines: pattern.matches("\\n").count() + pattern.matches('\n').count() + 1,
                     check,
                     reason: raw.reason,
                     severity,
@@ -196,14 +314,35 @@ impl RuleSet {
                     subject,
                     regex,
                     ignore,
+                    continues,
                 });
             }
+            if rules.len() == before {
+                skipped.push(format!("{name}: no rule in it applies to kernel lines"));
+            }
         }
-        let set = RegexSet::new(rules.iter().map(|r| r.regex.as_str())).map_err(|e| RuleError {
+        for warning in &skipped {
+            tracing::warn!(message = "A kernel rule file's rules are skipped.", %warning);
+        }
+        // One-line rules first, in file order: their indexes are the set's.
+        rules.sort_by_key(|r| r.lines > 1);
+        let one_line = rules.iter().take_while(|r| r.lines == 1);
+        let set = RegexSet::new(one_line.map(|r| r.regex.as_str())).map_err(|e| RuleError {
             file: "(all rules)".into(),
             reason: e.to_string(),
         })?;
-        Ok(RuleSet { rules, set })
+        Ok(RuleSet {
+            rules,
+            set,
+            minor_devices,
+            skipped,
+        })
+    }
+
+    /// What was not applied, and why: journal rule files, rules that run programs, files
+    /// with no kernel rule.
+    pub fn skipped(&self) -> &[String] {
+        &self.skipped
     }
 
     /// The rules.
@@ -211,36 +350,73 @@ impl RuleSet {
         &self.rules
     }
 
-    /// What the rules say about one kernel message: at most one match per check (the first
-    /// rule in file order), so a line that nodemedic's rule and node-problem-detector's both
-    /// match counts once.
-    pub fn matches(&self, message: &str) -> Vec<Match<'_>> {
+    /// What the rules say about one kernel message, `recent` holding the messages before
+    /// it: at most one match per check, the most severe (the first in file order among
+    /// equals), so a line that nodemedic's rule and node-problem-detector's both match
+    /// counts once, and a `permanent` problem of a user's file is not lowered by a
+    /// built-in rule. A match about a minor device (a CD-ROM, a floppy, a loop device) is
+    /// info at most.
+    pub fn matches(&self, message: &str, recent: &Recent) -> Vec<Match<'_>> {
+        let one_line = self.set.matches(message).into_iter().map(|i| (i, None));
+        let multi_line = (self.set.len()..self.rules.len()).filter_map(|i| {
+            let text = recent.joined(message, self.rules[i].lines)?;
+            self.rules[i]
+                .regex
+                .is_match(&text)
+                .then_some((i, Some(text)))
+        });
         let mut out: Vec<Match<'_>> = Vec::new();
-        for index in self.set.matches(message).iter() {
+        for (index, text) in one_line.chain(multi_line) {
             let rule = &self.rules[index];
-            if out.iter().any(|m| m.rule.check == rule.check)
-                || rule.ignore.as_ref().is_some_and(|i| i.is_match(message))
+            let text = text.as_deref().unwrap_or(message);
+            if rule.ignore.as_ref().is_some_and(|i| i.is_match(text))
+                || rule
+                    .continues
+                    .as_ref()
+                    .is_some_and(|c| recent.lines.iter().any(|l| c.is_match(l)))
             {
                 continue;
             }
+            let replaced = match out.iter().position(|m| m.rule.check == rule.check) {
+                Some(kept) if out[kept].rule.severity >= rule.severity => continue,
+                Some(kept) => Some(out.remove(kept)),
+                None => None,
+            };
             let mut fields = Vec::new();
-            if let Some(caps) = rule.regex.captures(message) {
+            if let Some(caps) = rule.regex.captures(text) {
                 for name in rule.regex.capture_names().flatten() {
                     if let Some(value) = caps.name(name) {
                         fields.push((name.to_owned(), value.as_str().to_owned()));
                     }
                 }
             }
-            let subject = rule
+            let mut subject = rule
                 .subject
                 .as_deref()
                 .map(|template| fill(template, &fields))
                 .unwrap_or_default();
+            // A more severe rule that names nothing keeps what the rule it outranks named.
+            if let Some(lower) = replaced
+                && subject.is_empty()
+            {
+                subject = lower.subject;
+                if fields.is_empty() {
+                    fields = lower.fields;
+                }
+            }
             out.push(Match {
                 rule,
                 subject,
                 fields,
+                severity: rule.severity,
             });
+        }
+        if let Some(minor) = &self.minor_devices
+            && minor.is_match(message)
+        {
+            for m in &mut out {
+                m.severity = m.severity.min(Severity::Info);
+            }
         }
         out
     }
@@ -295,7 +471,7 @@ mod tests {
     #[test]
     fn a_subject_is_filled_from_the_pattern() {
         let set = RuleSet::load(&[] as &[&Path]).unwrap();
-        let m = set.matches("EXT4-fs error (device sda9): ext4_lookup:1602: inode #67005: comm docker: deleted inode referenced: 3186320");
+        let m = set.matches("EXT4-fs error (device sda9): ext4_lookup:1602: inode #67005: comm docker: deleted inode referenced: 3186320", &Recent::default());
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].rule.check, "kernel.fs_error");
         assert_eq!(m[0].subject, "sda9");
@@ -306,9 +482,9 @@ mod tests {
     fn an_ignore_pattern_keeps_a_line_from_counting() {
         let set = RuleSet::load(&[] as &[&Path]).unwrap();
         let loop_dev = "blk_update_request: I/O error, dev loop11, sector 0 op 0x1:(WRITE) flags 0x800 phys_seg 0 prio class 0";
-        assert!(set.matches(loop_dev).is_empty());
+        assert!(set.matches(loop_dev, &Recent::default()).is_empty());
         let disk = "blk_update_request: I/O error, dev sdk, sector 130611915 op 0x1:(WRITE) flags 0x0 phys_seg 13 prio class 0";
-        assert_eq!(set.matches(disk)[0].subject, "sdk");
+        assert_eq!(set.matches(disk, &Recent::default())[0].subject, "sdk");
     }
 
     #[test]
@@ -317,7 +493,7 @@ mod tests {
             r#"{"rules":[{"type":"permanent","reason":"FrobnicatorStuck","pattern":"frobnicator stuck"}]}"#,
         ))
         .unwrap();
-        let m = set.matches("frobnicator stuck");
+        let m = set.matches("frobnicator stuck", &Recent::default());
         assert_eq!(m[0].rule.check, UNMAPPED_CHECK);
         assert_eq!(m[0].rule.severity, Severity::Critical);
         assert_eq!(m[0].subject, "FrobnicatorStuck");

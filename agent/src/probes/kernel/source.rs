@@ -1,6 +1,7 @@
 //! Where kernel lines come from: `/dev/kmsg` (one record per `read`, non-blocking, gaps in
 //! the sequence numbers counted), or a log file followed like `tail -F` (appends, rotation,
-//! truncation). Both start from a bounded look-back.
+//! truncation). Both start from a bounded look-back; a log file's lines are dated by the
+//! time they carry (`parse::line_time`), so an old line read at start counts as old.
 
 use std::{
     fs::File,
@@ -12,7 +13,10 @@ use std::{
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 
-use crate::parse::kmsg;
+use crate::parse::{
+    kmsg,
+    line_time::{self, Clock},
+};
 
 /// A line read, with when it was logged.
 pub type Sink<'a> = dyn FnMut(&str, SystemTime) + 'a;
@@ -112,6 +116,7 @@ impl Kmsg {
 pub struct LogFile {
     path: PathBuf,
     lookback_bytes: u64,
+    clock: Clock,
     open: Option<(File, u64)>,
     pos: u64,
     /// A line not yet ended by a newline.
@@ -120,11 +125,13 @@ pub struct LogFile {
 }
 
 impl LogFile {
-    /// Follows `path`, starting at most `lookback_bytes` before its end.
-    pub fn new(path: PathBuf, lookback_bytes: u64) -> Self {
+    /// Follows `path`, starting at most `lookback_bytes` before its end; `clock` dates
+    /// the lines (a line without a time of its own is dated when it is read).
+    pub fn new(path: PathBuf, lookback_bytes: u64, clock: Clock) -> Self {
         LogFile {
             path,
             lookback_bytes,
+            clock,
             open: None,
             pos: 0,
             partial: Vec::new(),
@@ -172,7 +179,12 @@ impl LogFile {
                 self.partial.extend_from_slice(&rest[..end]);
                 rest = &rest[end + 1..];
                 if self.partial.first() != Some(&b'\0') {
-                    sink(&String::from_utf8_lossy(&self.partial), now);
+                    let line = String::from_utf8_lossy(&self.partial);
+                    // Never later than now: a clock ahead or a wrong zone must not keep
+                    // a line current.
+                    let at =
+                        line_time::logged_at(&line, &self.clock, now).map_or(now, |t| t.min(now));
+                    sink(&line, at);
                 }
                 self.partial.clear();
             }
@@ -201,7 +213,7 @@ mod tests {
         let path = dir.path().join("kern.log");
         std::fs::write(&path, "old line one\nold line two\nlast old line\n").unwrap();
         // The look-back reaches into "last old line": whole lines only.
-        let mut source = Source::File(LogFile::new(path.clone(), 16));
+        let mut source = Source::File(LogFile::new(path.clone(), 16, Clock::utc()));
         assert_eq!(lines(&mut source), ["last old line"]);
 
         let mut f = File::options().append(true).open(&path).unwrap();
@@ -221,7 +233,11 @@ mod tests {
 
     #[test]
     fn a_missing_file_is_an_error_naming_nothing_read() {
-        let mut source = Source::File(LogFile::new("/nonexistent/kern.log".into(), 1024));
+        let mut source = Source::File(LogFile::new(
+            "/nonexistent/kern.log".into(),
+            1024,
+            Clock::utc(),
+        ));
         assert!(source.drain(&mut |_, _| {}).is_err());
     }
 }
