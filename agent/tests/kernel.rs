@@ -102,12 +102,13 @@ fn every_real_log_raises_what_it_shows_with_nodemedic_and_npd_rules_alike() {
             &[("kernel.oom_kill", "", 1)],
         ),
         (
+            // A container's own limit, the kernel not saying which cgroup: not the node.
             "issue-docker-for-linux-1001-memcg-oom-syslog.log",
-            &[("kernel.oom_kill", "", 4)],
+            &[("kernel.oom_kill", "cgroup ?", 4)],
         ),
         (
             "issue-reportportal-203-memcg-oom-killed-uwsgi.log",
-            &[("kernel.oom_kill", "", 1)],
+            &[("kernel.oom_kill", "cgroup ?", 1)],
         ),
         (
             "issue-k8s-56891-memcg-oom-rhel7-kubepods-dmesg-T.log",
@@ -119,9 +120,12 @@ fn every_real_log_raises_what_it_shows_with_nodemedic_and_npd_rules_alike() {
         ),
         (
             "issue-kubedirector-356-memcg-oom-kubepods-v1.log",
-            &[("kernel.oom_kill", "", 1)],
+            &[("kernel.oom_kill", "cgroup ?", 1)],
         ),
-        ("npd-problem-oom_kill.log", &[("kernel.oom_kill", "", 1)]),
+        (
+            "npd-problem-oom_kill.log",
+            &[("kernel.oom_kill", "cgroup ?", 1)],
+        ),
         // Hung tasks, by task.
         (
             "hotsos-kernlog-hung-task-fuse.log",

@@ -449,6 +449,43 @@ async fn node_conditions_and_a_vendors_condition_as_info() {
         "pressures Unknown are not reported: {:#?}",
         summary(&findings)
     );
+
+    // k3s's EtcdIsVoter=True is good news (k8sgpt reported it as an error, its #1166).
+    let node = built("built-around-issue-k8sgpt-1166-k3s-etcdisvoter.node.json");
+    let api = Api::start(vec![], node, vec![]).await;
+    let probe = Arc::new(api.probe(KubernetesConfig::default()).await);
+    let (section, findings) = run(&probe, SystemTime::now()).await;
+    assert!(findings.is_empty(), "{:#?}", summary(&findings));
+    assert!(
+        section
+            .node_conditions
+            .iter()
+            .any(|c| c.condition == "EtcdIsVoter")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_name_no_node_has_is_said() {
+    // The API server knows node-2; this agent says it is node-1 (NODE_NAME wrong).
+    let mut other = healthy_node();
+    other["metadata"]["name"] = "node-2".into();
+    let api = Api::start(vec![], other, vec![]).await;
+    let probe = Arc::new(api.probe(KubernetesConfig::default()).await);
+    let (section, findings) = run(&probe, SystemTime::now()).await;
+    assert!(section.synced && section.node_conditions.is_empty());
+    let f = find(&findings, "node.not_found", "");
+    assert_eq!(f.severity, Severity::Warning as i32);
+    assert!(
+        f.message.contains("has no Node of this name"),
+        "{}",
+        f.message
+    );
+    assert_eq!(findings.len(), 1, "{:#?}", summary(&findings));
+
+    let api = Api::start(vec![], healthy_node(), vec![]).await;
+    let probe = Arc::new(api.probe(KubernetesConfig::default()).await);
+    let (_, findings) = run(&probe, SystemTime::now()).await;
+    assert!(findings.is_empty(), "{:#?}", summary(&findings));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -211,6 +211,13 @@ pub fn incident(i: &Incident, now: SystemTime, timeline: bool) -> String {
         i.title
     );
     out.push_str(&format!("  {}\n", i.summary));
+    if !i.severity_reason.is_empty() {
+        out.push_str(&format!(
+            "  {}:  more than its findings, because {}\n",
+            i.severity().label(),
+            i.severity_reason
+        ));
+    }
     out.push_str(&format!("  nodes:   {}\n", i.nodes.join(", ")));
     if !i.objects.is_empty() {
         out.push_str(&format!("  objects: {}\n", i.objects.join(", ")));

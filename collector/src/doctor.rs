@@ -34,12 +34,13 @@ pub struct Diagnosis {
 }
 
 impl Diagnosis {
-    /// The worst severity of the report's findings, `Unspecified` when nothing was found.
+    /// The worst severity of what doctor prints: its incidents (which may be more severe
+    /// than their findings, saying why) and findings; `Unspecified` when nothing was found.
     pub fn worst(&self) -> Severity {
-        self.report
-            .findings
-            .iter()
-            .map(Finding::severity)
+        let incidents = self.incidents.iter().map(Incident::severity);
+        let findings = self.report.findings.iter().map(Finding::severity);
+        incidents
+            .chain(findings)
             .max()
             .unwrap_or(Severity::Unspecified)
     }
@@ -149,5 +150,106 @@ mod tests {
             "{drain:?}"
         );
         assert_eq!(d.worst(), Severity::Critical);
+    }
+
+    #[test]
+    fn the_oom_counter_and_the_kernel_lines_of_the_same_kills_are_one_incident() {
+        let node = "n1";
+        let mk = |check: &str, severity: Severity, subject: &str| Finding {
+            node: node.into(),
+            ..Finding::fail(check, severity, subject, "x".into())
+        };
+        let diagnosed = |findings: Vec<Finding>| {
+            let report = NodeReport {
+                node: node.into(),
+                seq: 1,
+                collected_at: Some(nodemedic_proto::time::timestamp(SystemTime::now())),
+                findings,
+                ..Default::default()
+            };
+            diagnose(report, Arc::new(Catalog::builtin())).unwrap()
+        };
+        let summary = |incidents: &[Incident]| {
+            incidents
+                .iter()
+                .map(|i| {
+                    let checks: Vec<&str> = i.findings.iter().map(|f| f.check.as_str()).collect();
+                    (i.rule.clone(), checks.join(","), i.severity().label())
+                })
+                .collect::<Vec<_>>()
+        };
+        let counter = || mk("memory.oom_kills", Severity::Warning, "");
+        let kill = |subject: &str| mk("kernel.oom_kill", Severity::Warning, subject);
+        let joined = "kernel.oom_kill,memory.oom_kills".to_owned();
+
+        // The node ran out: the node's runbook, critical although each kill is a warning,
+        // and the incident says why.
+        let d = diagnosed(vec![kill(""), counter()]);
+        // Doctor's headline and exit code follow that incident, not the findings.
+        assert_eq!(d.worst(), Severity::Critical);
+        let node_oom = d.incidents;
+        assert_eq!(
+            summary(&node_oom),
+            [(
+                "kernel-oom-kill-node".to_owned(),
+                joined.clone(),
+                "critical"
+            )]
+        );
+        assert!(node_oom[0].severity_reason.contains("ran out of memory"));
+
+        // A systemd unit's limit: its cgroup's runbook, not "the node ran out of memory",
+        // and no more severe than the kill.
+        let unit = kill("cgroup /system.slice/fluentd.service")
+            .with(Evidence::text("cgroup", "/system.slice/fluentd.service"));
+        let unit_oom = diagnosed(vec![unit, counter()]).incidents;
+        assert_eq!(
+            summary(&unit_oom),
+            [(
+                "kernel-oom-kill-cgroup".to_owned(),
+                joined.clone(),
+                "warning"
+            )]
+        );
+        assert_eq!(unit_oom[0].severity_reason, "");
+        let remediation = unit_oom[0].remediation.as_ref().unwrap();
+        assert!(
+            remediation
+                .commands()
+                .any(|c| c.contains("/sys/fs/cgroup/system.slice/fluentd.service/memory.max")),
+            "{remediation:?}"
+        );
+        assert_eq!(
+            summary(&diagnosed(vec![kill("cgroup ?"), counter()]).incidents),
+            [(
+                "kernel-oom-kill-unnamed-cgroup".to_owned(),
+                joined,
+                "warning"
+            )]
+        );
+    }
+
+    #[test]
+    fn an_incident_is_never_more_severe_than_its_findings_without_a_reason() {
+        let report = |f: Finding| NodeReport {
+            node: "n1".into(),
+            seq: 1,
+            collected_at: Some(nodemedic_proto::time::timestamp(SystemTime::now())),
+            findings: vec![Finding {
+                node: "n1".into(),
+                ..f
+            }],
+            ..Default::default()
+        };
+        // An Azure VM's empty CD-ROM: info, under a rule for disks that fail.
+        let cdrom = Finding::fail("kernel.io_error", Severity::Info, "sr0", "x".into());
+        let d = diagnose(report(cdrom), Arc::new(Catalog::builtin())).unwrap();
+        assert_eq!(d.incidents[0].rule, "kernel-io-error");
+        assert_eq!(d.incidents[0].severity(), Severity::Info);
+        assert_eq!(d.worst(), Severity::Info);
+        // ext4's errors recorded since the last fsck: a warning stays one.
+        let fsck = Finding::fail("kernel.fs_error", Severity::Warning, "vdb", "x".into());
+        let d = diagnose(report(fsck), Arc::new(Catalog::builtin())).unwrap();
+        assert_eq!(d.incidents[0].severity(), Severity::Warning);
     }
 }

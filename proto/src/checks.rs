@@ -106,6 +106,8 @@ pub const POD_PROBE_FAILING: &str = "pod.probe_failing";
 pub const POD_RESTARTS: &str = "pod.restarts";
 /// `node.condition`: a node condition says there is a problem.
 pub const NODE_CONDITION: &str = "node.condition";
+/// `node.not_found`: the API server has no Node of this agent's node name.
+pub const NODE_NOT_FOUND: &str = "node.not_found";
 
 // The cgroups probe.
 /// `pod.memory_near_limit`: a working set near its memory limit.
@@ -170,6 +172,7 @@ pub const ALL: &[&str] = &[
     POD_PROBE_FAILING,
     POD_RESTARTS,
     NODE_CONDITION,
+    NODE_NOT_FOUND,
     POD_MEMORY_NEAR_LIMIT,
     POD_MEMORY_THROTTLED,
     POD_OOM_KILLS,

@@ -47,16 +47,17 @@ pub(super) fn describe(
         IncidentScope::Node
     } as i32;
     incident.state = IncidentState::Open as i32;
-    incident.severity = rule
-        .and_then(|r| r.severity)
-        .map(|s| Severity::from(s) as i32)
-        .unwrap_or_else(|| {
-            ordered
-                .iter()
-                .map(|f| f.finding.severity)
-                .max()
-                .unwrap_or_default()
-        });
+    // The worst finding's, unless the rule says why it is more (and then says so).
+    let worst = ordered
+        .iter()
+        .map(|f| f.finding.severity)
+        .max()
+        .unwrap_or_default();
+    let raised = rule.and_then(|r| {
+        let severity = Severity::from(r.severity?) as i32;
+        (severity > worst).then(|| (severity, r.because.clone().unwrap_or_default()))
+    });
+    (incident.severity, incident.severity_reason) = raised.unwrap_or((worst, String::new()));
     let nodes: BTreeSet<&str> = ordered.iter().map(|f| f.finding.node.as_str()).collect();
     incident.nodes = nodes.iter().map(|n| (*n).to_owned()).collect();
     incident.objects = ordered

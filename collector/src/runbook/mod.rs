@@ -51,6 +51,7 @@ pub const PLACEHOLDERS: &[&str] = &[
     "process",
     "pod_uid",
     "container_id",
+    "cgroup",
 ];
 
 /// A rule file that cannot be used.
@@ -174,9 +175,13 @@ pub struct Rule {
     /// Node or cluster.
     #[serde(default)]
     pub scope: Scope,
-    /// The severity of what it describes; default the worst of its findings.
+    /// A severity above the worst of its findings for what it describes (a node out of
+    /// memory is critical even when each kill is a warning); only with `because`.
     #[serde(default)]
     pub severity: Option<RuleSeverity>,
+    /// Why `severity` is above the findings': shown with the incident.
+    #[serde(default)]
+    pub because: Option<String>,
     /// What it matches.
     #[serde(rename = "match")]
     pub matcher: Match,
@@ -390,6 +395,16 @@ fn validate(rule: &Rule) -> Result<(), String> {
     {
         return Err("id must be lower-case letters, digits and '-'".into());
     }
+    if rule.severity.is_some()
+        != rule
+            .because
+            .as_deref()
+            .is_some_and(|b| !b.trim().is_empty())
+    {
+        return Err(
+            "severity and because go together: an incident is as severe as its worst finding unless the rule says why it is more".into(),
+        );
+    }
     let m = &rule.matcher;
     if m.checks.is_empty() {
         return Err("match.checks is empty".into());
@@ -582,6 +597,12 @@ mod tests {
         std::fs::write(dir.path().join("bad.yaml"), "rules:\n  - id: y\n    title: t\n    scope: cluster\n    match:\n      checks: [dns.failing]\n    remediation:\n      steps: [{text: \"restart {{deployment}}\"}]\n      recovery: r\n      data_loss: d\n      verify: v\n").unwrap();
         let err = Catalog::with_dir(dir.path()).unwrap_err().to_string();
         assert!(err.contains("needs min_nodes or min_share"), "{err}");
+
+        // A rule that raises its incident above the findings must say why.
+        let loud = "rules:\n  - id: loud\n    title: t\n    severity: critical\n    match:\n      checks: [disk.space]\n    remediation:\n      steps:\n        - text: x\n      recovery: r\n      data_loss: none\n      verify: v\n";
+        std::fs::write(dir.path().join("bad.yaml"), loud).unwrap();
+        let err = Catalog::with_dir(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("severity and because go together"), "{err}");
     }
 
     #[test]

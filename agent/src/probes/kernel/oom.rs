@@ -25,12 +25,15 @@ pub struct OomKill {
 }
 
 impl OomKill {
-    /// What the finding is about: the pod, else the cgroup of a memcg kill, else the node.
+    /// What the finding is about: the pod; else, for a kill at a cgroup's own limit (a
+    /// systemd unit's `MemoryMax`, a slice), `cgroup <path>` (`cgroup ?` when the kernel did
+    /// not say which); else the node, which ran out of memory (`""`).
     pub fn subject(&self) -> String {
         match (&self.pod, &self.cgroup) {
             (Some(pod), _) => format!("pod {}", pod.pod_uid),
-            (None, Some(cgroup)) if self.constraint == "memcg" => cgroup.clone(),
-            _ => String::new(),
+            _ if self.constraint != "memcg" => String::new(),
+            (None, Some(cgroup)) => format!("cgroup {cgroup}"),
+            (None, None) => "cgroup ?".to_owned(),
         }
     }
 

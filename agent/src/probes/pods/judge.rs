@@ -457,6 +457,29 @@ fn probe_failing(
     out
 }
 
+/// How other agents' condition types end when `True` is good news: a vendor's
+/// `KernelReady`, `ContainerRuntimeReady`, a CNI's `…Available`, k3s's `EtcdIsVoter`. Every
+/// other type is problem-style, as node-problem-detector's are (`KernelDeadlock`,
+/// `ReadonlyFilesystem`, `Frequent…Restart`): `True` is the problem.
+const POSITIVE_SUFFIXES: &[&str] = &[
+    "Ready",
+    "Available",
+    "Healthy",
+    "Up",
+    "Reachable",
+    "Running",
+    "IsVoter",
+];
+
+/// Whether `status` of the condition type `kind` (not the kubelet's own) is trouble.
+fn other_agents_trouble(kind: &str, status: &str) -> bool {
+    if POSITIVE_SUFFIXES.iter().any(|s| kind.ends_with(s)) {
+        status == "False"
+    } else {
+        status == "True"
+    }
+}
+
 /// `node.condition`: the kubelet (or a vendor's agent) says the node is in trouble.
 fn node_condition(c: &ConditionView) -> Option<Finding> {
     let known = PRESSURE.iter().find(|(kind, _)| *kind == c.kind);
@@ -465,8 +488,9 @@ fn node_condition(c: &ConditionView) -> Option<Finding> {
         ("Ready", _) => return None,
         (_, Some((_, severity))) if c.status == "True" => *severity,
         (_, Some(_)) => return None,
-        // Another agent's condition (node-problem-detector, a cloud's): worth knowing.
-        _ if c.status == "True" => Severity::Info,
+        // Another agent's condition (node-problem-detector, a cloud's): worth knowing, by
+        // its polarity.
+        (kind, None) if other_agents_trouble(kind, &c.status) => Severity::Info,
         _ => return None,
     };
     let mut f = Finding::fail(
@@ -486,4 +510,46 @@ fn node_condition(c: &ConditionView) -> Option<Finding> {
         f = f.with(Evidence::text("since", rfc3339(since)));
     }
     Some(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn condition(kind: &str, status: &str) -> ConditionView {
+        ConditionView {
+            kind: kind.into(),
+            status: status.into(),
+            reason: String::new(),
+            message: String::new(),
+            since: None,
+        }
+    }
+
+    #[test]
+    fn other_agents_conditions_are_read_by_their_polarity() {
+        for (kind, status, raised) in [
+            // Problem-style (node-problem-detector's): True is the problem.
+            ("KernelDeadlock", "True", true),
+            ("KernelDeadlock", "False", false),
+            ("FrequentContainerdRestart", "True", true),
+            // Positive (a vendor's, k3s's): False is the problem, True nothing.
+            ("KernelReady", "False", true),
+            ("KernelReady", "True", false),
+            ("ContainerRuntimeReady", "True", false),
+            ("EtcdIsVoter", "True", false),
+            ("EtcdIsVoter", "False", true),
+            ("NodeNetworkAvailable", "False", true),
+            // Unknown says nothing either way.
+            ("KernelReady", "Unknown", false),
+            ("KernelDeadlock", "Unknown", false),
+        ] {
+            let f = node_condition(&condition(kind, status));
+            assert_eq!(f.is_some(), raised, "{kind}={status}");
+            if let Some(f) = f {
+                assert_eq!(f.severity, Severity::Info as i32, "{kind}={status}");
+                assert_eq!(f.subject, kind);
+            }
+        }
+    }
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use nodemedic_proto::{
     checks,
     time::timestamp,
-    v1::{NodeConditionStatus, PodsSection},
+    v1::{Finding, NodeConditionStatus, PodsSection, Severity},
 };
 
 use self::config::KubernetesConfig;
@@ -53,6 +53,7 @@ impl Probe for PodsProbe {
             checks::POD_PROBE_FAILING,
             checks::POD_RESTARTS,
             checks::NODE_CONDITION,
+            checks::NODE_NOT_FOUND,
         ]
     }
 
@@ -74,7 +75,18 @@ impl Probe for PodsProbe {
         drop(state);
         let mut cluster = self.view.cluster();
         cluster.expire_events(ctx.now, self.config.window);
-        let findings = judge::findings(&cluster, &self.config, ctx.now);
+        let mut findings = judge::findings(&cluster, &self.config, ctx.now);
+        if cluster.node.is_none() {
+            findings.push(Finding::fail(
+                checks::NODE_NOT_FOUND,
+                Severity::Warning,
+                "",
+                format!(
+                    "{} has no Node of this name: is the node name (--node-name, NODE_NAME) the Node's name in the cluster? Its pods and conditions cannot be judged",
+                    self.view.api_server()
+                ),
+            ));
+        }
         let containers = cluster.pods.values().flat_map(|p| &p.containers);
         let section = PodsSection {
             api_server: self.view.api_server().to_owned(),
