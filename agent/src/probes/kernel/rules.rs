@@ -488,6 +488,41 @@ mod tests {
     }
 
     #[test]
+    fn errors_of_minor_devices_are_info_at_most() {
+        let set = RuleSet::load(&[] as &[&Path]).unwrap();
+        for (line, subject) in [
+            ("blk_update_request: I/O error, dev fd0, sector 0", "fd0"),
+            (
+                "Buffer I/O error on dev sr0, logical block 0, async page read",
+                "sr0",
+            ),
+            (
+                "EXT4-fs error (device loop3): ext4_find_entry:1455: inode #2: comm snapd: reading directory lblock 0",
+                "loop3",
+            ),
+        ] {
+            let m = set.matches(line, &Recent::default());
+            assert_eq!(m.len(), 1, "{line}");
+            assert_eq!(
+                (m[0].subject.as_str(), m[0].severity),
+                (subject, Severity::Info),
+                "{line}"
+            );
+            assert_eq!(
+                m[0].rule.severity,
+                Severity::Critical,
+                "the rule itself stays"
+            );
+        }
+        // A disk whose name merely starts alike is not minor.
+        let m = set.matches(
+            "Buffer I/O error on dev sdr1, logical block 0",
+            &Recent::default(),
+        );
+        assert_eq!(m[0].severity, Severity::Critical);
+    }
+
+    #[test]
     fn an_unmapped_reason_counts_as_a_kernel_event_about_that_reason() {
         let set = RuleSet::from_texts(&texts(
             r#"{"rules":[{"type":"permanent","reason":"FrobnicatorStuck","pattern":"frobnicator stuck"}]}"#,
