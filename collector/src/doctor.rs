@@ -94,28 +94,35 @@ mod tests {
     use super::*;
     use nodemedic_proto::v1::Evidence;
 
-    #[test]
-    fn a_report_becomes_incidents_worst_first_with_filled_remediations() {
-        let node = "n1";
-        let mk = |check: &str, s: Severity, subject: &str| Finding {
-            node: node.into(),
-            ..Finding::fail(check, s, subject, "x".into())
-        };
+    /// A finding of node `n1`, as its agent would send it.
+    fn mk(check: &str, severity: Severity, subject: &str) -> Finding {
+        Finding {
+            node: "n1".into(),
+            ..Finding::fail(check, severity, subject, "x".into())
+        }
+    }
+
+    /// `findings` in one report of `n1`, diagnosed with the built-in catalog.
+    fn diagnosed(findings: Vec<Finding>) -> Diagnosis {
         let report = NodeReport {
-            node: node.into(),
+            node: "n1".into(),
             seq: 1,
             collected_at: Some(nodemedic_proto::time::timestamp(SystemTime::now())),
-            findings: vec![
-                mk("memory.swap", Severity::Warning, ""),
-                mk("disk.readonly", Severity::Critical, "/var/lib/kubelet"),
-                mk("memory.oom_kills", Severity::Info, ""),
-                mk("memory.available", Severity::Warning, ""),
-                mk("disk.space", Severity::Critical, "/")
-                    .with(Evidence::text("roles", "root,images")),
-            ],
+            findings,
             ..Default::default()
         };
-        let d = diagnose(report, Arc::new(Catalog::builtin())).unwrap();
+        diagnose(report, Arc::new(Catalog::builtin())).unwrap()
+    }
+
+    #[test]
+    fn a_report_becomes_incidents_worst_first_with_filled_remediations() {
+        let d = diagnosed(vec![
+            mk("memory.swap", Severity::Warning, ""),
+            mk("disk.readonly", Severity::Critical, "/var/lib/kubelet"),
+            mk("memory.oom_kills", Severity::Info, ""),
+            mk("memory.available", Severity::Warning, ""),
+            mk("disk.space", Severity::Critical, "/").with(Evidence::text("roles", "root,images")),
+        ]);
         let rules: Vec<(&str, Vec<&str>)> = d
             .incidents
             .iter()
@@ -154,21 +161,6 @@ mod tests {
 
     #[test]
     fn the_oom_counter_and_the_kernel_lines_of_the_same_kills_are_one_incident() {
-        let node = "n1";
-        let mk = |check: &str, severity: Severity, subject: &str| Finding {
-            node: node.into(),
-            ..Finding::fail(check, severity, subject, "x".into())
-        };
-        let diagnosed = |findings: Vec<Finding>| {
-            let report = NodeReport {
-                node: node.into(),
-                seq: 1,
-                collected_at: Some(nodemedic_proto::time::timestamp(SystemTime::now())),
-                findings,
-                ..Default::default()
-            };
-            diagnose(report, Arc::new(Catalog::builtin())).unwrap()
-        };
         let summary = |incidents: &[Incident]| {
             incidents
                 .iter()
@@ -231,25 +223,13 @@ mod tests {
 
     #[test]
     fn an_incident_is_never_more_severe_than_its_findings_without_a_reason() {
-        let report = |f: Finding| NodeReport {
-            node: "n1".into(),
-            seq: 1,
-            collected_at: Some(nodemedic_proto::time::timestamp(SystemTime::now())),
-            findings: vec![Finding {
-                node: "n1".into(),
-                ..f
-            }],
-            ..Default::default()
-        };
         // An Azure VM's empty CD-ROM: info, under a rule for disks that fail.
-        let cdrom = Finding::fail("kernel.io_error", Severity::Info, "sr0", "x".into());
-        let d = diagnose(report(cdrom), Arc::new(Catalog::builtin())).unwrap();
+        let d = diagnosed(vec![mk("kernel.io_error", Severity::Info, "sr0")]);
         assert_eq!(d.incidents[0].rule, "kernel-io-error");
         assert_eq!(d.incidents[0].severity(), Severity::Info);
         assert_eq!(d.worst(), Severity::Info);
         // ext4's errors recorded since the last fsck: a warning stays one.
-        let fsck = Finding::fail("kernel.fs_error", Severity::Warning, "vdb", "x".into());
-        let d = diagnose(report(fsck), Arc::new(Catalog::builtin())).unwrap();
+        let d = diagnosed(vec![mk("kernel.fs_error", Severity::Warning, "vdb")]);
         assert_eq!(d.incidents[0].severity(), Severity::Warning);
     }
 }

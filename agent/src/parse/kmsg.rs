@@ -49,14 +49,7 @@ pub fn record(text: &str) -> Result<Record<'_>, ParseError> {
 /// - `[ 5128.549167] msg` (dmesg), `[Thu Dec  7 00:05:14 2017] msg` (`dmesg -T`)
 /// - `msg`
 pub fn message(line: &str) -> &str {
-    let mut rest = line.trim_end();
-    if let Some(after) = rest.strip_prefix('<')
-        && let Some((priority, tail)) = after.split_once('>')
-        && !priority.is_empty()
-        && priority.bytes().all(|b| b.is_ascii_digit())
-    {
-        rest = tail;
-    }
+    let mut rest = without_priority(line.trim_end());
     // A logger's prefix ends with the "kernel:" tag, within the first few dozen bytes.
     if let Some(at) = rest
         .get(..rest.len().min(120))
@@ -72,6 +65,19 @@ pub fn message(line: &str) -> &str {
         rest = tail.trim_start();
     }
     rest
+}
+
+/// `line` without a leading RFC 5424 `<priority>`.
+pub fn without_priority(line: &str) -> &str {
+    if let Some(after) = line.strip_prefix('<')
+        && let Some((priority, tail)) = after.split_once('>')
+        && !priority.is_empty()
+        && priority.bytes().all(|b| b.is_ascii_digit())
+    {
+        tail
+    } else {
+        line
+    }
 }
 
 /// `   29.751657` (seconds since boot) or `Thu Dec  7 00:05:14 2017` (`dmesg -T`).

@@ -47,14 +47,7 @@ const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
 
 /// When `line` says it was logged, read at `now`; `None` when it does not say.
 pub fn logged_at(line: &str, clock: &Clock, now: SystemTime) -> Option<SystemTime> {
-    let mut rest = line.trim_start();
-    if let Some(after) = rest.strip_prefix('<')
-        && let Some((priority, tail)) = after.split_once('>')
-        && !priority.is_empty()
-        && priority.bytes().all(|b| b.is_ascii_digit())
-    {
-        rest = tail;
-    }
+    let rest = super::kmsg::without_priority(line.trim_start());
     if let Some(t) = rfc3339(rest, &clock.zone)
         .or_else(|| syslog(rest, &clock.zone, now))
         .or_else(|| ctime(rest, &clock.zone))
