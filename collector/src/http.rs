@@ -18,14 +18,18 @@ use crate::{
     auth::{Auth, Credentials, Denied, Role},
     bundle::stream::Bundler,
     listener::Peer,
-    metrics::Metrics,
+    metrics::{self, Metrics},
     query::bundle_request,
-    store::writer::WriterHandle,
+    registry::Registry,
+    store::{Reader, writer::WriterHandle},
 };
 
 #[derive(Clone)]
 struct AppState {
     metrics: Arc<Metrics>,
+    /// The fleet series of `/metrics` are read from the store.
+    reader: Arc<Reader>,
+    registry: Arc<Registry>,
     writer: WriterHandle,
     bundles: Bundler,
     /// Who may download bundles.
@@ -37,6 +41,8 @@ struct AppState {
 /// The routes.
 pub fn router(
     metrics: Arc<Metrics>,
+    reader: Arc<Reader>,
+    registry: Arc<Registry>,
     writer: WriterHandle,
     bundles: Bundler,
     auth: Arc<Auth>,
@@ -49,6 +55,8 @@ pub fn router(
         .route("/api/v1/bundle", get(bundle_download))
         .with_state(AppState {
             metrics,
+            reader,
+            registry,
             writer,
             bundles,
             auth,
@@ -164,12 +172,49 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     (StatusCode::OK, text)
 }
 
-async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
-    )
+async fn metrics_text(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
+    let reader = Arc::clone(&state.reader);
+    let fleet = tokio::task::spawn_blocking(move || reader.fleet()).await;
+    let mut text = state.metrics.encode();
+    match fleet {
+        Ok(Ok(fleet)) => {
+            let tail = text
+                .strip_suffix("# EOF\n")
+                .map(str::len)
+                .unwrap_or(text.len());
+            text.truncate(tail);
+            text.push_str(&metrics::fleet_text(&fleet, |n| {
+                state.registry.is_connected(n)
+            }));
+            text.push_str("# EOF\n");
+        }
+        // The process's own series are still worth serving; the fleet's are left out.
+        Ok(Err(e)) => {
+            tracing::warn!(message = "Cannot read the fleet's series for /metrics.", error = %e)
+        }
+        Err(e) => {
+            tracing::warn!(message = "Cannot read the fleet's series for /metrics.", error = %e)
+        }
+    }
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    if openmetrics {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            metrics::text_004(&text),
+        )
+    }
 }

@@ -13,6 +13,13 @@
 //! | `nodemedic_denied_total{call,reason}` | counter | calls denied: `unauthenticated` or `forbidden` |
 //! | `nodemedic_reloads_total{what,result}` | counter | changed TLS or token files loaded again (`ok`) or kept out (`error`) |
 //! | `nodemedic_rows_skipped_total{table}` | counter | stored rows skipped on reading: they do not decode or hold values no answer can carry (`store::usable`) |
+//! | `nodemedic_node_open_findings{node,check,severity}` | gauge | open findings of one node and check (a series goes when its last finding resolves) |
+//! | `nodemedic_open_incidents{rule,scope,severity}` | gauge | open incidents by runbook rule (`check:<id>` without one), `node` or `cluster` |
+//! | `nodemedic_agent_connected{node}` | gauge | 1 while the node's agent has a stream open, 0 for a known node without one |
+//!
+//! The last three are read from the store at each scrape ([`fleet_text`]). `/metrics` answers
+//! OpenMetrics when asked for it (`Accept: application/openmetrics-text`), otherwise
+//! Prometheus' text format 0.0.4 ([`text_004`]).
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -51,6 +58,22 @@ pub struct ReloadLabel {
     /// `ok` or `error`.
     pub result: String,
 }
+
+/// Every reason a stream or report is refused for: each a series at 0 from the start.
+pub const REFUSAL_REASONS: &[&str] = &[
+    "bad_message",
+    "duplicate_stream",
+    "identity",
+    "invalid_node_name",
+    "invalid_report",
+    "no_hello",
+    "node_mismatch",
+    "seq",
+    "store",
+    "tls_handshake",
+    "too_large",
+    "unexpected_message",
+];
 
 /// Every metric the collector exports.
 pub struct Metrics {
@@ -146,6 +169,11 @@ impl Default for Metrics {
             m.reloads.clone(),
         );
         registry.register_collector(Box::new(SkippedRows));
+        for reason in REFUSAL_REASONS {
+            let _ = m.refused.get_or_create(&ReasonLabel {
+                reason: (*reason).to_owned(),
+            });
+        }
         Metrics { registry, ..m }
     }
 }
@@ -178,8 +206,12 @@ impl prometheus_client::collector::Collector for SkippedRows {
 }
 
 impl Metrics {
-    /// Counts a refusal.
+    /// Counts a refusal, for one of [`REFUSAL_REASONS`].
     pub fn refuse(&self, reason: &str) {
+        debug_assert!(
+            REFUSAL_REASONS.contains(&reason),
+            "{reason} is not in REFUSAL_REASONS"
+        );
         self.refused
             .get_or_create(&ReasonLabel {
                 reason: reason.to_owned(),
@@ -216,9 +248,140 @@ impl Metrics {
     }
 }
 
+/// The fleet families, in OpenMetrics text without its `# EOF`: from `fleet` (the store)
+/// and `connected` (whether a node has a stream open).
+pub fn fleet_text(fleet: &crate::store::Fleet, connected: impl Fn(&str) -> bool) -> String {
+    use std::{collections::BTreeMap, fmt::Write};
+    let severity = |s: i32| {
+        nodemedic_proto::v1::Severity::try_from(s)
+            .unwrap_or_default()
+            .as_str_name()
+            .trim_start_matches("SEVERITY_")
+            .to_lowercase()
+    };
+    let mut out = String::new();
+    let family = |out: &mut String, name: &str, help: &str| {
+        let _ = writeln!(
+            out,
+            "# HELP nodemedic_{name} {help}.\n# TYPE nodemedic_{name} gauge"
+        );
+    };
+    family(
+        &mut out,
+        "node_open_findings",
+        "Open findings of one node and check, by severity",
+    );
+    for (node, check, s, n) in &fleet.findings {
+        let _ = writeln!(
+            out,
+            "nodemedic_node_open_findings{{node=\"{node}\",check=\"{check}\",severity=\"{}\"}} {n}",
+            severity(*s)
+        );
+    }
+    family(
+        &mut out,
+        "open_incidents",
+        "Open incidents by runbook rule, scope and severity",
+    );
+    let mut incidents: BTreeMap<(&str, &str, String), u64> = BTreeMap::new();
+    for (key, s) in &fleet.incidents {
+        // `node/<node>/<rule>` or `cluster/<rule>/<group>` (names and ids have no '/').
+        let mut parts = key.split('/');
+        let scope = parts.next().unwrap_or_default();
+        let rule = match scope {
+            "node" => parts.nth(1),
+            _ => parts.next(),
+        }
+        .unwrap_or_default();
+        *incidents.entry((rule, scope, severity(*s))).or_default() += 1;
+    }
+    for ((rule, scope, s), n) in &incidents {
+        let _ = writeln!(
+            out,
+            "nodemedic_open_incidents{{rule=\"{rule}\",scope=\"{scope}\",severity=\"{s}\"}} {n}"
+        );
+    }
+    family(
+        &mut out,
+        "agent_connected",
+        "1 while the node's agent has a stream open, 0 for a known node without one",
+    );
+    for node in &fleet.nodes {
+        let _ = writeln!(
+            out,
+            "nodemedic_agent_connected{{node=\"{node}\"}} {}",
+            u8::from(connected(node))
+        );
+    }
+    out
+}
+
+/// `openmetrics` (OpenMetrics text) in Prometheus' text format 0.0.4: no `# EOF` or
+/// `# UNIT`, and a counter's HELP and TYPE name its `_total` samples.
+pub fn text_004(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut counters = std::collections::HashSet::new();
+    for line in openmetrics.lines() {
+        if let Some(name) = line
+            .strip_prefix("# TYPE ")
+            .and_then(|t| t.strip_suffix(" counter"))
+        {
+            counters.insert(name.to_owned());
+        }
+    }
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| Some((p, line.strip_prefix(p)?)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                if counters.contains(name) {
+                    out.push_str(&format!("{prefix}{name}_total {tail}\n"));
+                } else {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn incidents_are_counted_by_rule_scope_and_severity() {
+        let fleet = crate::store::Fleet {
+            findings: vec![],
+            incidents: vec![
+                ("node/n1/disk-full-images".into(), 3),
+                ("node/n2/disk-full-images".into(), 3),
+                ("node/n2/check:disk.inodes".into(), 2),
+                ("cluster/dns-failing-cluster/".into(), 3),
+            ],
+            nodes: vec!["n1".into(), "n2".into()],
+        };
+        let text = fleet_text(&fleet, |n| n == "n1");
+        for series in [
+            "nodemedic_open_incidents{rule=\"disk-full-images\",scope=\"node\",severity=\"critical\"} 2",
+            "nodemedic_open_incidents{rule=\"check:disk.inodes\",scope=\"node\",severity=\"warning\"} 1",
+            "nodemedic_open_incidents{rule=\"dns-failing-cluster\",scope=\"cluster\",severity=\"critical\"} 1",
+            "nodemedic_agent_connected{node=\"n1\"} 1",
+            "nodemedic_agent_connected{node=\"n2\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == series), "{series} in\n{text}");
+        }
+    }
 
     #[test]
     fn the_skipped_rows_are_a_series_per_table_from_the_start() {

@@ -224,8 +224,8 @@ impl Bound {
             info,
         };
         let query = QueryService {
-            reader,
-            registry,
+            reader: Arc::clone(&reader),
+            registry: Arc::clone(&registry),
             writer: writer.clone(),
             bundles: bundles.clone(),
             auth: Arc::clone(&auth),
@@ -276,6 +276,8 @@ impl Bound {
             Listener::start(http, http_tls, Arc::clone(&metrics)),
             http::router(
                 Arc::clone(&metrics),
+                Arc::clone(&reader),
+                Arc::clone(&registry),
                 writer.clone(),
                 bundles,
                 auth,

@@ -126,9 +126,14 @@ impl Running {
 
     /// A plain HTTP/1.0 GET of `path`: the whole answer, head and body.
     pub async fn http_get(&self, path: &str) -> String {
+        self.http_get_headers(path, "").await
+    }
+
+    /// A GET of `path` with more header lines (each ending in `\r\n`): the whole answer.
+    pub async fn http_get_headers(&self, path: &str, headers: &str) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(self.http).await.unwrap();
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n{headers}\r\n").as_bytes())
             .await
             .unwrap();
         let mut out = String::new();

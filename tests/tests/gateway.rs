@@ -391,3 +391,95 @@ async fn an_agent_over_its_rate_is_paced_and_loses_nothing() {
     );
     server.stop().await;
 }
+
+/// The body of an HTTP answer.
+fn body(answer: &str) -> &str {
+    answer.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+}
+
+/// `promtool check metrics` on `text`: its complaints, if any.
+fn promtool_check(text: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus; scripts/test installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        String::new()
+    } else {
+        said
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_is_on_metrics_in_both_formats_and_promtool_accepts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start(dir.path(), 3).await;
+    let mut a = connect(&server, "node-a", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let findings = [
+        ("disk.space", Severity::Critical, "/var/lib/kubelet"),
+        ("disk.space", Severity::Critical, "/"),
+        ("memory.swap", Severity::Warning, ""),
+    ];
+    a.report(report("node-a", 1, &findings, &[])).await;
+
+    // Prometheus' text format 0.0.4 unless OpenMetrics is asked for.
+    let answer = server.http_get("/metrics").await;
+    assert!(answer.contains("text/plain; version=0.0.4"), "{answer}");
+    let text = body(&answer);
+    assert_eq!(promtool_check(text), "", "promtool on\n{text}");
+    for series in [
+        "nodemedic_node_open_findings{node=\"node-a\",check=\"disk.space\",severity=\"critical\"} 2",
+        "nodemedic_node_open_findings{node=\"node-a\",check=\"memory.swap\",severity=\"warning\"} 1",
+        "nodemedic_agent_connected{node=\"node-a\"} 1",
+        "# TYPE nodemedic_reports_ingested_total counter",
+        "nodemedic_refused_total{reason=\"seq\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == series), "{series} in\n{text}");
+    }
+    assert!(!text.contains("# EOF"));
+    let open = server
+        .http_get_headers(
+            "/metrics",
+            "Accept: application/openmetrics-text; version=1.0.0\r\n",
+        )
+        .await;
+    assert!(open.contains("application/openmetrics-text"), "{open}");
+    assert!(body(&open).ends_with("# EOF\n"));
+    assert!(body(&open).contains("# TYPE nodemedic_reports_ingested counter"));
+
+    // Resolved findings leave no series behind (not a stale 0); a gone agent is 0.
+    a.report(report("node-a", 2, &[], &[])).await;
+    drop(a);
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = body(&server.http_get("/metrics").await).to_owned();
+        if text.contains("nodemedic_agent_connected{node=\"node-a\"} 0") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        text.contains("nodemedic_agent_connected{node=\"node-a\"} 0"),
+        "{text}"
+    );
+    assert!(!text.contains("nodemedic_node_open_findings{"), "{text}");
+    assert_eq!(promtool_check(&text), "", "promtool on\n{text}");
+}

@@ -221,6 +221,17 @@ pub struct StoreStats {
     pub database_bytes: u64,
 }
 
+/// The fleet's open state, as [`Reader::fleet`] reads it.
+#[derive(Debug, Default)]
+pub struct Fleet {
+    /// (node, check, severity value, open findings).
+    pub findings: Vec<(String, String, i32, i64)>,
+    /// (correlation key, severity value) of each open incident.
+    pub incidents: Vec<(String, i32)>,
+    /// Every node's name.
+    pub nodes: Vec<String>,
+}
+
 /// Read-only queries, on their own connection.
 pub struct Reader {
     conn: Mutex<Connection>,
@@ -259,6 +270,33 @@ impl Reader {
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What `/metrics` says about the fleet: open findings counted by node, check and
+    /// severity; open incidents' keys and severities; every node's name.
+    pub fn fleet(&self) -> Result<Fleet, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT node, check_id, severity, COUNT(*) FROM findings WHERE resolved_at IS NULL
+             GROUP BY node, check_id, severity",
+        )?;
+        let findings = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<Result<_, _>>()?;
+        let mut stmt =
+            conn.prepare_cached("SELECT key, severity FROM incidents WHERE resolved_at IS NULL")?;
+        let incidents = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let mut stmt = conn.prepare_cached("SELECT name FROM nodes ORDER BY name")?;
+        let nodes = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(Fleet {
+            findings,
+            incidents,
+            nodes,
+        })
     }
 
     /// Every node, by name, with its open findings counted.
