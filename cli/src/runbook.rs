@@ -25,6 +25,13 @@ pub enum RunbookCommand {
         /// Directory of rule files
         dir: PathBuf,
     },
+    /// Print Prometheus alerting rules for the catalog: an alert per rule, firing while the
+    /// collector's /metrics has an open incident of it, with the rule's steps as its runbook
+    Alerts {
+        /// As a prometheus-operator PrometheusRule instead of a plain rule file
+        #[arg(long)]
+        prometheus_rule: bool,
+    },
 }
 
 #[derive(Serialize)]
@@ -130,6 +137,11 @@ pub fn run(command: RunbookCommand, dir: Option<PathBuf>, format: Format) -> any
             }
             Ok(0)
         }
+        RunbookCommand::Alerts { prometheus_rule } => {
+            let catalog = load(&dir)?;
+            print!("{}", alerts_yaml(&catalog, prometheus_rule)?);
+            Ok(0)
+        }
         RunbookCommand::Validate { dir } => {
             let catalog = Catalog::with_dir(&dir)?;
             println!(
@@ -140,4 +152,16 @@ pub fn run(command: RunbookCommand, dir: Option<PathBuf>, format: Format) -> any
             Ok(0)
         }
     }
+}
+
+/// `runbook alerts`' output: the rule file, or the PrometheusRule around it.
+pub fn alerts_yaml(catalog: &Catalog, prometheus_rule: bool) -> anyhow::Result<String> {
+    use nodemedic_collector::runbook::alerts;
+    let head = "# Made by `nodemedic runbook alerts` from the runbook catalog; do not edit.\n";
+    let body = if prometheus_rule {
+        serde_saphyr::to_string(&alerts::prometheus_rule(catalog))?
+    } else {
+        serde_saphyr::to_string(&alerts::rule_file(catalog))?
+    };
+    Ok(format!("{head}{body}"))
 }

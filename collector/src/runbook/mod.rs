@@ -6,6 +6,7 @@
 //! built-in one with the same id. Loading refuses unknown fields, unknown placeholders and
 //! inconsistent scopes, naming the file and line.
 
+pub mod alerts;
 mod render;
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
