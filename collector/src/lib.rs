@@ -23,13 +23,15 @@
 //!   and correlation with no hold.
 //! - [`bundle`]: diagnostics bundles (`.tar.zst`) built from the store or from a
 //!   diagnosis, and their checking.
-//! - [`http`] and [`metrics`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`http`] and [`metrics`]: `/healthz`, `/readyz`, `/metrics`; [`alertmanager`]: open
+//!   incidents posted as alerts.
 //! - [`auth`]: who may call what (bearer tokens, tooling certificates and the identity they
 //!   carry, the viewer and operator roles); [`tls`]: certificates and the server's TLS
 //!   configuration; [`listener`]: TCP and TLS connections and their peers; [`reload`]:
 //!   files read again when they change (certificates, tokens).
 //! - [`server`]: binds and wires it all; `main.rs` only parses flags.
 
+pub mod alertmanager;
 pub mod auth;
 pub mod bundle;
 pub mod doctor;

@@ -180,6 +180,20 @@ struct Args {
     /// an operator (tests, a trusted network only)
     #[arg(long, conflicts_with = "tls_cert")]
     insecure: bool,
+    /// Post every open incident as an alert to this Alertmanager (`http://am:9093`;
+    /// repeatable: each gets every alert), again every --alertmanager-interval, and its end
+    /// when it resolves
+    #[arg(long = "alertmanager-url")]
+    alertmanager_urls: Vec<String>,
+    /// How often open incidents are sent again
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    alertmanager_interval: Duration,
+    /// The CA of an https:// Alertmanager's certificate (PEM)
+    #[arg(long)]
+    alertmanager_ca: Option<PathBuf>,
+    /// A file holding a bearer token for the Alertmanagers
+    #[arg(long)]
+    alertmanager_token_file: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -237,6 +251,14 @@ async fn main() -> anyhow::Result<()> {
         },
         tls,
         token_file: args.token_file,
+        alertmanager: (!args.alertmanager_urls.is_empty()).then_some(
+            nodemedic_collector::alertmanager::AlertmanagerConfig {
+                urls: args.alertmanager_urls,
+                interval: args.alertmanager_interval,
+                ca: args.alertmanager_ca,
+                token_file: args.alertmanager_token_file,
+            },
+        ),
     })
     .await?;
     // One line on stdout that scripts and tests read for the bound ports.

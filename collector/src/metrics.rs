@@ -13,6 +13,7 @@
 //! | `nodemedic_denied_total{call,reason}` | counter | calls denied: `unauthenticated` or `forbidden` |
 //! | `nodemedic_reloads_total{what,result}` | counter | changed TLS or token files loaded again (`ok`) or kept out (`error`) |
 //! | `nodemedic_rows_skipped_total{table}` | counter | stored rows skipped on reading: they do not decode or hold values no answer can carry (`store::usable`) |
+//! | `nodemedic_alertmanager_posts_total{result}` | counter | alert rounds posted to an Alertmanager, `ok` or `error` |
 //! | `nodemedic_node_open_findings{node,check,severity}` | gauge | open findings of one node and check (a series goes when its last finding resolves) |
 //! | `nodemedic_open_incidents{rule,scope,severity}` | gauge | open incidents by runbook rule (`check:<id>` without one), `node` or `cluster` |
 //! | `nodemedic_agent_connected{node}` | gauge | 1 while the node's agent has a stream open, 0 for a known node without one |
@@ -98,6 +99,15 @@ pub struct Metrics {
     pub denied: Family<DeniedLabel, Counter>,
     /// Files loaded again.
     pub reloads: Family<ReloadLabel, Counter>,
+    /// Posts to Alertmanagers by result.
+    pub alertmanager_posts: Family<ResultLabel, Counter>,
+}
+
+/// Label of `nodemedic_alertmanager_posts_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// `ok` or `error`.
+    pub result: String,
 }
 
 impl Default for Metrics {
@@ -116,6 +126,7 @@ impl Default for Metrics {
             throttled: Counter::default(),
             denied: Family::default(),
             reloads: Family::default(),
+            alertmanager_posts: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -168,6 +179,16 @@ impl Default for Metrics {
             "Changed TLS or token files loaded again, or kept out",
             m.reloads.clone(),
         );
+        registry.register(
+            "alertmanager_posts",
+            "Alert rounds posted to an Alertmanager, by result",
+            m.alertmanager_posts.clone(),
+        );
+        for result in ["ok", "error"] {
+            let _ = m.alertmanager_posts.get_or_create(&ResultLabel {
+                result: result.to_owned(),
+            });
+        }
         registry.register_collector(Box::new(SkippedRows));
         for reason in REFUSAL_REASONS {
             let _ = m.refused.get_or_create(&ReasonLabel {
@@ -225,6 +246,15 @@ impl Metrics {
             .get_or_create(&DeniedLabel {
                 call: call.to_owned(),
                 reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a post of alerts to an Alertmanager.
+    pub fn alertmanager_post(&self, result: &str) {
+        self.alertmanager_posts
+            .get_or_create(&ResultLabel {
+                result: result.to_owned(),
             })
             .inc();
     }

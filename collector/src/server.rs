@@ -47,6 +47,9 @@ pub enum ServerError {
     /// The TLS files could not be used.
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    /// The Alertmanager settings could not be used.
+    #[error("Alertmanager: {0}")]
+    Alertmanager(#[from] crate::alertmanager::AlertmanagerError),
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Grpc(#[from] tonic::transport::Error),
@@ -89,6 +92,8 @@ pub struct Config {
     pub agent_rate: AgentRate,
     /// Bearer tokens of tooling and their roles (read again when the file changes).
     pub token_file: Option<PathBuf>,
+    /// Where open incidents are posted as alerts; `None`: nowhere.
+    pub alertmanager: Option<crate::alertmanager::AlertmanagerConfig>,
 }
 
 /// A collector with its listeners bound, not yet serving.
@@ -178,6 +183,11 @@ impl Bound {
         )?;
         let reader = Arc::new(Reader::open(&config.data_dir)?);
         let registry = Registry::new(Arc::clone(&metrics));
+        let alerts = config
+            .alertmanager
+            .clone()
+            .map(|c| crate::alertmanager::Sender::new(c, Arc::clone(&reader), Arc::clone(&metrics)))
+            .transpose()?;
 
         let ticker = {
             let writer = writer.clone();
@@ -194,6 +204,9 @@ impl Bound {
         };
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
+        if let Some(alerts) = alerts {
+            tokio::spawn(alerts.run(stop_rx.clone()));
+        }
         let gateway = Gateway {
             writer: writer.clone(),
             registry: Arc::clone(&registry),

@@ -45,6 +45,7 @@ pub fn loopback_config(dir: &Path) -> Config {
         incidents: nodemedic_collector::incidents::IncidentConfig::default(),
         tls: None,
         token_file: None,
+        alertmanager: None,
         agent_rate: Default::default(),
     }
 }
