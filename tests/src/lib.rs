@@ -171,6 +171,21 @@ pub fn agent(collector_url: &str, node: &str, host_root: &Path, extra: &[&str]) 
     )
 }
 
+/// The value of the sample `name` (with its labels, if any) in a Prometheus exposition.
+pub fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// How often the collector refused for `reason`, per its `/metrics` text (0 when absent).
+pub fn refused(metrics: &str, reason: &str) -> f64 {
+    sample(
+        metrics,
+        &format!("nodemedic_refused_total{{reason=\"{reason}\"}}"),
+    )
+    .unwrap_or(0.0)
+}
+
 /// A plain HTTP/1.1 GET to `addr` (the tests' own loopback collector); answers (status,
 /// body).
 pub fn http_get(addr: &str, path: &str) -> (u16, Vec<u8>) {

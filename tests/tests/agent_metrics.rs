@@ -4,13 +4,7 @@
 use std::time::Duration;
 
 use nodemedic_agent::testing::FakeHost;
-use nodemedic_tests::{CollectorProcess, agent, eventually, http_get};
-
-/// The value of the sample `name` (with its labels, if any) in an exposition.
-fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
+use nodemedic_tests::{CollectorProcess, agent, eventually, http_get, sample};
 
 #[test]
 fn the_agent_serves_its_cycle_probe_and_queue_metrics() {
