@@ -109,18 +109,18 @@ impl Sender {
     async fn round(&mut self) {
         let reader = Arc::clone(&self.reader);
         let open = tokio::task::spawn_blocking(move || {
-            reader.incidents(&IncidentFilter {
-                state: IncidentState::Open,
-                limit: 10_000,
-                ..Default::default()
-            })
+            reader
+                .incidents(&IncidentFilter {
+                    state: IncidentState::Open,
+                    limit: 10_000,
+                    ..Default::default()
+                })
+                .map_err(|e| e.to_string())
         })
-        .await;
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
         let open = match open {
-            Ok(Ok((open, _))) => open,
-            Ok(Err(e)) => {
-                return warn!(message = "Cannot read the open incidents for Alertmanager.", error = %e);
-            }
+            Ok((open, _)) => open,
             Err(e) => {
                 return warn!(message = "Cannot read the open incidents for Alertmanager.", error = %e);
             }

@@ -174,10 +174,12 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 
 async fn metrics_text(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
     let reader = Arc::clone(&state.reader);
-    let fleet = tokio::task::spawn_blocking(move || reader.fleet()).await;
+    let fleet = tokio::task::spawn_blocking(move || reader.fleet().map_err(|e| e.to_string()))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
     let mut text = state.metrics.encode();
     match fleet {
-        Ok(Ok(fleet)) => {
+        Ok(fleet) => {
             let tail = text
                 .strip_suffix("# EOF\n")
                 .map(str::len)
@@ -189,9 +191,6 @@ async fn metrics_text(State(state): State<AppState>, headers: HeaderMap) -> impl
             text.push_str("# EOF\n");
         }
         // The process's own series are still worth serving; the fleet's are left out.
-        Ok(Err(e)) => {
-            tracing::warn!(message = "Cannot read the fleet's series for /metrics.", error = %e)
-        }
         Err(e) => {
             tracing::warn!(message = "Cannot read the fleet's series for /metrics.", error = %e)
         }

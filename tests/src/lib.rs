@@ -171,6 +171,12 @@ pub fn agent(collector_url: &str, node: &str, host_root: &Path, extra: &[&str]) 
     )
 }
 
+/// A loopback address no one listens on now (`127.0.0.1:PORT`), for a server a test starts.
+pub fn free_loopback_addr() -> String {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
+    free.local_addr().expect("its address").to_string()
+}
+
 /// The value of the sample `name` (with its labels, if any) in a Prometheus exposition.
 pub fn sample(text: &str, name: &str) -> Option<f64> {
     text.lines()

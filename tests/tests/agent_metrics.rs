@@ -4,19 +4,14 @@
 use std::time::Duration;
 
 use nodemedic_agent::testing::FakeHost;
-use nodemedic_tests::{CollectorProcess, agent, eventually, http_get, sample};
+use nodemedic_tests::{CollectorProcess, agent, eventually, free_loopback_addr, http_get, sample};
 
 #[test]
 fn the_agent_serves_its_cycle_probe_and_queue_metrics() {
     let host = FakeHost::new();
     let data = tempfile::tempdir().unwrap();
     let collector = CollectorProcess::start(data.path(), "127.0.0.1:0");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = free_loopback_addr();
     let _agent = agent(
         &collector.grpc_url,
         "node-metrics",

@@ -10,7 +10,7 @@ use std::{
 use nodemedic_collector::{alertmanager::AlertmanagerConfig, incidents::IncidentConfig};
 use nodemedic_proto::v1::Severity;
 use nodemedic_tests::{
-    eventually, http_get,
+    eventually, free_loopback_addr, http_get,
     in_process::{Running, connect, report},
 };
 use serde_json::Value;
@@ -31,12 +31,7 @@ impl Alertmanager {
             "route:\n  receiver: drop\nreceivers:\n  - name: drop\n",
         )
         .unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
+        let addr = free_loopback_addr();
         let child = Command::new("prometheus-alertmanager")
             .arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.path={}", dir.path().join("data").display()))

@@ -16,10 +16,7 @@ fn reports_collected_while_the_collector_is_down_arrive_after_it_returns() {
     let data = tempfile::tempdir().unwrap();
     let collector = CollectorProcess::start(data.path(), "127.0.0.1:0");
     let url = collector.grpc_url.clone();
-    let health = {
-        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        free.local_addr().unwrap().to_string()
-    };
+    let health = nodemedic_tests::free_loopback_addr();
     let _agent = agent(
         &url,
         "node-r",

@@ -200,24 +200,7 @@ impl Cluster {
     pub fn apply_node(&mut self, node: &Node) {
         self.node = Some(NodeView {
             name: node.metadata.name.clone().unwrap_or_default(),
-            conditions: node
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .map(|cs| {
-                    cs.iter()
-                        .map(|c| {
-                            condition(
-                                &c.type_,
-                                &c.status,
-                                &c.reason,
-                                &c.message,
-                                &c.last_transition_time,
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
+            conditions: conditions!(node.status.as_ref().and_then(|s| s.conditions.as_ref())),
         });
     }
 
@@ -326,6 +309,29 @@ fn time(t: &Time) -> SystemTime {
     system_time(&t.0)
 }
 
+/// The views of an optional list of pod or node conditions: the two API types have the
+/// same fields but no trait in common.
+macro_rules! conditions {
+    ($list:expr) => {
+        $list
+            .map(|cs| {
+                cs.iter()
+                    .map(|c| {
+                        condition(
+                            &c.type_,
+                            &c.status,
+                            &c.reason,
+                            &c.message,
+                            &c.last_transition_time,
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+}
+use conditions;
+
 /// A pod's or the node's condition (the two API types have the same fields).
 fn condition(
     kind: &str,
@@ -424,22 +430,7 @@ pub fn pod_view(pod: &Pod) -> PodView {
         message: status.and_then(|s| s.message.clone()).unwrap_or_default(),
         deletion: meta.deletion_timestamp.as_ref().map(time),
         finalizers: meta.finalizers.clone().unwrap_or_default(),
-        conditions: status
-            .and_then(|s| s.conditions.as_ref())
-            .map(|cs| {
-                cs.iter()
-                    .map(|c| {
-                        condition(
-                            &c.type_,
-                            &c.status,
-                            &c.reason,
-                            &c.message,
-                            &c.last_transition_time,
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
+        conditions: conditions!(status.and_then(|s| s.conditions.as_ref())),
         containers,
         seen: None,
     }

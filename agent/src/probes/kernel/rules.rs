@@ -177,11 +177,14 @@ impl Recent {
         if self.keep == 0 {
             return;
         }
-        if self.lines.len() == self.keep {
-            self.lines.pop_front();
-        }
-        self.lines
-            .push_back(tally::truncate(message, 4096).to_owned());
+        // The oldest line's buffer is reused: this runs for every line read.
+        let mut line = match self.lines.len() == self.keep {
+            true => self.lines.pop_front().unwrap_or_default(),
+            false => String::new(),
+        };
+        line.clear();
+        line.push_str(tally::truncate(message, 4096));
+        self.lines.push_back(line);
     }
 
     /// The last `n - 1` messages and `message`, joined by line breaks; `None` when fewer
@@ -411,7 +414,8 @@ impl RuleSet {
                 severity: rule.severity,
             });
         }
-        if let Some(minor) = &self.minor_devices
+        if !out.is_empty()
+            && let Some(minor) = &self.minor_devices
             && minor.is_match(message)
         {
             for m in &mut out {
