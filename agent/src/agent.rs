@@ -11,9 +11,10 @@ use crate::{
     kubernetes::{self, view::KubeSlot},
     probes::{
         Probe, ProbeContext, cgroups::CgroupsProbe, disk::DiskProbe, dns::DnsProbe,
-        images::ImagesProbe, kernel::KernelProbe, memory::MemoryProbe, pods::PodsProbe,
-        set::ProbeSet, system::SystemProbe,
+        images::ImagesProbe, kernel::KernelProbe, kernel::rules::RuleSet, memory::MemoryProbe,
+        pods::PodsProbe, set::ProbeSet, system::SystemProbe,
     },
+    publish::Publisher,
 };
 
 /// The agent's version, sent in every Hello and report.
@@ -69,6 +70,19 @@ pub struct Agent {
     host: HostRoot,
     probes: ProbeSet,
     kube: KubeSlot,
+    /// The client, once connected (for [`Agent::publish`]).
+    client: Option<kube::Client>,
+    publisher: Option<Arc<Publisher>>,
+    /// The task writing for the publisher; stopped with the agent.
+    writer: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(writer) = &self.writer {
+            writer.abort();
+        }
+    }
 }
 
 impl Agent {
@@ -81,6 +95,9 @@ impl Agent {
             host,
             probes,
             kube,
+            client: None,
+            publisher: None,
+            writer: None,
         }
     }
 
@@ -91,7 +108,7 @@ impl Agent {
         kubeconfig: Option<&std::path::Path>,
         config: &crate::probes::pods::config::KubernetesConfig,
     ) -> Result<Self, kubernetes::watch::ConnectError> {
-        let Some(view) =
+        let Some((view, client)) =
             kubernetes::watch::connect(kubeconfig, &self.node, &config.watch_options()).await?
         else {
             return Ok(self);
@@ -104,7 +121,47 @@ impl Agent {
         // The cgroups probe names pods from the same view.
         let _ = self.kube.set(Arc::clone(&view));
         self.probes.add(Arc::new(PodsProbe::new(view, config)));
+        self.client = Some(client);
         Ok(self)
+    }
+
+    /// Starts writing this node's conditions and Events from every report (the agent does;
+    /// `nodemedic doctor` does not). `None`, and nothing written, without a Kubernetes client
+    /// or with both turned off in `config`.
+    pub fn publish(&mut self, config: &Config) -> Option<Arc<Publisher>> {
+        let p = &config.publish;
+        if !(p.conditions || p.events) {
+            return None;
+        }
+        let (client, view) = (self.client.clone()?, self.kube.get()?);
+        // The files were loaded once already (by the config's check): they load.
+        let rule_conditions = match (
+            config.kernel.enabled,
+            RuleSet::load(&config.kernel.rule_files),
+        ) {
+            (true, Ok(rules)) => rules.conditions().to_vec(),
+            _ => vec![],
+        };
+        // A probe turned off measures nothing: its conditions are not published.
+        let probes: Vec<String> = self
+            .capabilities()
+            .into_iter()
+            .filter(|p| match p.as_str() {
+                "dns" => config.dns.enabled,
+                "images" => config.images.enabled,
+                _ => true,
+            })
+            .collect();
+        let publisher = Arc::new(Publisher::new(
+            &self.node,
+            &probes,
+            &rule_conditions,
+            p.clone(),
+            Arc::clone(view),
+        ));
+        self.writer = Some(crate::publish::kube::spawn(client, Arc::clone(&publisher)));
+        self.publisher = Some(Arc::clone(&publisher));
+        Some(publisher)
     }
 
     /// The node this agent reports as.
@@ -135,6 +192,9 @@ impl Agent {
         // process named with escape codes), the report stays one the collector accepts.
         nodemedic_proto::limits::fit_report(&mut report);
         nodemedic_proto::values::fit(&mut report, now);
+        if let Some(publisher) = &self.publisher {
+            publisher.observe(&report);
+        }
         report
     }
 }

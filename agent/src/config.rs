@@ -15,6 +15,7 @@ pub use crate::probes::{
     images::config::ImagesConfig, kernel::config::KernelConfig, memory::MemoryThresholds,
     pods::config::KubernetesConfig, system::SystemThresholds,
 };
+pub use crate::publish::PublishConfig;
 
 /// A bad configuration file.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +58,8 @@ pub struct Config {
     pub kubernetes: KubernetesConfig,
     /// The pods' memory and ephemeral storage from their cgroups and directories.
     pub cgroups: CgroupsConfig,
+    /// The node conditions and Events the agent writes into the cluster.
+    pub publish: PublishConfig,
 }
 
 impl Default for Config {
@@ -69,6 +72,7 @@ impl Default for Config {
             kernel: KernelConfig::default(),
             kubernetes: KubernetesConfig::default(),
             cgroups: CgroupsConfig::default(),
+            publish: PublishConfig::default(),
         }
     }
 }
@@ -120,12 +124,13 @@ impl Config {
             return Err("probe_timeout must be more than 0".into());
         }
         let t = &self.thresholds;
-        let parts: [(&str, Result<(), String>); 5] = [
+        let parts: [(&str, Result<(), String>); 6] = [
             ("thresholds.disk", t.disk.validate()),
             ("thresholds.system", t.system.validate()),
             ("kernel", self.kernel.validate()),
             ("dns", self.dns.validate()),
             ("cgroups", self.cgroups.validate()),
+            ("publish", self.publish.validate()),
         ];
         for (name, result) in parts {
             result.map_err(|e| format!("{name}.{e}"))?;
@@ -193,6 +198,10 @@ mod tests {
             (
                 "cgroups:\n  every: 0s\n",
                 "cgroups.every must be more than 0s",
+            ),
+            (
+                "publish:\n  heartbeat: 10s\n",
+                "publish.heartbeat must be at least 5m, got 10s",
             ),
         ] {
             let err = Config::parse(yaml).unwrap_err();

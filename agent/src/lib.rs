@@ -16,6 +16,8 @@
 //!   into a `probe.failed` finding.
 //! - [`config`]: the YAML config file, gathering each probe's settings.
 //! - [`agent`]: one collection, probes to a [`nodemedic_proto::v1::NodeReport`].
+//! - [`publish`]: what the agent writes into the cluster about its node, from its reports:
+//!   node conditions (the table in `publish/table.rs`) and Events, by one writer task.
 //! - [`remediation`]: the actions the collector may ask for (plan, then apply).
 //! - [`reporter`]: the loop that streams reports to the collector and resends what was
 //!   not acknowledged; [`spool`] keeps those reports on disk across agent restarts,
@@ -33,6 +35,7 @@ pub mod kubernetes;
 pub mod metrics;
 pub mod parse;
 pub mod probes;
+pub mod publish;
 pub mod remediation;
 pub mod reporter;
 pub mod runtime;

@@ -109,9 +109,12 @@ async fn main() -> anyhow::Result<()> {
             }
         });
     }
-    let agent = Agent::new(node, HostRoot::new(&args.host_root), &config)
+    let mut agent = Agent::new(node, HostRoot::new(&args.host_root), &config)
         .with_kubernetes(args.kubeconfig.as_deref(), &config.kubernetes)
         .await?;
+    if let Some(publisher) = agent.publish(&config) {
+        remediator.publish_to(publisher);
+    }
     let opts = ReporterOptions {
         tls: nodemedic_proto::tls::ClientTls {
             ca: args.ca,

@@ -312,7 +312,7 @@ async fn kube_with_holmes_pod(
     .unwrap()
     .unwrap();
     let kube = KubeSlot::default();
-    let _ = kube.set(view);
+    let _ = kube.set(view.0);
     (api, dir, kube)
 }
 

@@ -79,7 +79,7 @@ impl Api {
 
     async fn probe(&self, config: KubernetesConfig) -> PodsProbe {
         let kubeconfig = self.server.kubeconfig(self.dir.path());
-        let view = connect(Some(&kubeconfig), NODE, &config.watch_options())
+        let (view, _client) = connect(Some(&kubeconfig), NODE, &config.watch_options())
             .await
             .expect("a client from the kubeconfig")
             .expect("not node-only");
@@ -534,13 +534,15 @@ async fn a_refusing_api_server_is_retried_and_a_broken_kubeconfig_named() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("kubeconfig");
     std::fs::write(&bad, "this: is: not a kubeconfig").unwrap();
-    let err = connect(
+    let Err(err) = connect(
         Some(&bad),
         NODE,
         &KubernetesConfig::default().watch_options(),
     )
     .await
-    .unwrap_err()
-    .to_string();
+    else {
+        panic!("a bad kubeconfig makes no client")
+    };
+    let err = err.to_string();
     assert!(err.contains(&bad.display().to_string()), "{err}");
 }

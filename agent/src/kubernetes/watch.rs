@@ -14,13 +14,14 @@ use kube::{
 
 use super::{WatchOptions, view::KubeView};
 
-/// The client and the watches for `node`: `None` when there is no kubeconfig and the agent
-/// is not in a pod (it then runs node-only and says so once).
+/// The client and the watches for `node` (the view they keep, and the client for the
+/// writes of [`crate::publish`]): `None` when there is no kubeconfig and the agent is not in
+/// a pod (it then runs node-only and says so once).
 pub async fn connect(
     kubeconfig: Option<&Path>,
     node: &str,
     options: &WatchOptions,
-) -> Result<Option<Arc<KubeView>>, ConnectError> {
+) -> Result<Option<(Arc<KubeView>, Client)>, ConnectError> {
     let Some((client, api_server)) = client(kubeconfig).await? else {
         tracing::info!(
             "no kubeconfig and not running in a pod: node-only (no pod, node or event findings)"
@@ -29,8 +30,8 @@ pub async fn connect(
     };
     tracing::info!(%api_server, "watching this node's pods, the node and Warning events");
     let view = KubeView::new(api_server);
-    spawn(client, node, options, &view);
-    Ok(Some(view))
+    spawn(client.clone(), node, options, &view);
+    Ok(Some((view, client)))
 }
 
 /// Why the Kubernetes client could not be made.

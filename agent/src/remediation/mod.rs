@@ -62,6 +62,8 @@ pub struct Remediator {
     sockets: Sockets,
     timeout: Duration,
     plans: Mutex<HashMap<String, ActionPlan>>,
+    /// Where an applied plan is told, as an Event (set once the agent publishes).
+    publisher: std::sync::OnceLock<std::sync::Arc<crate::publish::Publisher>>,
 }
 
 impl Remediator {
@@ -87,6 +89,7 @@ impl Remediator {
             sockets,
             timeout,
             plans: Mutex::default(),
+            publisher: std::sync::OnceLock::new(),
         })
     }
 
@@ -193,6 +196,14 @@ impl Remediator {
             finished_at: Some(timestamp(SystemTime::now())),
         };
         info!(message = "Applied an action.", plan = %outcome.plan_id, removed = outcome.removed, skipped = outcome.skipped, failed = outcome.failed, freed = outcome.freed_bytes);
+        if let Some(publisher) = self.publisher.get() {
+            publisher.remediated(&outcome);
+        }
         Ok(outcome)
+    }
+
+    /// Tells `publisher` of every plan applied from now on (an Event on the node).
+    pub fn publish_to(&self, publisher: std::sync::Arc<crate::publish::Publisher>) {
+        let _ = self.publisher.set(publisher);
     }
 }

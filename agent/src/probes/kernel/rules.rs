@@ -53,6 +53,29 @@ struct RuleFile {
     minor_devices: Option<String>,
     #[serde(default)]
     rules: Vec<RawRule>,
+    /// node-problem-detector's node conditions, each with its reason when there is no problem.
+    #[serde(default)]
+    conditions: Vec<RawCondition>,
+}
+
+/// A condition a rule file declares (node-problem-detector's permanent rules): its type,
+/// the reasons of the rules that raise it, and its reason when there is no problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleCondition {
+    /// The condition's `type`.
+    pub kind: String,
+    /// Its reason while `False` (the file's, else `No<type>`).
+    pub ok: String,
+    /// The rule reasons that raise it.
+    pub reasons: std::collections::BTreeSet<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawCondition {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    reason: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -81,6 +104,8 @@ struct RawRule {
     /// A pattern for the line that begins the event this line belongs to: when one of the
     /// last [`CONTINUES_WITHIN`] lines matches it, this line is not counted again.
     continues: Option<String>,
+    /// node-problem-detector's: the node condition a `permanent` rule sets.
+    condition: Option<String>,
 }
 
 /// How many lines back a rule's `continues` pattern is looked for.
@@ -145,6 +170,7 @@ pub struct RuleSet {
     set: RegexSet,
     minor_devices: Option<Regex>,
     skipped: Vec<String>,
+    conditions: Vec<RuleCondition>,
 }
 
 /// The messages before the current one, as many as the longest multi-line rule needs.
@@ -251,8 +277,18 @@ impl RuleSet {
             parsed.push((name, file));
         }
         let mut rules = Vec::new();
+        let mut conditions: BTreeMap<String, RuleCondition> = BTreeMap::new();
         for (name, file) in parsed {
             let before = rules.len();
+            for c in &file.conditions {
+                conditions
+                    .entry(c.kind.clone())
+                    .or_insert_with(|| RuleCondition {
+                        kind: c.kind.clone(),
+                        ok: c.reason.clone(),
+                        reasons: Default::default(),
+                    });
+            }
             for (index, raw) in file.rules.into_iter().enumerate() {
                 let err = |reason: String| RuleError {
                     file: name.clone(),
@@ -285,6 +321,19 @@ impl RuleSet {
                             )));
                         }
                     }
+                }
+                if raw.kind == "permanent"
+                    && let Some(kind) = &raw.condition
+                {
+                    let condition =
+                        conditions
+                            .entry(kind.clone())
+                            .or_insert_with(|| RuleCondition {
+                                kind: kind.clone(),
+                                ok: String::new(),
+                                reasons: Default::default(),
+                            });
+                    condition.reasons.insert(raw.reason.clone());
                 }
                 let mapped = reasons.get(&raw.reason);
                 let check = raw
@@ -334,11 +383,23 @@ impl RuleSet {
             file: "(all rules)".into(),
             reason: e.to_string(),
         })?;
+        // A condition no rule raises (its file's rules were all skipped) is not published.
+        let conditions = conditions
+            .into_values()
+            .filter(|c| !c.reasons.is_empty())
+            .map(|mut c| {
+                if c.ok.is_empty() {
+                    c.ok = format!("No{}", c.kind);
+                }
+                c
+            })
+            .collect();
         Ok(RuleSet {
             rules,
             set,
             minor_devices,
             skipped,
+            conditions,
         })
     }
 
@@ -346,6 +407,12 @@ impl RuleSet {
     /// with no kernel rule.
     pub fn skipped(&self) -> &[String] {
         &self.skipped
+    }
+
+    /// The node conditions the files' `permanent` rules set (node-problem-detector's
+    /// `condition`), each with the reasons that raise it.
+    pub fn conditions(&self) -> &[RuleCondition] {
+        &self.conditions
     }
 
     /// The rules.
@@ -536,6 +603,24 @@ mod tests {
         assert_eq!(m[0].rule.check, UNMAPPED_CHECK);
         assert_eq!(m[0].rule.severity, Severity::Critical);
         assert_eq!(m[0].subject, "FrobnicatorStuck");
+    }
+
+    #[test]
+    fn permanent_rules_name_the_conditions_they_set() {
+        let set = RuleSet::from_texts(&texts(
+            r#"{"conditions":[{"type":"FrobnicatorProblem","reason":"FrobnicatorFine","message":"ok"},
+                              {"type":"NothingRaisesIt","reason":"Fine"}],
+                "rules":[{"type":"permanent","condition":"FrobnicatorProblem","reason":"FrobnicatorStuck","pattern":"frobnicator stuck"},
+                         {"type":"temporary","condition":"NothingRaisesIt","reason":"Blip","pattern":"blip"}]}"#,
+        ))
+        .unwrap();
+        let c = set.conditions();
+        assert_eq!(c.len(), 1, "a temporary rule sets no condition: {c:?}");
+        assert_eq!(
+            (c[0].kind.as_str(), c[0].ok.as_str()),
+            ("FrobnicatorProblem", "FrobnicatorFine")
+        );
+        assert!(c[0].reasons.contains("FrobnicatorStuck"));
     }
 
     #[test]
