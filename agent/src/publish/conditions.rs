@@ -150,15 +150,19 @@ pub struct Conditions {
     stale: BTreeSet<String>,
     adopted: bool,
     next_heartbeat: SystemTime,
+    /// When, after the first write, the first heartbeat comes: a phase of its own per node,
+    /// so a fleet started at once does not beat at once.
+    first_beat: Duration,
 }
 
 impl Conditions {
-    /// The `published` types, raised after `hold`, with a heartbeat every `heartbeat`.
+    /// The `published` types, raised after `hold`, with a heartbeat every `heartbeat` (the
+    /// first `first_beat` after the first write).
     pub fn new(
         published: Vec<Owned>,
         rules: &[RuleCondition],
         hold: Duration,
-        heartbeat: Duration,
+        (heartbeat, first_beat): (Duration, Duration),
     ) -> Self {
         let by_reason = rules
             .iter()
@@ -193,6 +197,7 @@ impl Conditions {
             stale: BTreeSet::new(),
             adopted: false,
             next_heartbeat: SystemTime::UNIX_EPOCH,
+            first_beat,
         }
     }
 
@@ -327,7 +332,8 @@ impl Conditions {
         if !self.adopted {
             return None;
         }
-        let heartbeat = now >= self.next_heartbeat;
+        let first = self.next_heartbeat == SystemTime::UNIX_EPOCH;
+        let heartbeat = !first && now >= self.next_heartbeat;
         let stamp = rfc3339(now);
         let mut conditions = vec![];
         let (mut writes, mut written) = (vec![], vec![]);
@@ -379,7 +385,9 @@ impl Conditions {
         for kind in &plan.deletes {
             self.stale.remove(kind);
         }
-        if plan.heartbeat {
+        if self.next_heartbeat == SystemTime::UNIX_EPOCH {
+            self.next_heartbeat = now + self.first_beat;
+        } else if plan.heartbeat {
             self.next_heartbeat = now + self.heartbeat;
         }
     }
@@ -480,13 +488,16 @@ pub fn rfc3339(t: SystemTime) -> String {
         .unwrap_or_default()
 }
 
-/// This node's heartbeat period: `base` plus up to a fifth of it, by the node's name, so the
-/// nodes of a fleet started together do not write together.
-pub fn jittered(base: Duration, node: &str) -> Duration {
+/// This node's heartbeat: its period (`base` plus up to a fifth of it) and the time from
+/// its first write to its first heartbeat (somewhere in one period), both by the node's
+/// name, so the nodes of a fleet started together neither beat together nor drift together.
+pub fn heartbeat_of(base: Duration, node: &str) -> (Duration, Duration) {
     let hash = node.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     });
-    base + base.mul_f64((hash % 1000) as f64 / 5000.0)
+    let period = base + base.mul_f64((hash % 1000) as f64 / 5000.0);
+    let phase = period.mul_f64(((hash >> 20) % 1000) as f64 / 1000.0);
+    (period, phase)
 }
 
 #[cfg(test)]
@@ -504,7 +515,7 @@ mod tests {
 
     fn conditions() -> Conditions {
         let probes = ["disk", "dns", "kernel"].map(String::from);
-        let mut c = Conditions::new(published(&probes, &[]), &[], HOLD, BEAT);
+        let mut c = Conditions::new(published(&probes, &[]), &[], HOLD, (BEAT, BEAT));
         c.adopt(&[], at(0));
         c
     }
@@ -583,7 +594,8 @@ mod tests {
         let cleared = c.plan(at(95)).expect("gone for 35 s");
         assert_eq!(status_of(&cleared, "DiskFilling"), Some("False"));
         c.committed(cleared, at(95));
-        // The heartbeat writes every owned type.
+        // The heartbeat writes every owned type (the first one period after the first write).
+        assert!(c.plan(at(299)).is_none());
         let beat = c.plan(at(300)).expect("heartbeat due");
         assert!(beat.heartbeat && beat.writes.len() == c.types().count());
     }
@@ -627,7 +639,7 @@ mod tests {
     #[test]
     fn a_restart_keeps_true_deletes_stale_and_leaves_others_alone() {
         let probes = ["disk", "kernel"].map(String::from);
-        let mut c = Conditions::new(published(&probes, &[]), &[], HOLD, BEAT);
+        let mut c = Conditions::new(published(&probes, &[]), &[], HOLD, (BEAT, BEAT));
         c.adopt(
             &[
                 condition("Ready", "True", "kubelet is posting ready status"),
@@ -663,7 +675,7 @@ mod tests {
             reasons: BTreeSet::from(["FrobnicatorStuck".to_owned()]),
         }];
         let probes = ["kernel".to_owned()];
-        let mut c = Conditions::new(published(&probes, &rules), &rules, HOLD, BEAT);
+        let mut c = Conditions::new(published(&probes, &rules), &rules, HOLD, (BEAT, BEAT));
         c.adopt(&[], at(0));
         let event = Finding::fail(
             checks::KERNEL_EVENT,
@@ -685,11 +697,15 @@ mod tests {
     }
 
     #[test]
-    fn heartbeats_of_a_fleet_spread_over_a_fifth_of_the_period() {
-        let periods: BTreeSet<u64> = (0..1000)
-            .map(|i| jittered(BEAT, &format!("node-{i}")).as_secs())
+    fn heartbeats_of_a_fleet_spread_over_periods_and_phases() {
+        let beats: Vec<(u64, u64)> = (0..1000)
+            .map(|i| heartbeat_of(BEAT, &format!("node-{i}")))
+            .map(|(p, f)| (p.as_secs(), f.as_secs()))
             .collect();
-        assert!(periods.iter().all(|p| (300..360).contains(p)));
-        assert!(periods.len() > 50, "spread: {periods:?}");
+        assert!(beats.iter().all(|(p, f)| (300..360).contains(p) && f < p));
+        let periods: BTreeSet<u64> = beats.iter().map(|b| b.0).collect();
+        let phases: BTreeSet<u64> = beats.iter().map(|b| b.1 / 30).collect();
+        assert!(periods.len() > 50, "periods: {periods:?}");
+        assert_eq!(phases.len(), 12, "phases over the whole period: {phases:?}");
     }
 }

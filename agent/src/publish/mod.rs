@@ -111,7 +111,7 @@ impl Publisher {
             published,
             rule_conditions,
             config.hold,
-            conditions::jittered(config.heartbeat, node),
+            conditions::heartbeat_of(config.heartbeat, node),
         );
         let pace = Pace {
             burst: config.event_burst,
