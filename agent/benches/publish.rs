@@ -35,7 +35,7 @@ fn report(node: usize, t: u64) -> NodeReport {
             format!("{} MiB reclaimable", 900 + (t + node as u64) % 50),
         ),
     ];
-    if node % 10 == 0 {
+    if node.is_multiple_of(10) {
         findings.push(Finding::fail(
             checks::DISK_SPACE,
             Severity::Warning,
