@@ -126,14 +126,19 @@ impl Agent {
     }
 
     /// Starts writing this node's conditions and Events from every report (the agent does;
-    /// `nodemedic doctor` does not). `None`, and nothing written, without a Kubernetes client
-    /// or with both turned off in `config`.
-    pub fn publish(&mut self, config: &Config) -> Option<Arc<Publisher>> {
+    /// `nodemedic doctor` does not), with `writer` when given (another identity, e.g. the
+    /// kubelet's), else the watches' client. `None`, and nothing written, without a
+    /// Kubernetes client or with both turned off in `config`.
+    pub fn publish(
+        &mut self,
+        config: &Config,
+        writer: Option<kube::Client>,
+    ) -> Option<Arc<Publisher>> {
         let p = &config.publish;
         if !(p.conditions || p.events) {
             return None;
         }
-        let (client, view) = (self.client.clone()?, self.kube.get()?);
+        let (client, view) = (writer.or_else(|| self.client.clone())?, self.kube.get()?);
         // The files were loaded once already (by the config's check): they load.
         let rule_conditions = match (
             config.kernel.enabled,

@@ -56,6 +56,12 @@ struct Args {
     /// in-cluster service account when running in a pod; without either, node-only]
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
+    /// Kubeconfig this node's conditions and Events are written with [default: the client of
+    /// --kubeconfig]. The kubelet's own (e.g. /etc/kubernetes/kubelet.conf, with
+    /// /var/lib/kubelet/pki mounted) makes the API server itself (NodeRestriction) limit the
+    /// writes to this node
+    #[arg(long, env = "NODEMEDIC_WRITE_KUBECONFIG")]
+    write_kubeconfig: Option<PathBuf>,
     /// Unacknowledged reports kept for resending while the collector is away
     #[arg(long, default_value_t = 360)]
     max_pending: usize,
@@ -112,7 +118,13 @@ async fn main() -> anyhow::Result<()> {
     let mut agent = Agent::new(node, HostRoot::new(&args.host_root), &config)
         .with_kubernetes(args.kubeconfig.as_deref(), &config.kubernetes)
         .await?;
-    if let Some(publisher) = agent.publish(&config) {
+    let writer = match &args.write_kubeconfig {
+        Some(path) => nodemedic_agent::kubernetes::watch::client(Some(path))
+            .await?
+            .map(|(client, _)| client),
+        None => None,
+    };
+    if let Some(publisher) = agent.publish(&config, writer) {
         remediator.publish_to(publisher);
     }
     let opts = ReporterOptions {

@@ -122,7 +122,10 @@ impl Cluster {
             .with_kubernetes(Some(&kubeconfig), &config.kubernetes)
             .await
             .unwrap();
-        assert!(agent.publish(config).is_some(), "a client: it publishes");
+        assert!(
+            agent.publish(config, None).is_some(),
+            "a client: it publishes"
+        );
         agent
     }
 
@@ -440,5 +443,44 @@ async fn a_forbidden_write_is_retried_and_nothing_is_lost() {
         is(&cluster.conditions(), "MemoryLow", "False"),
         "{:#?}",
         cluster.conditions()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_go_with_the_writers_identity_when_one_is_given() {
+    let cluster = Cluster::start().await;
+    // The kubelet's identity, on its own connection (here: a second recorded API server).
+    let kubelets = FakeApiServer::start().await;
+    kubelets.set("nodes", vec![recorded_node()]);
+    let dir = tempfile::tempdir().unwrap();
+    let (writer, _) =
+        nodemedic_agent::kubernetes::watch::client(Some(&kubelets.kubeconfig(dir.path())))
+            .await
+            .unwrap()
+            .unwrap();
+    let config = cluster.config(&[], "");
+    let kubeconfig = cluster.server.kubeconfig(cluster.dir.path());
+    let mut agent = Agent::new(NODE.into(), cluster.host.root(), &config)
+        .with_kubernetes(Some(&kubeconfig), &config.kubernetes)
+        .await
+        .unwrap();
+    assert!(agent.publish(&config, Some(writer)).is_some());
+    for _ in 0..100 {
+        agent.collect().await;
+        if !kubelets.writes().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        kubelets
+            .writes()
+            .iter()
+            .any(|w| w.path == format!("/api/v1/nodes/{NODE}/status")),
+        "the writer's connection patched the node"
+    );
+    assert!(
+        cluster.server.writes().is_empty(),
+        "the watches' identity wrote nothing"
     );
 }

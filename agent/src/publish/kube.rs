@@ -52,10 +52,12 @@ async fn run(client: Client, p: Arc<Publisher>) {
     }
 }
 
-/// Reads the Node's conditions (retrying until it can) and hands them to the conditions.
+/// Reads the Node's conditions (retrying until it can) and hands them to the conditions;
+/// through `get` on the Node, which the watches' role has, so the role's only write on
+/// nodes is `patch` on `nodes/status`.
 async fn adopt(nodes: &Api<Node>, p: &Publisher, w: &mut Writer) {
     loop {
-        match nodes.get_status(&p.node).await {
+        match nodes.get(&p.node).await {
             Ok(node) => {
                 let existing = node.status.and_then(|s| s.conditions).unwrap_or_default();
                 let mut c = p.conditions();
