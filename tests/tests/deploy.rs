@@ -81,3 +81,44 @@ fn both_workloads_run_on_linux_nodes_only_and_nothing_budgets_one_replica() {
         "one collector: if it ever has more, decide on a budget again"
     );
 }
+
+#[test]
+fn the_agent_may_write_exactly_its_node_status_and_events() {
+    let rendered = std::fs::read_to_string(deploy("nodemedic.yaml")).unwrap();
+    let role: serde_json::Value = serde_saphyr::from_str(doc(&rendered, "ClusterRole")).unwrap();
+    let mut writes = std::collections::BTreeSet::new();
+    for rule in role["rules"].as_array().unwrap() {
+        for group in rule["apiGroups"].as_array().unwrap() {
+            for resource in rule["resources"].as_array().unwrap() {
+                for verb in rule["verbs"].as_array().unwrap() {
+                    let verb = verb.as_str().unwrap();
+                    if !["get", "list", "watch"].contains(&verb) {
+                        writes.insert(format!(
+                            "{}/{} {verb}",
+                            group.as_str().unwrap(),
+                            resource.as_str().unwrap()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(
+        writes.into_iter().collect::<Vec<_>>(),
+        [
+            "/nodes/status patch",
+            "events.k8s.io/events create",
+            "events.k8s.io/events patch"
+        ]
+    );
+    // The admission policy that limits them to the agent's own node, and its binding.
+    let policy = doc(&rendered, "ValidatingAdmissionPolicy");
+    assert!(
+        policy.contains("authentication.kubernetes.io/node-name"),
+        "{policy}"
+    );
+    assert!(policy.contains("system:serviceaccount:nodemedic:nodemedic-agent"));
+    assert!(
+        doc(&rendered, "ValidatingAdmissionPolicyBinding").contains("validationActions:\n  - Deny")
+    );
+}
