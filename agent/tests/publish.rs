@@ -484,3 +484,27 @@ async fn writes_go_with_the_writers_identity_when_one_is_given() {
         "the watches' identity wrote nothing"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_deleted_and_made_again_gets_its_conditions_again() {
+    let cluster = Cluster::start().await;
+    let config = cluster.config(&[], "");
+    let agent = cluster.agent(&config).await;
+    agent.collect().await;
+    cluster
+        .until("MemoryLow False", |c| is(c, "MemoryLow", "False"))
+        .await;
+    // The Node goes (a machine replaced under the same name) while a problem opens.
+    cluster.server.set("nodes", vec![]);
+    cluster.host.set_memory(8 * GIB_KB, 100 * 1024, 0, 0);
+    held(&agent).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // It comes back with the kubelet's conditions only.
+    cluster.server.set("nodes", vec![recorded_node()]);
+    agent.collect().await;
+    cluster
+        .until("every condition on the new Node", |c| {
+            is(c, "MemoryLow", "True") && is(c, "DiskFilling", "False")
+        })
+        .await;
+}

@@ -219,8 +219,20 @@ impl Conditions {
         self.adopted
     }
 
-    /// Takes over what the Node says now (read at start, before any write).
+    /// The Node is gone: read it again before the next write (a new Node has none of
+    /// what was written to the old one).
+    pub fn forget_node(&mut self) {
+        self.adopted = false;
+    }
+
+    /// Takes over what the Node says now (read at start, before any write, and again after
+    /// the Node was gone): whatever was written before is forgotten.
     pub fn adopt(&mut self, existing: &[NodeCondition], now: SystemTime) {
+        self.foreign.clear();
+        self.stale.clear();
+        for state in self.states.values_mut() {
+            state.written = None;
+        }
         for c in existing {
             let ours = c.message.as_deref().is_some_and(|m| m.starts_with(MARKER));
             match (self.states.get_mut(&c.type_), ours) {
@@ -665,6 +677,20 @@ mod tests {
         assert_eq!(c.status("DiskFilling"), Some(true));
         c.observe(&report(&[]), at(40));
         assert_eq!(c.status("DiskFilling"), Some(false));
+    }
+
+    #[test]
+    fn a_node_made_again_gets_every_condition_again() {
+        let mut c = conditions();
+        c.observe(&report(&[]), at(0));
+        let first = c.plan(at(0)).unwrap();
+        let written = first.writes.len();
+        c.committed(first, at(0));
+        assert!(c.plan(at(10)).is_none());
+        c.forget_node();
+        assert!(c.plan(at(20)).is_none(), "not before the new Node is read");
+        c.adopt(&[], at(20));
+        assert_eq!(c.plan(at(20)).unwrap().writes.len(), written);
     }
 
     #[test]

@@ -33,47 +33,46 @@ async fn run(client: Client, p: Arc<Publisher>) {
     let nodes: Api<Node> = Api::all(client.clone());
     let mut conditions = Writer::new(&p.node, "node status");
     let mut events = Writer::new(&p.node, "events");
-    if p.config.conditions {
-        adopt(&nodes, &p, &mut conditions).await;
-    }
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            () = p.wake.notified() => {}
-            _ = tick.tick() => {}
-        }
         if p.config.conditions && conditions.may_try() {
-            patch_conditions(&nodes, &p, &mut conditions).await;
+            let adopted = p.conditions().adopted();
+            if adopted {
+                patch_conditions(&nodes, &p, &mut conditions).await;
+            } else {
+                adopt(&nodes, &p, &mut conditions).await;
+            }
         }
         if p.config.events && events.may_try() {
             write_events(&client, &p, &mut events).await;
         }
+        tokio::select! {
+            () = p.wake.notified() => {}
+            _ = tick.tick() => {}
+        }
     }
 }
 
-/// Reads the Node's conditions (retrying until it can) and hands them to the conditions;
-/// through `get` on the Node, which the watches' role has, so the role's only write on
-/// nodes is `patch` on `nodes/status`.
+/// Reads the Node's conditions and hands them to the conditions (before any write, and
+/// again after the Node was gone); through `get` on the Node, which the watches' role has,
+/// so the role's only write on nodes is `patch` on `nodes/status`.
 async fn adopt(nodes: &Api<Node>, p: &Publisher, w: &mut Writer) {
-    loop {
-        match nodes.get(&p.node).await {
-            Ok(node) => {
-                let existing = node.status.and_then(|s| s.conditions).unwrap_or_default();
-                let mut c = p.conditions();
-                c.adopt(&existing, SystemTime::now());
-                tracing::info!(
-                    message = "Publishing node conditions.",
-                    node = %p.node,
-                    types = ?c.types().collect::<Vec<_>>(),
-                    left_alone = ?c.foreign(),
-                );
-                return;
-            }
-            Err(e) => {
-                let wait = w.failed(&e);
-                tokio::time::sleep(wait).await;
-            }
+    match nodes.get(&p.node).await {
+        Ok(node) => {
+            let existing = node.status.and_then(|s| s.conditions).unwrap_or_default();
+            let mut c = p.conditions();
+            c.adopt(&existing, SystemTime::now());
+            tracing::info!(
+                message = "Publishing node conditions.",
+                node = %p.node,
+                types = ?c.types().collect::<Vec<_>>(),
+                left_alone = ?c.foreign(),
+            );
+            w.succeeded();
+        }
+        Err(e) => {
+            w.failed(&e);
         }
     }
 }
@@ -96,6 +95,10 @@ async fn patch_conditions(nodes: &Api<Node>, p: &Publisher, w: &mut Writer) {
             w.succeeded();
         }
         Err(e) => {
+            // The Node was deleted (and may come back, empty): read it again first.
+            if matches!(&e, kube::Error::Api(s) if s.code == 404) {
+                p.conditions().forget_node();
+            }
             w.failed(&e);
         }
     }
@@ -171,8 +174,8 @@ impl Writer {
         self.failures = 0;
     }
 
-    /// Counts a failure, logs it at most once a minute, and answers the wait before retrying.
-    fn failed(&mut self, e: &kube::Error) -> Duration {
+    /// Counts a failure, logs it at most once a minute, and waits before the next try.
+    fn failed(&mut self, e: &kube::Error) {
         self.failures += 1;
         let wait = self.backoff.next_wait();
         self.retry_at = Some(Instant::now() + wait);
@@ -186,6 +189,5 @@ impl Writer {
             };
             tracing::warn!(message = "Writing to the Kubernetes API failed; retrying with back-off.", what = self.what, error = %e, failures = self.failures, retry_in = ?wait, hint);
         }
-        wait
     }
 }
