@@ -1,11 +1,12 @@
 //! Remediation actions end to end: a real Docker engine, a collector and an agent as real
 //! processes, and the `nodemedic remediate` commands: the plan lists only unused images,
 //! an image that became used between plan and apply is skipped and reported, the apply
-//! frees what it removed and is recorded; an agent without the action allowed refuses.
+//! frees what it removed and is recorded, and is an Event on the node (through the tests'
+//! recorded-objects API server); an agent without the action allowed refuses.
 
 use std::{path::Path, time::Duration};
 
-use nodemedic_agent::testing::Dockerd;
+use nodemedic_agent::testing::{Dockerd, FakeApiServer, fixture};
 use nodemedic_tests::{CollectorProcess, agent, cli, eventually};
 use serde_json::Value;
 
@@ -48,6 +49,16 @@ fn plan_then_apply_removes_only_what_is_still_unused_and_is_recorded() {
     let older = engine.image("nodemedic.test/older:1", MB);
     let soon = engine.image("nodemedic.test/soon:1", MB);
 
+    // The node's object, recorded from a cluster, on the tests' API server.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let api = rt.block_on(FakeApiServer::start());
+    let nodes: Value =
+        serde_json::from_str(&fixture("pods/troubleshoot-nodes-healthy.min.json")).unwrap();
+    let mut node = nodes["items"][0].clone();
+    node["metadata"]["name"] = Value::from("node-r");
+    api.set("nodes", vec![node]);
+    let kubeconfig = api.kubeconfig(dir.path());
+
     let data = tempfile::tempdir().unwrap();
     let collector = CollectorProcess::start(data.path(), "127.0.0.1:0");
     let url = collector.grpc_url.clone();
@@ -56,7 +67,14 @@ fn plan_then_apply_removes_only_what_is_still_unused_and_is_recorded() {
         &url,
         "node-r",
         Path::new("/"),
-        &["--config", &config, "--allow-action", "images.prune_unused"],
+        &[
+            "--config",
+            &config,
+            "--allow-action",
+            "images.prune_unused",
+            "--kubeconfig",
+            &kubeconfig.to_string_lossy(),
+        ],
     );
     eventually(Duration::from_secs(30), "node-r connected", || {
         json(&["--collector", &url, "nodes", "-o", "json"])["nodes"][0]["connected"]
@@ -132,6 +150,21 @@ fn plan_then_apply_removes_only_what_is_still_unused_and_is_recorded() {
     for (id, kept) in [(&used, true), (&soon, true), (&old, false), (&older, false)] {
         assert_eq!(left.contains(id.as_str()), kept, "{id} in {left}");
     }
+
+    // The cluster sees it: a Normal Event on the node, saying what was freed.
+    let event = eventually(Duration::from_secs(10), "the prune's Event", || {
+        api.objects("events.k8s.io")
+            .into_iter()
+            .find(|e| e["reason"] == "ImagesPruned")
+    });
+    assert_eq!(event["type"], "Normal");
+    assert_eq!(event["regarding"]["kind"], "Node");
+    assert_eq!(event["regarding"]["name"], "node-r");
+    let note = event["note"].as_str().unwrap();
+    assert!(
+        note.contains("images.prune_unused") && note.contains("2 removed, 1 skipped"),
+        "{note}"
+    );
 
     // A plan is used up by its apply.
     let (code, _) = cli(&["--collector", &url, "remediate", "apply", "node-r", plan_id]);
