@@ -10,8 +10,8 @@
 //! | `nodemedic_open_findings{severity}` | gauge | open findings by severity |
 //! | `nodemedic_refused_total{reason}` | counter | streams or reports refused, by reason |
 //! | `nodemedic_throttled_total` | counter | reports after which an agent over its rate was paced |
-//! | `nodemedic_denied_total{call,reason}` | counter | calls denied: `unauthenticated` or `forbidden` |
-//! | `nodemedic_reloads_total{what,result}` | counter | changed TLS or token files loaded again (`ok`) or kept out (`error`) |
+//! | `nodemedic_denied_total{call,reason}` | counter | calls denied: `unauthenticated`, `forbidden` or `throttled` (every call and reason a series from the start) |
+//! | `nodemedic_reloads_total{what,result}` | counter | changed TLS or token files loaded again (`ok`) or kept out (`error`); both series of each watched file from the start |
 //! | `nodemedic_rows_skipped_total{table}` | counter | stored rows skipped on reading: they do not decode or hold values no answer can carry (`store::usable`) |
 //! | `nodemedic_alertmanager_posts_total{result}` | counter | alert rounds posted to an Alertmanager, `ok` or `error` |
 //! | `nodemedic_node_open_findings{node,check,severity}` | gauge | open findings of one node and check (a series goes when its last finding resolves) |
@@ -59,6 +59,27 @@ pub struct ReloadLabel {
     /// `ok` or `error`.
     pub result: String,
 }
+
+/// Every call a caller can be denied, as `nodemedic_denied_total` names it: the
+/// Diagnostics RPCs (a test keeps this in step with `query.rs`) and the HTTP bundle route.
+pub const DENIABLE_CALLS: &[&str] = &[
+    "ListNodes",
+    "GetNode",
+    "ListFindings",
+    "WatchFindings",
+    "ListIncidents",
+    "GetIncident",
+    "WatchIncidents",
+    "PlanRemediation",
+    "ApplyRemediation",
+    "ListRemediations",
+    "DownloadBundle",
+    "TriggerCollection",
+    "GET /api/v1/bundle",
+];
+
+/// Why a call is denied: each, for each of [`DENIABLE_CALLS`], a series at 0 from the start.
+pub const DENIAL_REASONS: &[&str] = &["unauthenticated", "forbidden", "throttled"];
 
 /// Every reason a stream or report is refused for: each a series at 0 from the start.
 pub const REFUSAL_REASONS: &[&str] = &[
@@ -195,6 +216,14 @@ impl Default for Metrics {
                 reason: (*reason).to_owned(),
             });
         }
+        for call in DENIABLE_CALLS {
+            for reason in DENIAL_REASONS {
+                let _ = m.denied.get_or_create(&DeniedLabel {
+                    call: (*call).to_owned(),
+                    reason: (*reason).to_owned(),
+                });
+            }
+        }
         Metrics { registry, ..m }
     }
 }
@@ -240,8 +269,12 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a denied call.
+    /// Counts a denied call, one of [`DENIABLE_CALLS`], for one of [`DENIAL_REASONS`].
     pub fn deny(&self, call: &str, reason: &str) {
+        debug_assert!(
+            DENIABLE_CALLS.contains(&call) && DENIAL_REASONS.contains(&reason),
+            "{call} {reason} is not in DENIABLE_CALLS × DENIAL_REASONS"
+        );
         self.denied
             .get_or_create(&DeniedLabel {
                 call: call.to_owned(),
@@ -257,6 +290,16 @@ impl Metrics {
                 result: result.to_owned(),
             })
             .inc();
+    }
+
+    /// Makes the reload series of `what` (files watched for changes), at 0.
+    pub fn watching(&self, what: &str) {
+        for result in ["ok", "error"] {
+            let _ = self.reloads.get_or_create(&ReloadLabel {
+                what: what.to_owned(),
+                result: result.to_owned(),
+            });
+        }
     }
 
     /// Counts a reload of changed files.
@@ -388,6 +431,31 @@ pub fn text_004(openmetrics: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_call_the_service_authorizes_is_a_deniable_call_at_0() {
+        let query = include_str!("query.rs");
+        let authorized: Vec<&str> = query
+            .split("self.allow(&request, \"")
+            .skip(1)
+            .map(|rest| rest.split('"').next().unwrap())
+            .collect();
+        assert!(authorized.len() >= 10, "{authorized:?}");
+        for call in &authorized {
+            assert!(
+                DENIABLE_CALLS.contains(call),
+                "{call} is not in DENIABLE_CALLS"
+            );
+        }
+        let text = Metrics::default().encode();
+        for call in DENIABLE_CALLS {
+            for reason in DENIAL_REASONS {
+                let series =
+                    format!("nodemedic_denied_total{{call=\"{call}\",reason=\"{reason}\"}} 0");
+                assert!(text.contains(&series), "{series} missing");
+            }
+        }
+    }
 
     #[test]
     fn incidents_are_counted_by_rule_scope_and_severity() {

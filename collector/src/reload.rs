@@ -64,6 +64,7 @@ impl<T> Reloading<T> {
     ) -> Result<Self, String> {
         let stamps = stamps(&paths);
         let current = Arc::new(load()?);
+        metrics.watching(what);
         Ok(Reloading {
             what,
             paths,
