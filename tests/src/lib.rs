@@ -171,6 +171,15 @@ pub fn agent(collector_url: &str, node: &str, host_root: &Path, extra: &[&str]) 
     )
 }
 
+/// Waits (at most `within`) until `GET path` on `addr` answers 200: a server a test started
+/// is ready (`/-/ready` of Prometheus and Alertmanager).
+pub fn until_ready(addr: &str, path: &str, within: Duration, what: &str) {
+    eventually(within, what, || {
+        let (status, _) = std::panic::catch_unwind(|| http_get(addr, path)).ok()?;
+        (status == 200).then_some(())
+    });
+}
+
 /// A loopback address no one listens on now (`127.0.0.1:PORT`), for a server a test starts.
 pub fn free_loopback_addr() -> String {
     let free = std::net::TcpListener::bind("127.0.0.1:0").expect("a free loopback port");

@@ -4,21 +4,22 @@
 
 use std::{
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::Duration,
 };
 
 use nodemedic_collector::{alertmanager::AlertmanagerConfig, incidents::IncidentConfig};
 use nodemedic_proto::v1::Severity;
 use nodemedic_tests::{
-    eventually, free_loopback_addr, http_get,
+    Process, eventually, free_loopback_addr, http_get,
     in_process::{Running, connect, report},
+    until_ready,
 };
 use serde_json::Value;
 
 /// A real Alertmanager on a free loopback port, dropping what it routes.
 struct Alertmanager {
-    child: Child,
+    _process: Process,
     addr: String,
     _dir: tempfile::TempDir,
 }
@@ -61,26 +62,19 @@ impl Alertmanager {
             .stderr(Stdio::null())
             .spawn()
             .expect("prometheus-alertmanager (Debian's prometheus-alertmanager; scripts/test installs it)");
-        let am = Alertmanager {
-            child,
+        if tls.is_none() {
+            until_ready(
+                &addr,
+                "/-/ready",
+                Duration::from_secs(30),
+                "Alertmanager ready",
+            );
+        }
+        Alertmanager {
+            _process: Process(child),
             addr,
             _dir: dir,
-        };
-        if tls.is_none() {
-            eventually(Duration::from_secs(30), "Alertmanager ready", || {
-                let (status, _) =
-                    std::panic::catch_unwind(|| http_get(&am.addr, "/-/ready")).ok()?;
-                (status == 200).then_some(())
-            });
         }
-        am
-    }
-}
-
-impl Drop for Alertmanager {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -4,21 +4,22 @@
 //! its annotations.
 
 use std::{
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::Duration,
 };
 
 use nodemedic_collector::incidents::IncidentConfig;
 use nodemedic_proto::v1::Severity;
 use nodemedic_tests::{
-    eventually, free_loopback_addr, http_get,
+    Process, eventually, free_loopback_addr, http_get,
     in_process::{Running, connect, report},
+    until_ready,
 };
 use serde_json::Value;
 
 /// A real Prometheus scraping `target` every second, with the shipped rules.
 struct Prometheus {
-    child: Child,
+    _process: Process,
     addr: String,
     _dir: tempfile::TempDir,
 }
@@ -53,16 +54,17 @@ impl Prometheus {
             .stderr(Stdio::null())
             .spawn()
             .expect("prometheus (Debian's prometheus; scripts/test installs it)");
-        let p = Prometheus {
-            child,
+        until_ready(
+            &addr,
+            "/-/ready",
+            Duration::from_secs(60),
+            "Prometheus ready",
+        );
+        Prometheus {
+            _process: Process(child),
             addr,
             _dir: dir,
-        };
-        eventually(Duration::from_secs(60), "Prometheus ready", || {
-            let (status, _) = std::panic::catch_unwind(|| http_get(&p.addr, "/-/ready")).ok()?;
-            (status == 200).then_some(())
-        });
-        p
+        }
     }
 
     /// A JSON answer of its HTTP API.
@@ -70,13 +72,6 @@ impl Prometheus {
         let (status, body) = http_get(&self.addr, path);
         assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
         serde_json::from_slice(&body).unwrap()
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

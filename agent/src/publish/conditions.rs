@@ -485,7 +485,8 @@ fn severity_label(severity: i32) -> &'static str {
     Severity::try_from(severity).map_or("?", Severity::label)
 }
 
-fn elapsed(from: SystemTime, to: SystemTime) -> Duration {
+/// Time from `from` to `to`; none when the clock went back.
+pub(super) fn elapsed(from: SystemTime, to: SystemTime) -> Duration {
     to.duration_since(from).unwrap_or_default()
 }
 

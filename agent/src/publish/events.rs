@@ -20,7 +20,7 @@ use std::{
 use nodemedic_proto::v1::{ActionOutcome, NodeReport};
 use serde_json::{Value, json};
 
-use super::conditions::rfc3339;
+use super::conditions::{elapsed, rfc3339};
 
 /// Occurrences this far apart or closer are one Event (client-go's and kube's window).
 pub const SERIES_WINDOW: Duration = Duration::from_secs(6 * 60);
@@ -414,10 +414,6 @@ fn micro_time(t: SystemTime) -> String {
         .as_micros();
     let secs = rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs((micros / 1_000_000) as u64));
     format!("{}.{:06}Z", secs.trim_end_matches('Z'), micros % 1_000_000)
-}
-
-fn elapsed(from: SystemTime, to: SystemTime) -> Duration {
-    to.duration_since(from).unwrap_or_default()
 }
 
 #[cfg(test)]

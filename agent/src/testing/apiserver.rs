@@ -278,6 +278,11 @@ fn status_error(code: u16, reason: &str, message: String) -> axum::response::Res
         .into_response()
 }
 
+/// The API server's 404 for `name` of `resource`.
+fn not_found(resource: &str, name: &str) -> axum::response::Response {
+    status_error(404, "NotFound", format!("{resource} \"{name}\" not found"))
+}
+
 fn json_answer(object: &serde_json::Value) -> axum::response::Response {
     use axum::response::IntoResponse;
     ([("content-type", "application/json")], object.to_string()).into_response()
@@ -412,7 +417,7 @@ async fn node_get(
 ) -> axum::response::Response {
     match state.find("nodes", &name) {
         Some(node) => json_answer(&node),
-        None => status_error(404, "NotFound", format!("nodes \"{name}\" not found")),
+        None => not_found("nodes", &name),
     }
 }
 
@@ -448,7 +453,7 @@ async fn node_status_patch(
         );
     }
     let Some(mut node) = state.find("nodes", &name) else {
-        return status_error(404, "NotFound", format!("nodes \"{name}\" not found"));
+        return not_found("nodes", &name);
     };
     // Only the status subresource changes.
     if let Some(status) = patch.get("status") {
@@ -508,11 +513,7 @@ async fn event_patch(
         Err(e) => return status_error(400, "BadRequest", e),
     };
     let Some(mut event) = state.find("events.k8s.io", &name) else {
-        return status_error(
-            404,
-            "NotFound",
-            format!("events.events.k8s.io \"{name}\" not found"),
-        );
+        return not_found("events.events.k8s.io", &name);
     };
     merge_patch(&mut event, &patch);
     state.apply("events.k8s.io", event.clone());
