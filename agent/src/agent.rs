@@ -10,9 +10,10 @@ use crate::{
     host::HostRoot,
     kubernetes::{self, view::KubeSlot},
     probes::{
-        Probe, ProbeContext, cgroups::CgroupsProbe, disk::DiskProbe, dns::DnsProbe,
-        images::ImagesProbe, kernel::KernelProbe, kernel::rules::RuleSet, memory::MemoryProbe,
-        pods::PodsProbe, set::ProbeSet, system::SystemProbe,
+        Probe, ProbeContext, cgroups::CgroupsProbe, clock::ClockProbe, disk::DiskProbe,
+        dns::DnsProbe, images::ImagesProbe, inotify::InotifyProbe, kernel::KernelProbe,
+        kernel::rules::RuleSet, memory::MemoryProbe, pods::PodsProbe, set::ProbeSet,
+        system::SystemProbe,
     },
     publish::Publisher,
 };
@@ -46,6 +47,8 @@ pub fn default_probes(config: &Config, kube: &KubeSlot) -> Vec<Arc<dyn Probe>> {
         Arc::new(DiskProbe::new(t.disk.clone())),
         Arc::new(MemoryProbe::new(t.memory.clone())),
         Arc::new(SystemProbe::new(t.system.clone())),
+        Arc::new(ClockProbe::new(t.clock.clone())),
+        Arc::new(InotifyProbe::new(config.inotify.clone())),
         Arc::new(DnsProbe::new(config.dns.clone())),
         Arc::new(ImagesProbe::new(config.images.clone(), t.disk.fill_fit())),
     ];

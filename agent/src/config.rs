@@ -11,9 +11,10 @@ use std::{path::Path, time::Duration};
 use serde::Deserialize;
 
 pub use crate::probes::{
-    cgroups::config::CgroupsConfig, disk::config::DiskThresholds, dns::config::DnsConfig,
-    images::config::ImagesConfig, kernel::config::KernelConfig, memory::MemoryThresholds,
-    pods::config::KubernetesConfig, system::SystemThresholds,
+    cgroups::config::CgroupsConfig, clock::ClockThresholds, disk::config::DiskThresholds,
+    dns::config::DnsConfig, images::config::ImagesConfig, inotify::InotifyConfig,
+    kernel::config::KernelConfig, memory::MemoryThresholds, pods::config::KubernetesConfig,
+    system::SystemThresholds,
 };
 pub use crate::publish::PublishConfig;
 
@@ -58,6 +59,8 @@ pub struct Config {
     pub kubernetes: KubernetesConfig,
     /// The pods' memory and ephemeral storage from their cgroups and directories.
     pub cgroups: CgroupsConfig,
+    /// Each user's inotify use against the kernel's limits.
+    pub inotify: InotifyConfig,
     /// The node conditions and Events the agent writes into the cluster.
     pub publish: PublishConfig,
 }
@@ -72,6 +75,7 @@ impl Default for Config {
             kernel: KernelConfig::default(),
             kubernetes: KubernetesConfig::default(),
             cgroups: CgroupsConfig::default(),
+            inotify: InotifyConfig::default(),
             publish: PublishConfig::default(),
         }
     }
@@ -87,6 +91,8 @@ pub struct Thresholds {
     pub memory: MemoryThresholds,
     /// Kernel limits.
     pub system: SystemThresholds,
+    /// The clock's synchronisation and offset.
+    pub clock: ClockThresholds,
 }
 
 impl Config {
@@ -124,12 +130,14 @@ impl Config {
             return Err("probe_timeout must be more than 0".into());
         }
         let t = &self.thresholds;
-        let parts: [(&str, Result<(), String>); 6] = [
+        let parts: [(&str, Result<(), String>); 8] = [
             ("thresholds.disk", t.disk.validate()),
             ("thresholds.system", t.system.validate()),
+            ("thresholds.clock", t.clock.validate()),
             ("kernel", self.kernel.validate()),
             ("dns", self.dns.validate()),
             ("cgroups", self.cgroups.validate()),
+            ("inotify", self.inotify.validate()),
             ("publish", self.publish.validate()),
         ];
         for (name, result) in parts {

@@ -99,6 +99,36 @@ pub fn report(r: &NodeReport) -> String {
             s.kernel_release, s.pids_in_use, s.pid_max, s.open_files, s.file_max
         ));
     }
+    if let Some(c) = &r.clock {
+        let sync = if c.synchronised {
+            "synchronised".to_owned()
+        } else {
+            match c.unsynchronised_for_seconds {
+                Some(s) if s >= 1.0 => format!(
+                    "NOT synchronised for {}",
+                    humantime::format_duration(std::time::Duration::from_secs(s as u64))
+                ),
+                _ => "NOT synchronised".to_owned(),
+            }
+        };
+        out.push_str(&format!(
+            "Clock:    {sync}, offset {:.1} ms, maximum error {:.0} ms\n",
+            c.offset_ms, c.max_error_ms
+        ));
+    }
+    if let Some(i) = &r.inotify
+        && let Some(u) = i.users.first()
+    {
+        out.push_str(&format!(
+            "inotify:  most watches: uid {} with {}/{} instances, {}/{} watches ({})\n",
+            u.uid,
+            u.instances,
+            i.max_user_instances,
+            u.watches,
+            i.max_user_watches,
+            u.top.join(", ")
+        ));
+    }
     if let Some(d) = &r.dns {
         out.push_str(&dns(d));
     }

@@ -119,6 +119,18 @@ pub const POD_OOM_KILLS: &str = "pod.oom_kills";
 /// `pod.ephemeral_storage`: a pod's ephemeral storage near its limit.
 pub const POD_EPHEMERAL_STORAGE: &str = "pod.ephemeral_storage";
 
+// The clock probe.
+/// `clock.unsynchronised`: nothing has disciplined the clock for a while (adjtimex).
+pub const CLOCK_UNSYNCHRONISED: &str = "clock.unsynchronised";
+/// `clock.offset`: the clock is off by more than TLS and etcd tolerate.
+pub const CLOCK_OFFSET: &str = "clock.offset";
+
+// The inotify probe.
+/// `inotify.instances`: a user's inotify instances near `fs.inotify.max_user_instances`.
+pub const INOTIFY_INSTANCES: &str = "inotify.instances";
+/// `inotify.watches`: a user's inotify watches near `fs.inotify.max_user_watches`.
+pub const INOTIFY_WATCHES: &str = "inotify.watches";
+
 // Raised by the agent or the collector about nodemedic itself.
 /// `probe.failed`: a probe could not measure (its checks are unknown).
 pub const PROBE_FAILED: &str = "probe.failed";
@@ -177,6 +189,10 @@ pub const ALL: &[&str] = &[
     POD_MEMORY_THROTTLED,
     POD_OOM_KILLS,
     POD_EPHEMERAL_STORAGE,
+    CLOCK_UNSYNCHRONISED,
+    CLOCK_OFFSET,
+    INOTIFY_INSTANCES,
+    INOTIFY_WATCHES,
     PROBE_FAILED,
     NODE_SILENT,
 ];

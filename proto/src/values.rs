@@ -46,6 +46,7 @@ pub const TIMESTAMP_FIELDS: &[&str] = &[
     "lastSeen",
     "requestedAt",
     "resolvedAt",
+    "scannedAt",
     "since",
     "startedAt",
     "until",

@@ -16,9 +16,11 @@
 //! `kubernetes`, `forecast`, `units`).
 
 pub mod cgroups;
+pub mod clock;
 pub mod disk;
 pub mod dns;
 pub mod images;
+pub mod inotify;
 pub mod kernel;
 pub mod memory;
 pub mod pods;
@@ -28,8 +30,8 @@ pub mod system;
 use std::time::{Duration, SystemTime};
 
 use nodemedic_proto::v1::{
-    CgroupsSection, DiskSection, DnsSection, ImagesSection, KernelSection, MemorySection,
-    NodeReport, PodsSection, SystemSection,
+    CgroupsSection, ClockSection, DiskSection, DnsSection, ImagesSection, InotifySection,
+    KernelSection, MemorySection, NodeReport, PodsSection, SystemSection,
 };
 
 use crate::host::{HostError, HostRoot};
@@ -85,6 +87,10 @@ pub enum Section {
     Pods(PodsSection),
     /// The pods' memory and ephemeral storage from their cgroups and directories.
     Cgroups(CgroupsSection),
+    /// The clock's discipline.
+    Clock(ClockSection),
+    /// inotify use per user.
+    Inotify(InotifySection),
 }
 
 impl Section {
@@ -99,6 +105,8 @@ impl Section {
             Section::Kernel(s) => report.kernel = Some(s),
             Section::Pods(s) => report.pods = Some(s),
             Section::Cgroups(s) => report.cgroups = Some(s),
+            Section::Clock(s) => report.clock = Some(s),
+            Section::Inotify(s) => report.inotify = Some(s),
         }
     }
 }

@@ -124,7 +124,12 @@ pub const TABLE: &[ConditionRow] = &[
         "KernelTableNearFull",
         "KernelTablesHaveRoom",
         false,
-        &[checks::SYSTEM_PIDS, checks::SYSTEM_FILE_DESCRIPTORS],
+        &[
+            checks::SYSTEM_PIDS,
+            checks::SYSTEM_FILE_DESCRIPTORS,
+            checks::INOTIFY_INSTANCES,
+            checks::INOTIFY_WATCHES,
+        ],
     ),
     row(
         "ConntrackExhausted",
@@ -162,6 +167,13 @@ pub const TABLE: &[ConditionRow] = &[
         "KernelHasNoOops",
         false,
         &[checks::KERNEL_OOPS, checks::KERNEL_PANIC],
+    ),
+    row(
+        "ClockNotSynchronised",
+        "ClockIsOff",
+        "ClockIsSynchronised",
+        false,
+        &[checks::CLOCK_UNSYNCHRONISED, checks::CLOCK_OFFSET],
     ),
     row(
         "HardwareErrors",

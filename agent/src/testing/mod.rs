@@ -47,6 +47,7 @@ pub fn fixture(rel: &str) -> String {
 /// panics, never skips, without it.
 pub struct FakeHost {
     dir: tempfile::TempDir,
+    clock: std::sync::Arc<std::sync::Mutex<crate::host::Timex>>,
 }
 
 impl Drop for FakeHost {
@@ -65,6 +66,7 @@ impl FakeHost {
     pub fn new() -> Self {
         let host = FakeHost {
             dir: tempfile::tempdir().expect("temporary directory"),
+            clock: std::sync::Arc::new(std::sync::Mutex::new(crate::host::Timex::synchronised())),
         };
         let mounted = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", "size=1g,nr_inodes=100000", "tmpfs"])
@@ -84,15 +86,24 @@ impl FakeHost {
         host.write("/proc/sys/kernel/pid_max", "4194304\n");
         host.write("/proc/sys/kernel/osrelease", "6.1.0-test\n");
         host.write("/proc/sys/fs/file-nr", "3000\t0\t9223372036854775807\n");
+        host.write("/proc/sys/fs/inotify/max_user_instances", "128\n");
+        host.write("/proc/sys/fs/inotify/max_user_watches", "8192\n");
         host.set_mounts(&[]);
         // A quiet kernel log (the kernel probe reads it when the tree has no /dev/kmsg).
         host.write("/var/log/kern.log", "");
         host
     }
 
-    /// The host root the probes read.
+    /// The host root the probes read, with the tree's clock (synchronised until
+    /// [`FakeHost::set_clock`]). An agent process given the tree's directory reads the
+    /// machine's real clock instead.
     pub fn root(&self) -> HostRoot {
-        HostRoot::new(self.dir.path())
+        HostRoot::new(self.dir.path()).with_clock(std::sync::Arc::clone(&self.clock))
+    }
+
+    /// Sets what the tree's clock answers.
+    pub fn set_clock(&self, clock: crate::host::Timex) {
+        *self.clock.lock().unwrap_or_else(|p| p.into_inner()) = clock;
     }
 
     /// Writes a file at a host path, creating its directories.

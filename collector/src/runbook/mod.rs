@@ -28,6 +28,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("pods.yaml", include_str!("../../runbooks/pods.yaml")),
     ("nodes.yaml", include_str!("../../runbooks/nodes.yaml")),
     ("kernel.yaml", include_str!("../../runbooks/kernel.yaml")),
+    ("host.yaml", include_str!("../../runbooks/host.yaml")),
 ];
 
 /// Placeholders a command or step may use; filled from the finding.

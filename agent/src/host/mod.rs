@@ -2,7 +2,8 @@
 //!
 //! In a DaemonSet the node's `/` is mounted at `/host` and the agent runs with
 //! `--host-root /host`, like node_exporter's `--path.rootfs`; tests point the same code at a
-//! temporary tree. Probes never name `/proc` directly.
+//! temporary tree. Probes never name `/proc` directly. The node's clock is part of it too
+//! ([`HostRoot::clock`]: adjtimex(2), or what a test sets).
 //!
 //! The kernel's text files are parsed by procfs-core wherever it has a parser
 //! ([`HostRoot::parse`]: `Meminfo`, `VmStat`, `LoadAverage`, `Uptime`, a process's `Stat`;
@@ -10,10 +11,15 @@
 //! host's files under the host root. `crate::parse` keeps what it does not cover. (The `procfs` crate itself and `sysinfo` read only this process's own
 //! `/proc`, which in a pod is not the node's.)
 
+pub mod clock;
+
 use std::{
     fs,
     path::{Path, PathBuf},
+    sync::{Arc, Mutex},
 };
+
+pub use self::clock::Timex;
 
 use crate::parse::{
     ParseError,
@@ -49,24 +55,57 @@ impl HostError {
     }
 }
 
-/// The directory that stands for the node's `/`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostRoot(PathBuf);
+/// The directory that stands for the node's `/`, and the node's clock.
+#[derive(Debug, Clone)]
+pub struct HostRoot {
+    dir: PathBuf,
+    /// A clock a test sets; the kernel's (adjtimex) without one.
+    clock: Option<Arc<Mutex<Timex>>>,
+}
+
+impl PartialEq for HostRoot {
+    fn eq(&self, other: &Self) -> bool {
+        self.dir == other.dir
+    }
+}
+
+impl Eq for HostRoot {}
 
 impl HostRoot {
-    /// A host root at `dir`.
+    /// A host root at `dir`, with the kernel's clock (the clock is not namespaced: a
+    /// container reads the node's).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        HostRoot(dir.into())
+        HostRoot {
+            dir: dir.into(),
+            clock: None,
+        }
+    }
+
+    /// The same root with a clock of the caller's (fake host trees).
+    pub fn with_clock(mut self, clock: Arc<Mutex<Timex>>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// The clock's discipline now.
+    pub fn clock(&self) -> Result<Timex, HostError> {
+        match &self.clock {
+            Some(c) => Ok(*c.lock().unwrap_or_else(|p| p.into_inner())),
+            None => clock::read().map_err(|source| HostError::Io {
+                path: "adjtimex(2)".into(),
+                source,
+            }),
+        }
     }
 
     /// The directory itself.
     pub fn dir(&self) -> &Path {
-        &self.0
+        &self.dir
     }
 
     /// The real path of a host path: `/proc/meminfo` -> `<root>/proc/meminfo`.
     pub fn path(&self, host_path: &str) -> PathBuf {
-        self.0.join(host_path.trim_start_matches('/'))
+        self.dir.join(host_path.trim_start_matches('/'))
     }
 
     /// Reads a host file as text; the error names the file.
