@@ -37,7 +37,7 @@ pub fn report(r: &NodeReport) -> String {
     let mut out = String::new();
     if let Some(disk) = &r.disk {
         let mut t = Table::new(&[
-            "MOUNT", "ROLES", "SIZE", "USED", "AVAIL", "USE%", "IUSE%", "FULL IN",
+            "MOUNT", "ROLES", "SIZE", "USED", "AVAIL", "USE%", "IUSE%", "FULL IN", "BUSY",
         ]);
         for m in &disk.mounts {
             t.row(vec![
@@ -52,10 +52,17 @@ pub fn report(r: &NodeReport) -> String {
                 ),
                 pct(m.inodes_used, m.inodes_total),
                 m.full_in_hours.map_or("-".into(), |h| format!("{h:.1}h")),
+                m.busy_percent.map_or("-".into(), |b| format!("{b:.0}%")),
             ]);
         }
         out.push_str("Filesystems:\n");
         out.push_str(&t.render("  "));
+        if let Some(p) = &disk.io_pressure {
+            out.push_str(&format!(
+                "I/O:      pressure some {:.1}% full {:.1}% (avg60)\n",
+                p.some_avg60, p.full_avg60
+            ));
+        }
     }
     if let Some(m) = &r.memory {
         let swap = if m.swap_total_bytes == 0 {

@@ -12,6 +12,8 @@ pub const DISK_INODES: &str = "disk.inodes";
 pub const DISK_READONLY: &str = "disk.readonly";
 /// `disk.fill_rate`: a filesystem fills at a rate that makes it full soon.
 pub const DISK_FILL_RATE: &str = "disk.fill_rate";
+/// `disk.io_pressure`: tasks stalled on I/O (PSI) for minutes.
+pub const DISK_IO_PRESSURE: &str = "disk.io_pressure";
 
 // The memory probe.
 /// `memory.available`: MemAvailable against the kubelet's eviction line.
@@ -143,6 +145,7 @@ pub const ALL: &[&str] = &[
     DISK_INODES,
     DISK_READONLY,
     DISK_FILL_RATE,
+    DISK_IO_PRESSURE,
     MEMORY_AVAILABLE,
     MEMORY_PRESSURE,
     MEMORY_OOM_KILLS,

@@ -485,6 +485,7 @@ mod tests {
                     fill_rate_bytes_per_hour: Some(10.0),
                     ..Default::default()
                 }],
+                ..Default::default()
             }),
             ..Default::default()
         }

@@ -64,7 +64,10 @@ async fn values_no_answer_could_carry_are_refused_naming_their_seq() {
         change(&mut r);
         r
     };
-    let mount = |m: Mount| DiskSection { mounts: vec![m] };
+    let mount = |m: Mount| DiskSection {
+        mounts: vec![m],
+        ..Default::default()
+    };
     let cases: Vec<(NodeReport, &str)> = vec![
         (with(&|r| r.findings[0].severity = 99), "variant 99"),
         (with(&|r| r.findings[0].status = 9), "variant 9"),

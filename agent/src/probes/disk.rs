@@ -1,9 +1,11 @@
 //! The disk probe: bytes and inodes of every real filesystem, read-only mounts, and how
 //! fast each one fills. Judged against the kubelet's own lines: it evicts pods at
 //! `nodefs.available<10%`, `imagefs.available<15%` and `nodefs.inodesFree<5%`, and starts
-//! image garbage collection at 85% used.
+//! image garbage collection at 85% used. Also how busy their devices are and whether tasks
+//! stall on I/O (`io`).
 
 pub mod config;
+pub mod io;
 pub mod mounts;
 
 use std::sync::Mutex;
@@ -15,15 +17,16 @@ use nodemedic_proto::{
 };
 use tracing::debug;
 
-use self::{config::DiskThresholds, mounts::Candidate};
+use self::{config::DiskThresholds, io::IoTracker, mounts::Candidate};
 use super::{Probe, ProbeContext, ProbeError, ProbeOutput, Section};
-use crate::{forecast::History, units::percent};
+use crate::{forecast::History, parse::psi, units::percent};
 
-/// Measures filesystems; keeps recent samples for the fill rate.
+/// Measures filesystems; keeps recent samples for the fill rate and the devices' counters.
 #[derive(Debug, Default)]
 pub struct DiskProbe {
     thresholds: DiskThresholds,
     history: Mutex<History>,
+    io: Mutex<IoTracker>,
 }
 
 impl DiskProbe {
@@ -32,6 +35,7 @@ impl DiskProbe {
         DiskProbe {
             thresholds,
             history: Mutex::default(),
+            io: Mutex::default(),
         }
     }
 }
@@ -78,8 +82,38 @@ impl Probe for DiskProbe {
             .map(|m| m.mount_point.as_str())
             .collect();
         history.retain(|m| mounted.contains(&m));
+        drop(history);
 
-        let findings = section.mounts.iter().flat_map(|m| judge(m, t)).collect();
+        // Kernels without the file (or without PSI) give no rates and no stall verdict.
+        let pressure = ctx
+            .host
+            .read_if_present("/proc/pressure/io")?
+            .map(|text| psi::parse(&text).map_err(|e| ctx.host.parse_error("/proc/pressure/io", e)))
+            .transpose()?;
+        let stats = if ctx.host.path("/proc/diskstats").exists() {
+            Some(
+                ctx.host
+                    .parse::<procfs_core::DiskStats>("/proc/diskstats")?,
+            )
+        } else {
+            None
+        };
+        let mut io = self.io.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(stats) = &stats {
+            io.rates(ctx.now, stats, &mut section.mounts);
+        }
+        let stalled_for = io.stalled_for(ctx.now, pressure.as_ref(), t);
+        drop(io);
+
+        let mut findings: Vec<Finding> = section.mounts.iter().flat_map(|m| judge(m, t)).collect();
+        findings.extend(io::judge(
+            pressure.as_ref(),
+            stalled_for,
+            &section.mounts,
+            t,
+        ));
+        section.io_stalled_for_seconds = stalled_for.map(|d| d.as_secs_f64());
+        section.io_pressure = pressure;
         Ok(ProbeOutput {
             section: Section::Disk(section),
             findings,
@@ -92,6 +126,7 @@ fn measure(ctx: &ProbeContext, c: &Candidate) -> Result<Mount, ProbeError> {
     Ok(Mount {
         mount_point: c.info.mount_point.clone(),
         device: c.info.source.clone(),
+        device_id: c.info.device_id.clone(),
         fs_type: c.info.fs_type.clone(),
         roles: c.roles.iter().map(|r| *r as i32).collect(),
         read_only: c.info.read_only(),
@@ -101,8 +136,7 @@ fn measure(ctx: &ProbeContext, c: &Candidate) -> Result<Mount, ProbeError> {
         inodes_total: u.inodes_total,
         inodes_used: u.inodes_total.saturating_sub(u.inodes_free),
         inodes_available: u.inodes_free,
-        fill_rate_bytes_per_hour: None,
-        full_in_hours: None,
+        ..Default::default()
     })
 }
 

@@ -120,6 +120,13 @@ pub const TABLE: &[ConditionRow] = &[
         &[checks::SYSTEM_CPU_PRESSURE],
     ),
     row(
+        "IOPressure",
+        "TasksStallOnIO",
+        "IOHasRoom",
+        false,
+        &[checks::DISK_IO_PRESSURE],
+    ),
+    row(
         "KernelLimitsNear",
         "KernelTableNearFull",
         "KernelTablesHaveRoom",

@@ -81,6 +81,8 @@ impl FakeHost {
         host.write("/proc/vmstat", "nr_free_pages 1000\noom_kill 0\n");
         host.write("/proc/pressure/memory", "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n");
         host.write("/proc/pressure/cpu", "some avg10=1.00 avg60=0.50 avg300=0.20 total=100\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n");
+        host.write("/proc/pressure/io", "some avg10=0.10 avg60=0.30 avg300=0.70 total=2160\nfull avg10=0.00 avg60=0.01 avg300=0.30 total=1340\n");
+        host.write("/proc/diskstats", " 254       0 vda 1846 59 112781 2240 1565 555 603220 4091 0 4145 6461 366 83 474928 102 411 28\n 254       1 vda1 1800 59 112000 2200 1500 555 600000 4000 0 4100 6400 366 83 474928 102 0 0\n");
         host.write("/proc/loadavg", "0.10 0.20 0.30 1/300 4242\n");
         host.write("/proc/uptime", "12345.67 20000.00\n");
         host.write("/proc/sys/kernel/pid_max", "4194304\n");

@@ -41,6 +41,11 @@ pub struct DiskThresholds {
     /// The shortest span of samples that gives a rate (default 5m).
     #[serde(with = "humantime_serde")]
     pub fill_min_span: Duration,
+    /// Warn when tasks stalled on I/O this share of the last minute (default 20%) ...
+    pub io_pressure_warn_some_avg60: Percent,
+    /// ... for this long (default 5m: a burst of writes is not a problem).
+    #[serde(with = "humantime_serde")]
+    pub io_pressure_for: Duration,
 }
 
 impl Default for DiskThresholds {
@@ -59,6 +64,8 @@ impl Default for DiskThresholds {
             fill_critical_within: Duration::from_secs(2 * 3600),
             fill_window: Duration::from_secs(3600),
             fill_min_span: Duration::from_secs(300),
+            io_pressure_warn_some_avg60: Percent::of(20.0),
+            io_pressure_for: Duration::from_secs(300),
         }
     }
 }

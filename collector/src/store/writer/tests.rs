@@ -151,6 +151,7 @@ fn drifting(node: &str, seq: u64, at: i64) -> NodeReport {
                     ..Default::default()
                 })
                 .collect(),
+            ..Default::default()
         }),
         memory: Some(MemorySection {
             total_bytes: 16 << 30,

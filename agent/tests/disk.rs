@@ -1,5 +1,6 @@
-//! The disk probe on real tmpfs mounts of a known size, filled past each threshold. Needs
-//! root (mount); fails, never skips, without it.
+//! The disk probe on real mounts: tmpfs mounts of a known size filled past each threshold,
+//! and an ext4 filesystem on a loop device written to, its counters in the kernel's own
+//! `/proc/diskstats`. Needs root (mount); fails, never skips, without it.
 
 use std::{
     fs,
@@ -13,31 +14,58 @@ use nodemedic_agent::{
     probes::{Probe, ProbeContext, Section},
     testing::FakeHost,
 };
-use nodemedic_proto::v1::{DiskSection, Finding, Mount, Severity};
+use nodemedic_proto::v1::{Finding, Mount, Severity};
 
 const MIB: u64 = 1024 * 1024;
 
-/// A tmpfs mounted at `<host>/var/lib/kubelet`, unmounted on drop.
-struct Tmpfs {
+/// A filesystem mounted inside the fake host's tree, unmounted (and its loop device
+/// detached) on drop.
+struct Mounted {
     path: PathBuf,
+    /// Where the node sees it.
+    node_path: &'static str,
 }
 
-impl Tmpfs {
-    fn mount(host: &FakeHost, options: &str) -> Self {
-        let path = host.root().path("/var/lib/kubelet");
+impl Mounted {
+    /// A tmpfs with `options` at `/var/lib/kubelet`.
+    fn tmpfs(host: &FakeHost, options: &str) -> Self {
+        Self::mount(
+            host,
+            "/var/lib/kubelet",
+            &["-t", "tmpfs", "-o", options, "tmpfs"],
+        )
+    }
+
+    /// A fresh ext4 filesystem of `mib` MiB on a loop device at `node_path`.
+    fn ext4_on_loop(host: &FakeHost, node_path: &'static str, mib: u64) -> Self {
+        let image = host.root().path("/disk.img");
+        fs::File::create(&image)
+            .and_then(|f| f.set_len(mib * MIB))
+            .unwrap();
+        let status = Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(&image)
+            .status()
+            .expect("run mkfs.ext4 (e2fsprogs)");
+        assert!(status.success(), "mkfs.ext4 failed");
+        Self::mount(host, node_path, &["-o", "loop", image.to_str().unwrap()])
+    }
+
+    fn mount(host: &FakeHost, node_path: &'static str, args: &[&str]) -> Self {
+        let path = host.root().path(node_path);
         fs::create_dir_all(&path).unwrap();
         let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .args(args)
             .arg(&path)
             .status()
             .expect("run mount");
         assert!(
             status.success(),
-            "mount -t tmpfs failed: this test needs root (CI runs as root)"
+            "mount {args:?} failed: this test needs root (CI runs as root)"
         );
-        let tmpfs = Tmpfs { path };
-        tmpfs.publish(host);
-        tmpfs
+        let mounted = Mounted { path, node_path };
+        mounted.publish(host);
+        mounted
     }
 
     /// Copies the kernel's own mountinfo line for this mount into the fake host's table,
@@ -50,7 +78,7 @@ impl Tmpfs {
             .rfind(|l| l.split_whitespace().nth(4) == Some(target))
             .unwrap_or_else(|| panic!("{target} not in /proc/self/mountinfo"));
         let mut fields: Vec<&str> = line.split(' ').collect();
-        fields[4] = "/var/lib/kubelet";
+        fields[4] = self.node_path;
         host.set_mounts(&[&fields.join(" ")]);
     }
 
@@ -59,31 +87,42 @@ impl Tmpfs {
     }
 }
 
-impl Drop for Tmpfs {
+impl Drop for Mounted {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.path).status();
+        // -d: a loop device goes with its mount.
+        let _ = Command::new("umount").arg("-d").arg(&self.path).status();
     }
 }
 
 fn run(probe: &DiskProbe, host: &FakeHost, now: SystemTime) -> (Mount, Vec<Finding>) {
+    run_at(probe, host, now, "/var/lib/kubelet")
+}
+
+fn run_at(
+    probe: &DiskProbe,
+    host: &FakeHost,
+    now: SystemTime,
+    node_path: &str,
+) -> (Mount, Vec<Finding>) {
     let ctx = ProbeContext {
         host: host.root(),
         now,
     };
     let out = probe.run(&ctx).unwrap();
-    let Section::Disk(DiskSection { mounts }) = out.section else {
+    let Section::Disk(disk) = out.section else {
         panic!("not a disk section")
     };
-    let kubelet = mounts
+    let mount = disk
+        .mounts
         .into_iter()
-        .find(|m| m.mount_point == "/var/lib/kubelet")
-        .expect("the tmpfs is measured");
+        .find(|m| m.mount_point == node_path)
+        .expect("the filesystem is measured");
     let findings = out
         .findings
         .into_iter()
-        .filter(|f| f.subject == "/var/lib/kubelet")
+        .filter(|f| f.subject == node_path)
         .collect();
-    (kubelet, findings)
+    (mount, findings)
 }
 
 fn checks(findings: &[Finding]) -> Vec<(&str, Severity)> {
@@ -96,7 +135,7 @@ fn checks(findings: &[Finding]) -> Vec<(&str, Severity)> {
 #[test]
 fn space_thresholds_and_fill_forecast_on_a_real_tmpfs() {
     let host = FakeHost::new();
-    let tmpfs = Tmpfs::mount(&host, "size=64m,nr_inodes=10000");
+    let tmpfs = Mounted::tmpfs(&host, "size=64m,nr_inodes=10000");
     let probe = DiskProbe::default();
     let t0 = SystemTime::now();
 
@@ -157,7 +196,7 @@ fn space_thresholds_and_fill_forecast_on_a_real_tmpfs() {
 #[test]
 fn inode_exhaustion_and_read_only_remount_on_a_real_tmpfs() {
     let host = FakeHost::new();
-    let tmpfs = Tmpfs::mount(&host, "size=16m,nr_inodes=1000");
+    let tmpfs = Mounted::tmpfs(&host, "size=16m,nr_inodes=1000");
     let probe = DiskProbe::default();
     for i in 0..970 {
         fs::write(tmpfs.path.join(format!("f{i}")), b"").unwrap();
@@ -188,4 +227,41 @@ fn inode_exhaustion_and_read_only_remount_on_a_real_tmpfs() {
             ("disk.readonly", Severity::Critical)
         ]
     );
+}
+
+#[test]
+fn a_loop_devices_writes_show_in_its_busy_time_and_throughput() {
+    let host = FakeHost::new();
+    let disk = Mounted::ext4_on_loop(&host, "/var/lib/containerd", 96);
+    let probe = DiskProbe::default();
+    // The kernel's own counters, copied in at each run as the node's /proc holds them.
+    let run = |now| {
+        host.write(
+            "/proc/diskstats",
+            &fs::read_to_string("/proc/diskstats").unwrap(),
+        );
+        run_at(&probe, &host, now, "/var/lib/containerd")
+    };
+    let t0 = SystemTime::now();
+    let (m, _) = run(t0);
+    assert!(m.device_id.starts_with("7:"), "a loop device: {m:?}");
+    assert_eq!(m.busy_percent, None, "no rate from one reading");
+
+    // 48 MiB written past the page cache, each block synchronously.
+    let status = Command::new("dd")
+        .args(["if=/dev/zero", "bs=1M", "count=48", "oflag=direct,dsync"])
+        .arg(format!("of={}", disk.path.join("layer").display()))
+        .status()
+        .expect("run dd");
+    assert!(status.success());
+    let t1 = SystemTime::now();
+    let (m, _) = run(t1);
+    let span = t1.duration_since(t0).unwrap().as_secs_f64();
+    let written = m.write_bytes_per_second.expect("a rate from two readings") * span;
+    assert!(
+        written >= (48 * MIB) as f64,
+        "{written} bytes counted for 48 MiB written: {m:?}"
+    );
+    let busy = m.busy_percent.unwrap();
+    assert!(busy > 0.0 && busy <= 100.0, "busy {busy}%");
 }
