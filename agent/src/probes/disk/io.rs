@@ -202,6 +202,35 @@ mod tests {
     }
 
     #[test]
+    fn a_real_nodes_root_filesystem_finds_its_device() {
+        // A Kubernetes worker's sosreport (Ubuntu 20.04, kernel 5.4): its mount table and
+        // its diskstats, the same counters a second later.
+        use crate::{parse::mountinfo, probes::disk::mounts, testing::fixture};
+        let candidates = mounts::select(
+            mountinfo::parse(&fixture("proc/hotsos-k8s-node-pid1-mountinfo")).unwrap(),
+            |_| true,
+        );
+        let mut measured: Vec<Mount> = candidates
+            .iter()
+            .map(|c| mount(&c.info.device_id))
+            .collect();
+        let before = stats(&fixture("proc/hotsos-k8s-node-diskstats"));
+        let mut after = before.clone();
+        for d in &mut after.0 {
+            d.time_in_progress += 500;
+            d.sectors_written += 2048;
+        }
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut tracker = IoTracker::default();
+        tracker.rates(t0, &before, &mut measured);
+        tracker.rates(t0 + Duration::from_secs(1), &after, &mut measured);
+        assert_eq!(candidates[0].info.mount_point, "/");
+        assert_eq!(measured[0].device_id, "252:1", "vda1");
+        assert_eq!(measured[0].busy_percent, Some(50.0));
+        assert_eq!(measured[0].write_bytes_per_second, Some(1024.0 * 1024.0));
+    }
+
+    #[test]
     fn rates_come_from_the_change_between_two_runs() {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let mut tracker = IoTracker::default();
