@@ -12,7 +12,7 @@ use crate::{
     probes::{
         Probe, ProbeContext, cgroups::CgroupsProbe, clock::ClockProbe, disk::DiskProbe,
         dns::DnsProbe, images::ImagesProbe, inotify::InotifyProbe, kernel::KernelProbe,
-        kernel::rules::RuleSet, memory::MemoryProbe, pods::PodsProbe, set::ProbeSet,
+        kernel::rules::RuleSet, memory::MemoryProbe, net::NetProbe, pods::PodsProbe, set::ProbeSet,
         system::SystemProbe,
     },
     publish::Publisher,
@@ -49,6 +49,7 @@ pub fn default_probes(config: &Config, kube: &KubeSlot) -> Vec<Arc<dyn Probe>> {
         Arc::new(SystemProbe::new(t.system.clone())),
         Arc::new(ClockProbe::new(t.clock.clone())),
         Arc::new(InotifyProbe::new(config.inotify.clone())),
+        Arc::new(NetProbe::new(config.net.clone())),
         Arc::new(DnsProbe::new(config.dns.clone())),
         Arc::new(ImagesProbe::new(config.images.clone(), t.disk.fill_fit())),
     ];

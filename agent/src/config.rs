@@ -13,8 +13,8 @@ use serde::Deserialize;
 pub use crate::probes::{
     cgroups::config::CgroupsConfig, clock::ClockThresholds, disk::config::DiskThresholds,
     dns::config::DnsConfig, images::config::ImagesConfig, inotify::InotifyConfig,
-    kernel::config::KernelConfig, memory::MemoryThresholds, pods::config::KubernetesConfig,
-    system::SystemThresholds,
+    kernel::config::KernelConfig, memory::MemoryThresholds, net::NetConfig,
+    pods::config::KubernetesConfig, system::SystemThresholds,
 };
 pub use crate::publish::PublishConfig;
 
@@ -61,6 +61,8 @@ pub struct Config {
     pub cgroups: CgroupsConfig,
     /// Each user's inotify use against the kernel's limits.
     pub inotify: InotifyConfig,
+    /// The network interfaces looked at, and what is too lossy.
+    pub net: NetConfig,
     /// The node conditions and Events the agent writes into the cluster.
     pub publish: PublishConfig,
 }
@@ -76,6 +78,7 @@ impl Default for Config {
             kubernetes: KubernetesConfig::default(),
             cgroups: CgroupsConfig::default(),
             inotify: InotifyConfig::default(),
+            net: NetConfig::default(),
             publish: PublishConfig::default(),
         }
     }
@@ -130,7 +133,7 @@ impl Config {
             return Err("probe_timeout must be more than 0".into());
         }
         let t = &self.thresholds;
-        let parts: [(&str, Result<(), String>); 8] = [
+        let parts: [(&str, Result<(), String>); 9] = [
             ("thresholds.disk", t.disk.validate()),
             ("thresholds.system", t.system.validate()),
             ("thresholds.clock", t.clock.validate()),
@@ -138,6 +141,7 @@ impl Config {
             ("dns", self.dns.validate()),
             ("cgroups", self.cgroups.validate()),
             ("inotify", self.inotify.validate()),
+            ("net", self.net.validate()),
             ("publish", self.publish.validate()),
         ];
         for (name, result) in parts {

@@ -136,6 +136,11 @@ pub fn report(r: &NodeReport) -> String {
             u.top.join(", ")
         ));
     }
+    if let Some(n) = &r.net
+        && !n.interfaces.is_empty()
+    {
+        out.push_str(&format!("Network:  {}\n", net(n)));
+    }
     if let Some(d) = &r.dns {
         out.push_str(&dns(d));
     }
@@ -323,6 +328,33 @@ fn images(r: &ImageRuntime) -> String {
         ));
     }
     out
+}
+
+/// `eth0 up (default route), bond0 up 1/2 slaves`: each interface's link, and its loss
+/// over the window once there is one.
+fn net(n: &nodemedic_proto::v1::NetSection) -> String {
+    let parts: Vec<String> = n
+        .interfaces
+        .iter()
+        .map(|i| {
+            let mut s = format!("{} {}", i.name, i.operstate);
+            if i.carrier == Some(false) {
+                s.push_str(" NO CARRIER");
+            }
+            if i.default_route {
+                s.push_str(" (default route)");
+            }
+            if let (Some(rx), Some(tx)) = (i.rx_loss_percent, i.tx_loss_percent) {
+                s.push_str(&format!(", lost rx {rx:.1}% tx {tx:.1}%"));
+            }
+            if let Some(b) = n.bonds.iter().find(|b| b.name == i.name) {
+                let up = b.slaves.iter().filter(|s| s.mii_status == "up").count();
+                s.push_str(&format!(", {up}/{} slaves up", b.slaves.len()));
+            }
+            s
+        })
+        .collect();
+    parts.join("; ")
 }
 
 fn dns(d: &nodemedic_proto::v1::DnsSection) -> String {

@@ -133,6 +133,14 @@ pub const INOTIFY_INSTANCES: &str = "inotify.instances";
 /// `inotify.watches`: a user's inotify watches near `fs.inotify.max_user_watches`.
 pub const INOTIFY_WATCHES: &str = "inotify.watches";
 
+// The net probe.
+/// `net.link_down`: the interface the default route leaves by has no carrier.
+pub const NET_LINK_DOWN: &str = "net.link_down";
+/// `net.errors`: an interface loses packets to errors or drops.
+pub const NET_ERRORS: &str = "net.errors";
+/// `net.bond_degraded`: a bond runs with a slave down.
+pub const NET_BOND_DEGRADED: &str = "net.bond_degraded";
+
 // Raised by the agent or the collector about nodemedic itself.
 /// `probe.failed`: a probe could not measure (its checks are unknown).
 pub const PROBE_FAILED: &str = "probe.failed";
@@ -196,6 +204,9 @@ pub const ALL: &[&str] = &[
     CLOCK_OFFSET,
     INOTIFY_INSTANCES,
     INOTIFY_WATCHES,
+    NET_LINK_DOWN,
+    NET_ERRORS,
+    NET_BOND_DEGRADED,
     PROBE_FAILED,
     NODE_SILENT,
 ];

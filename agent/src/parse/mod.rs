@@ -4,6 +4,7 @@
 //! they are tested on real captured files (`tests/fixtures/real/`). Files procfs-core
 //! parses whole are read with `HostRoot::parse` (the host module).
 
+pub mod bonding;
 pub mod cgroup_memory;
 pub mod cgroup_path;
 pub mod kmsg;

@@ -23,6 +23,7 @@ pub mod images;
 pub mod inotify;
 pub mod kernel;
 pub mod memory;
+pub mod net;
 pub mod pods;
 pub mod set;
 pub mod system;
@@ -31,7 +32,7 @@ use std::time::{Duration, SystemTime};
 
 use nodemedic_proto::v1::{
     CgroupsSection, ClockSection, DiskSection, DnsSection, ImagesSection, InotifySection,
-    KernelSection, MemorySection, NodeReport, PodsSection, SystemSection,
+    KernelSection, MemorySection, NetSection, NodeReport, PodsSection, SystemSection,
 };
 
 use crate::host::{HostError, HostRoot};
@@ -91,6 +92,8 @@ pub enum Section {
     Clock(ClockSection),
     /// inotify use per user.
     Inotify(InotifySection),
+    /// The network interfaces.
+    Net(NetSection),
 }
 
 impl Section {
@@ -107,6 +110,7 @@ impl Section {
             Section::Cgroups(s) => report.cgroups = Some(s),
             Section::Clock(s) => report.clock = Some(s),
             Section::Inotify(s) => report.inotify = Some(s),
+            Section::Net(s) => report.net = Some(s),
         }
     }
 }

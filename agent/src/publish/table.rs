@@ -127,6 +127,17 @@ pub const TABLE: &[ConditionRow] = &[
         &[checks::DISK_IO_PRESSURE],
     ),
     row(
+        "NetworkInterfaceProblem",
+        "InterfaceDownOrLossy",
+        "InterfacesHealthy",
+        false,
+        &[
+            checks::NET_LINK_DOWN,
+            checks::NET_ERRORS,
+            checks::NET_BOND_DEGRADED,
+        ],
+    ),
+    row(
         "KernelLimitsNear",
         "KernelTableNearFull",
         "KernelTablesHaveRoom",

@@ -91,6 +91,13 @@ impl FakeHost {
         host.write("/proc/sys/fs/inotify/max_user_instances", "128\n");
         host.write("/proc/sys/fs/inotify/max_user_watches", "8192\n");
         host.set_mounts(&[]);
+        host.set_link("lo", false, "unknown", Some(true));
+        host.set_link("eth0", true, "up", Some(true));
+        host.write("/proc/net/route", "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\neth0\t00000000\t0100000A\t0003\t0\t0\t100\t00000000\t0\t0\t0\neth0\t0000000A\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n");
+        host.set_net_counters(&[
+            ("lo", [500, 0, 0, 500, 0, 0]),
+            ("eth0", [90_000, 0, 0, 80_000, 0, 0]),
+        ]);
         // A quiet kernel log (the kernel probe reads it when the tree has no /dev/kmsg).
         host.write("/var/log/kern.log", "");
         host
@@ -101,6 +108,46 @@ impl FakeHost {
     /// machine's real clock instead.
     pub fn root(&self) -> HostRoot {
         HostRoot::new(self.dir.path()).with_clock(std::sync::Arc::clone(&self.clock))
+    }
+
+    /// Puts an interface in the tree's `/sys/class/net`: `physical` gives it a `device`
+    /// link's directory, `carrier` `None` leaves the file out (an interface configured down,
+    /// whose carrier the kernel refuses to read).
+    pub fn set_link(&self, name: &str, physical: bool, operstate: &str, carrier: Option<bool>) {
+        let base = format!("/sys/class/net/{name}");
+        self.write(&format!("{base}/operstate"), &format!("{operstate}\n"));
+        let flags = if carrier.is_some() {
+            "0x1003"
+        } else {
+            "0x1002"
+        };
+        self.write(&format!("{base}/flags"), &format!("{flags}\n"));
+        let carrier_path = self.root().path(&format!("{base}/carrier"));
+        match carrier {
+            Some(c) => self.write(&format!("{base}/carrier"), if c { "1\n" } else { "0\n" }),
+            None => {
+                let _ = std::fs::remove_file(carrier_path);
+            }
+        }
+        if physical {
+            std::fs::create_dir_all(self.root().path(&format!("{base}/device"))).unwrap();
+        }
+    }
+
+    /// Writes `/proc/net/dev` with each interface's rx packets, errors, drops and tx
+    /// packets, errors, drops (bytes and the other columns derived or zero).
+    pub fn set_net_counters(&self, interfaces: &[(&str, [u64; 6])]) {
+        let mut text = String::from(
+            "Inter-|   Receive                                                |  Transmit\n face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n",
+        );
+        for (name, [rp, re, rd, tp, te, td]) in interfaces {
+            text.push_str(&format!(
+                "{name:>6}: {} {rp} {re} {rd} 0 0 0 0 {} {tp} {te} {td} 0 0 0 0\n",
+                rp * 1000,
+                tp * 1000
+            ));
+        }
+        self.write("/proc/net/dev", &text);
     }
 
     /// Sets what the tree's clock answers.

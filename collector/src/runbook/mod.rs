@@ -512,6 +512,16 @@ mod tests {
             c.rules().any(|(r, _)| r.scope == Scope::Cluster),
             "cluster rules are in the catalog"
         );
+        // A consequence names a check something emits, or it never folds anything in.
+        for (r, _) in c.rules() {
+            for check in r.consequences.iter().chain(&r.matcher.checks) {
+                assert!(
+                    nodemedic_proto::checks::ALL.contains(&check.as_str()),
+                    "rule {} names {check}, which no probe emits",
+                    r.id
+                );
+            }
+        }
     }
 
     #[test]
