@@ -12,8 +12,8 @@ use crate::{
     probes::{
         Probe, ProbeContext, cgroups::CgroupsProbe, clock::ClockProbe, disk::DiskProbe,
         dns::DnsProbe, images::ImagesProbe, inotify::InotifyProbe, kernel::KernelProbe,
-        kernel::rules::RuleSet, memory::MemoryProbe, net::NetProbe, pods::PodsProbe, set::ProbeSet,
-        system::SystemProbe,
+        kernel::rules::RuleSet, memory::MemoryProbe, net::NetProbe, pods::PodsProbe,
+        services::ServicesProbe, set::ProbeSet, system::SystemProbe,
     },
     publish::Publisher,
 };
@@ -50,6 +50,10 @@ pub fn default_probes(config: &Config, kube: &KubeSlot) -> Vec<Arc<dyn Probe>> {
         Arc::new(ClockProbe::new(t.clock.clone())),
         Arc::new(InotifyProbe::new(config.inotify.clone())),
         Arc::new(NetProbe::new(config.net.clone())),
+        Arc::new(ServicesProbe::new(
+            config.services.clone(),
+            config.images.sockets(),
+        )),
         Arc::new(DnsProbe::new(config.dns.clone())),
         Arc::new(ImagesProbe::new(config.images.clone(), t.disk.fill_fit())),
     ];

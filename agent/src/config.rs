@@ -14,7 +14,7 @@ pub use crate::probes::{
     cgroups::config::CgroupsConfig, clock::ClockThresholds, disk::config::DiskThresholds,
     dns::config::DnsConfig, images::config::ImagesConfig, inotify::InotifyConfig,
     kernel::config::KernelConfig, memory::MemoryThresholds, net::NetConfig,
-    pods::config::KubernetesConfig, system::SystemThresholds,
+    pods::config::KubernetesConfig, services::ServicesConfig, system::SystemThresholds,
 };
 pub use crate::publish::PublishConfig;
 
@@ -63,6 +63,8 @@ pub struct Config {
     pub inotify: InotifyConfig,
     /// The network interfaces looked at, and what is too lossy.
     pub net: NetConfig,
+    /// The kubelet's and the runtimes' own health.
+    pub services: ServicesConfig,
     /// The node conditions and Events the agent writes into the cluster.
     pub publish: PublishConfig,
 }
@@ -79,6 +81,7 @@ impl Default for Config {
             cgroups: CgroupsConfig::default(),
             inotify: InotifyConfig::default(),
             net: NetConfig::default(),
+            services: ServicesConfig::default(),
             publish: PublishConfig::default(),
         }
     }
@@ -133,7 +136,7 @@ impl Config {
             return Err("probe_timeout must be more than 0".into());
         }
         let t = &self.thresholds;
-        let parts: [(&str, Result<(), String>); 9] = [
+        let parts: [(&str, Result<(), String>); 10] = [
             ("thresholds.disk", t.disk.validate()),
             ("thresholds.system", t.system.validate()),
             ("thresholds.clock", t.clock.validate()),
@@ -142,6 +145,7 @@ impl Config {
             ("cgroups", self.cgroups.validate()),
             ("inotify", self.inotify.validate()),
             ("net", self.net.validate()),
+            ("services", self.services.validate()),
             ("publish", self.publish.validate()),
         ];
         for (name, result) in parts {

@@ -10,7 +10,7 @@
 //!   procfs-core does not cover, tested on real captured files).
 //! - Shared by several probes, owned by none: [`runtime`] (Docker and CRI clients),
 //!   [`kubernetes`] (the watches of this node's objects and their compact view),
-//!   [`forecast`] (fill rates).
+//!   [`forecast`] (fill rates), [`kubelet`] (the kubelet's config file).
 //! - [`probes`]: the [`probes::Probe`] trait, one module per probe with its own settings,
 //!   and [`probes::set::ProbeSet`], which runs them under a deadline and turns a failure
 //!   into a `probe.failed` finding.
@@ -31,6 +31,7 @@ pub mod config;
 pub mod forecast;
 pub mod health;
 pub mod host;
+pub mod kubelet;
 pub mod kubernetes;
 pub mod metrics;
 pub mod parse;

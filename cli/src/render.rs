@@ -136,6 +136,37 @@ pub fn report(r: &NodeReport) -> String {
             u.top.join(", ")
         ));
     }
+    if let Some(s) = &r.services {
+        let mut parts = vec![];
+        if s.kubelet_expected {
+            parts.push(format!(
+                "kubelet {} ({})",
+                s.kubelet_answer, s.kubelet_healthz
+            ));
+        }
+        for rt in &s.runtimes {
+            let state = if rt.error.is_empty() {
+                let conditions: Vec<String> = rt
+                    .conditions
+                    .iter()
+                    .map(|c| {
+                        if c.status {
+                            c.r#type.clone()
+                        } else {
+                            format!("{}=false ({})", c.r#type, c.reason)
+                        }
+                    })
+                    .collect();
+                format!("{}: {}", rt.version, conditions.join(", "))
+            } else {
+                format!("{}: {}", rt.endpoint, rt.error)
+            };
+            parts.push(state);
+        }
+        if !parts.is_empty() {
+            out.push_str(&format!("Services: {}\n", parts.join("; ")));
+        }
+    }
     if let Some(n) = &r.net
         && !n.interfaces.is_empty()
     {

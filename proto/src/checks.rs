@@ -141,6 +141,15 @@ pub const NET_ERRORS: &str = "net.errors";
 /// `net.bond_degraded`: a bond runs with a slave down.
 pub const NET_BOND_DEGRADED: &str = "net.bond_degraded";
 
+// The services probe.
+/// `services.kubelet_unhealthy`: the kubelet's /healthz failed 3 times in a row.
+pub const SERVICES_KUBELET_UNHEALTHY: &str = "services.kubelet_unhealthy";
+/// `services.runtime_not_ready`: a CRI runtime's Status says RuntimeReady false.
+pub const SERVICES_RUNTIME_NOT_READY: &str = "services.runtime_not_ready";
+/// `services.network_not_ready`: a CRI runtime's Status says NetworkReady false (the CNI
+/// plugin is not set up).
+pub const SERVICES_NETWORK_NOT_READY: &str = "services.network_not_ready";
+
 // Raised by the agent or the collector about nodemedic itself.
 /// `probe.failed`: a probe could not measure (its checks are unknown).
 pub const PROBE_FAILED: &str = "probe.failed";
@@ -207,6 +216,9 @@ pub const ALL: &[&str] = &[
     NET_LINK_DOWN,
     NET_ERRORS,
     NET_BOND_DEGRADED,
+    SERVICES_KUBELET_UNHEALTHY,
+    SERVICES_RUNTIME_NOT_READY,
+    SERVICES_NETWORK_NOT_READY,
     PROBE_FAILED,
     NODE_SILENT,
 ];

@@ -25,6 +25,7 @@ pub mod kernel;
 pub mod memory;
 pub mod net;
 pub mod pods;
+pub mod services;
 pub mod set;
 pub mod system;
 
@@ -32,7 +33,8 @@ use std::time::{Duration, SystemTime};
 
 use nodemedic_proto::v1::{
     CgroupsSection, ClockSection, DiskSection, DnsSection, ImagesSection, InotifySection,
-    KernelSection, MemorySection, NetSection, NodeReport, PodsSection, SystemSection,
+    KernelSection, MemorySection, NetSection, NodeReport, PodsSection, ServicesSection,
+    SystemSection,
 };
 
 use crate::host::{HostError, HostRoot};
@@ -94,6 +96,8 @@ pub enum Section {
     Inotify(InotifySection),
     /// The network interfaces.
     Net(NetSection),
+    /// The kubelet's and the runtimes' own health.
+    Services(ServicesSection),
 }
 
 impl Section {
@@ -111,6 +115,7 @@ impl Section {
             Section::Clock(s) => report.clock = Some(s),
             Section::Inotify(s) => report.inotify = Some(s),
             Section::Net(s) => report.net = Some(s),
+            Section::Services(s) => report.services = Some(s),
         }
     }
 }

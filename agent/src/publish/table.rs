@@ -63,7 +63,24 @@ pub const TABLE: &[ConditionRow] = &[
         "ContainerRuntimeIsDown",
         "ContainerRuntimeIsUp",
         true,
-        &[checks::IMAGES_RUNTIME_UNREACHABLE],
+        &[
+            checks::IMAGES_RUNTIME_UNREACHABLE,
+            checks::SERVICES_RUNTIME_NOT_READY,
+        ],
+    ),
+    row(
+        "KubeletUnhealthy",
+        "KubeletUnhealthy",
+        "KubeletIsHealthy",
+        true,
+        &[checks::SERVICES_KUBELET_UNHEALTHY],
+    ),
+    row(
+        "PodNetworkNotReady",
+        "CNIPluginNotReady",
+        "CNIPluginReady",
+        false,
+        &[checks::SERVICES_NETWORK_NOT_READY],
     ),
     row(
         "DiskFilling",

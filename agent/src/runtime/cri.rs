@@ -1,13 +1,15 @@
 //! CRI runtimes (containerd, CRI-O, cri-dockerd) through the Kubernetes CRI v1 gRPC API on
 //! their unix socket: the image filesystem (`ImageFsInfo`), the images (`ListImages`) and
-//! the containers (`ListContainers`), so images used by no container are known.
+//! the containers (`ListContainers`), so images used by no container are known; and the
+//! runtime's own health (`Status`).
 
 use std::{collections::HashSet, path::Path};
 
 use hyper_util::rt::TokioIo;
 use nodemedic_proto::cri::{
-    ImageFsInfoRequest, ListContainersRequest, ListImagesRequest, VersionRequest,
-    image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient,
+    ImageFsInfoRequest, ListContainersRequest, ListImagesRequest, RuntimeCondition, StatusRequest,
+    VersionRequest, image_service_client::ImageServiceClient,
+    runtime_service_client::RuntimeServiceClient,
 };
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -43,7 +45,7 @@ pub async fn connect(socket: &Path, timeout: std::time::Duration) -> Result<Chan
         .map_err(|e| RuntimeError::Cri(format!("cannot connect: {e}")))
 }
 
-fn status(what: &'static str) -> impl Fn(tonic::Status) -> RuntimeError {
+fn status_error(what: &'static str) -> impl Fn(tonic::Status) -> RuntimeError {
     move |s| {
         RuntimeError::Cri(format!(
             "{what}: {}: {}",
@@ -51,6 +53,30 @@ fn status(what: &'static str) -> impl Fn(tonic::Status) -> RuntimeError {
             s.message()
         ))
     }
+}
+
+/// The runtime's conditions (`RuntimeReady`, `NetworkReady`) and its version.
+pub async fn status(channel: Channel) -> Result<(String, Vec<RuntimeCondition>), RuntimeError> {
+    let mut runtime = RuntimeServiceClient::new(channel);
+    let version = runtime
+        .version(VersionRequest {
+            version: "v1".into(),
+        })
+        .await
+        .map_err(status_error("Version"))?
+        .into_inner();
+    let conditions = runtime
+        .status(StatusRequest { verbose: false })
+        .await
+        .map_err(status_error("Status"))?
+        .into_inner()
+        .status
+        .map(|s| s.conditions)
+        .unwrap_or_default();
+    Ok((
+        format!("{} {}", version.runtime_name, version.runtime_version),
+        conditions,
+    ))
 }
 
 /// What the runtime holds.
@@ -62,17 +88,17 @@ pub async fn inventory(channel: Channel) -> Result<Inventory, RuntimeError> {
             version: "v1".into(),
         })
         .await
-        .map_err(status("Version"))?
+        .map_err(status_error("Version"))?
         .into_inner();
     let fs = images
         .image_fs_info(ImageFsInfoRequest {})
         .await
-        .map_err(status("ImageFsInfo"))?
+        .map_err(status_error("ImageFsInfo"))?
         .into_inner();
     let listed = images
         .list_images(ListImagesRequest { filter: None })
         .await
-        .map_err(status("ListImages"))?
+        .map_err(status_error("ListImages"))?
         .into_inner()
         .images;
     let used = images_in_use(&mut runtime).await?;
@@ -123,7 +149,7 @@ pub async fn images_in_use(
     let containers = runtime
         .list_containers(ListContainersRequest { filter: None })
         .await
-        .map_err(status("ListContainers"))?
+        .map_err(status_error("ListContainers"))?
         .into_inner()
         .containers;
     Ok(containers

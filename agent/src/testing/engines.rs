@@ -174,25 +174,32 @@ pub struct Containerd {
     child: std::process::Child,
     /// Its gRPC socket (CRI and containerd's own API).
     pub socket: PathBuf,
+    /// Where its CRI plugin looks for CNI network configs: empty at start, so the runtime
+    /// says NetworkReady=false until a test writes one.
+    pub cni_conf_dir: PathBuf,
 }
 
 impl Containerd {
     /// Starts containerd under `dir` and waits for its socket. Its CRI sandbox image is
     /// [`BUSYBOX_IMAGE`], and it keeps the OOM score it is given (`restrict_oom_score_adj`):
     /// runc cannot lower a sandbox's score to the kubelet's -998 inside this machine's own
-    /// container, and fails with "can't get final child's PID from pipe" if asked to.
+    /// container, and fails with "can't get final child's PID from pipe" if asked to. Its
+    /// CNI directories are its own (pods run on the host's network, needing none).
     pub fn start(dir: &std::path::Path) -> Self {
-        std::fs::create_dir_all(dir).expect("the runtime's directory");
+        let cni_conf_dir = dir.join("cni/net.d");
+        std::fs::create_dir_all(&cni_conf_dir).expect("the runtime's directories");
         let socket = dir.join("containerd.sock");
         let config = dir.join("config.toml");
         std::fs::write(
             &config,
             format!(
-                "version = 2\nroot = \"{}\"\nstate = \"{}\"\n[grpc]\n  address = \"{}\"\n[ttrpc]\n  address = \"{}\"\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"{BUSYBOX_IMAGE}\"\n  restrict_oom_score_adj = true\n",
+                "version = 2\nroot = \"{}\"\nstate = \"{}\"\n[grpc]\n  address = \"{}\"\n[ttrpc]\n  address = \"{}\"\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"{BUSYBOX_IMAGE}\"\n  restrict_oom_score_adj = true\n[plugins.\"io.containerd.grpc.v1.cri\".cni]\n  conf_dir = \"{}\"\n  bin_dir = \"{}\"\n",
                 dir.join("root").display(),
                 dir.join("state").display(),
                 socket.display(),
                 dir.join("ttrpc.sock").display(),
+                cni_conf_dir.display(),
+                dir.join("cni/bin").display(),
             ),
         )
         .expect("containerd config");
@@ -206,7 +213,11 @@ impl Containerd {
             .unwrap_or_else(|e| {
                 panic!("cannot start containerd ({e}): install containerd (scripts/test does)")
             });
-        let runtime = Containerd { child, socket };
+        let runtime = Containerd {
+            child,
+            socket,
+            cni_conf_dir,
+        };
         wait_for_socket(&runtime.socket, "containerd", &log);
         runtime
     }

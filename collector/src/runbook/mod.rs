@@ -29,6 +29,10 @@ const BUILTIN: &[(&str, &str)] = &[
     ("nodes.yaml", include_str!("../../runbooks/nodes.yaml")),
     ("kernel.yaml", include_str!("../../runbooks/kernel.yaml")),
     ("host.yaml", include_str!("../../runbooks/host.yaml")),
+    (
+        "services.yaml",
+        include_str!("../../runbooks/services.yaml"),
+    ),
 ];
 
 /// Placeholders a command or step may use; filled from the finding.

@@ -26,7 +26,6 @@ use nodemedic_proto::checks;
 use nodemedic_proto::v1::{
     DnsSearchLookup, DnsSection, Evidence, Finding, ResolvConf as ResolvConfSummary, Severity,
 };
-use serde::Deserialize;
 use tracing::debug;
 
 use self::{
@@ -37,6 +36,7 @@ use self::{
 use super::{Probe, ProbeContext, ProbeError, ProbeOutput, Section};
 use crate::{
     host::HostRoot,
+    kubelet::KubeletConfig,
     parse::resolv_conf::{self, MAX_NAMESERVERS, MAX_SEARCH_CHARS, MAX_SEARCH_DOMAINS, ResolvConf},
 };
 
@@ -85,25 +85,6 @@ impl DnsProbe {
             config,
             state: Mutex::default(),
         }
-    }
-}
-
-/// The parts of the kubelet's config file that concern DNS.
-#[derive(Debug, Default, Deserialize)]
-struct KubeletConfig {
-    #[serde(rename = "clusterDNS", default)]
-    cluster_dns: Vec<String>,
-    #[serde(rename = "clusterDomain", default)]
-    cluster_domain: Option<String>,
-}
-
-fn kubelet_config(host: &HostRoot) -> KubeletConfig {
-    match host.read_if_present("/var/lib/kubelet/config.yaml") {
-        Ok(Some(text)) => serde_saphyr::from_str(&text).unwrap_or_else(|e| {
-            debug!(message = "Ignoring an unreadable kubelet config.", error = %e);
-            KubeletConfig::default()
-        }),
-        _ => KubeletConfig::default(),
     }
 }
 
@@ -235,7 +216,7 @@ impl Probe for DnsProbe {
                 .map(|t| (path.clone(), resolv_conf::parse(&t))),
             None => None,
         };
-        let kubelet = kubelet_config(host);
+        let kubelet = KubeletConfig::read(host).unwrap_or_default();
         let domain = kubelet
             .cluster_domain
             .clone()
