@@ -10,10 +10,10 @@ use crate::{
     host::HostRoot,
     kubernetes::{self, view::KubeSlot},
     probes::{
-        Probe, ProbeContext, cgroups::CgroupsProbe, clock::ClockProbe, disk::DiskProbe,
-        dns::DnsProbe, images::ImagesProbe, inotify::InotifyProbe, kernel::KernelProbe,
-        kernel::rules::RuleSet, memory::MemoryProbe, net::NetProbe, pods::PodsProbe,
-        services::ServicesProbe, set::ProbeSet, system::SystemProbe,
+        Probe, ProbeContext, certs::CertsProbe, cgroups::CgroupsProbe, clock::ClockProbe,
+        disk::DiskProbe, dns::DnsProbe, images::ImagesProbe, inotify::InotifyProbe,
+        kernel::KernelProbe, kernel::rules::RuleSet, memory::MemoryProbe, net::NetProbe,
+        pods::PodsProbe, services::ServicesProbe, set::ProbeSet, system::SystemProbe,
     },
     publish::Publisher,
 };
@@ -50,6 +50,7 @@ pub fn default_probes(config: &Config, kube: &KubeSlot) -> Vec<Arc<dyn Probe>> {
         Arc::new(ClockProbe::new(t.clock.clone())),
         Arc::new(InotifyProbe::new(config.inotify.clone())),
         Arc::new(NetProbe::new(config.net.clone())),
+        Arc::new(CertsProbe::new(config.certs.clone())),
         Arc::new(ServicesProbe::new(
             config.services.clone(),
             config.images.sockets(),

@@ -11,9 +11,9 @@ use std::{path::Path, time::Duration};
 use serde::Deserialize;
 
 pub use crate::probes::{
-    cgroups::config::CgroupsConfig, clock::ClockThresholds, disk::config::DiskThresholds,
-    dns::config::DnsConfig, images::config::ImagesConfig, inotify::InotifyConfig,
-    kernel::config::KernelConfig, memory::MemoryThresholds, net::NetConfig,
+    certs::CertsConfig, cgroups::config::CgroupsConfig, clock::ClockThresholds,
+    disk::config::DiskThresholds, dns::config::DnsConfig, images::config::ImagesConfig,
+    inotify::InotifyConfig, kernel::config::KernelConfig, memory::MemoryThresholds, net::NetConfig,
     pods::config::KubernetesConfig, services::ServicesConfig, system::SystemThresholds,
 };
 pub use crate::publish::PublishConfig;
@@ -65,6 +65,8 @@ pub struct Config {
     pub net: NetConfig,
     /// The kubelet's and the runtimes' own health.
     pub services: ServicesConfig,
+    /// The node's certificates.
+    pub certs: CertsConfig,
     /// The node conditions and Events the agent writes into the cluster.
     pub publish: PublishConfig,
 }
@@ -82,6 +84,7 @@ impl Default for Config {
             inotify: InotifyConfig::default(),
             net: NetConfig::default(),
             services: ServicesConfig::default(),
+            certs: CertsConfig::default(),
             publish: PublishConfig::default(),
         }
     }
@@ -136,7 +139,7 @@ impl Config {
             return Err("probe_timeout must be more than 0".into());
         }
         let t = &self.thresholds;
-        let parts: [(&str, Result<(), String>); 10] = [
+        let parts: [(&str, Result<(), String>); 11] = [
             ("thresholds.disk", t.disk.validate()),
             ("thresholds.system", t.system.validate()),
             ("thresholds.clock", t.clock.validate()),
@@ -146,6 +149,7 @@ impl Config {
             ("inotify", self.inotify.validate()),
             ("net", self.net.validate()),
             ("services", self.services.validate()),
+            ("certs", self.certs.validate()),
             ("publish", self.publish.validate()),
         ];
         for (name, result) in parts {

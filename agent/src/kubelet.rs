@@ -28,6 +28,9 @@ pub struct KubeletConfig {
     /// Its port (default 10248; 0 turns it off).
     #[serde(rename = "healthzPort", default)]
     pub healthz_port: Option<u16>,
+    /// Its serving certificate, when given as a file (not bootstrapped).
+    #[serde(rename = "tlsCertFile", default)]
+    pub tls_cert_file: Option<String>,
 }
 
 impl KubeletConfig {

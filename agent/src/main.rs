@@ -93,7 +93,8 @@ async fn main() -> anyhow::Result<()> {
     if args.interval < Duration::from_secs(1) {
         anyhow::bail!("--interval must be at least 1s, got {:?}", args.interval);
     }
-    let config = Config::load_or_default(args.config.as_deref())?;
+    let mut config = Config::load_or_default(args.config.as_deref())?;
+    config.certs.agent_certificate = args.cert.as_ref().map(|p| p.display().to_string());
     let node = node_name(args.node_name)?;
     let remediator = Arc::new(Remediator::new(
         &node,

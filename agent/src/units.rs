@@ -56,3 +56,9 @@ macro_rules! at_least {
     };
 }
 pub(crate) use at_least;
+
+/// A time as RFC 3339 in whole seconds, UTC (`2026-12-07T06:50:00Z`): the form of a
+/// Kubernetes `Time` and of the times in findings' evidence.
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}

@@ -167,6 +167,26 @@ pub fn report(r: &NodeReport) -> String {
             out.push_str(&format!("Services: {}\n", parts.join("; ")));
         }
     }
+    if let Some(c) = &r.certs
+        && !c.certificates.is_empty()
+    {
+        let parts: Vec<String> = c
+            .certificates
+            .iter()
+            .map(|cert| match &cert.not_after {
+                _ if !cert.error.is_empty() => {
+                    format!("{} {}: {}", cert.role, cert.path, cert.error)
+                }
+                Some(t) => format!(
+                    "{} until {}",
+                    cert.role,
+                    humantime::format_rfc3339_seconds(nodemedic_proto::time::system_time(t))
+                ),
+                None => format!("{} {}", cert.role, cert.path),
+            })
+            .collect();
+        out.push_str(&format!("Certs:    {}\n", parts.join("; ")));
+    }
     if let Some(n) = &r.net
         && !n.interfaces.is_empty()
     {

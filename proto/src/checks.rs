@@ -150,6 +150,15 @@ pub const SERVICES_RUNTIME_NOT_READY: &str = "services.runtime_not_ready";
 /// plugin is not set up).
 pub const SERVICES_NETWORK_NOT_READY: &str = "services.network_not_ready";
 
+// The certs probe.
+/// `certs.expiry`: a certificate on the node expires within 7 days (critical within 24 h
+/// or expired).
+pub const CERTS_EXPIRY: &str = "certs.expiry";
+/// `certs.rotation`: a certificate past 80 % of its lifetime has not been replaced.
+pub const CERTS_ROTATION: &str = "certs.rotation";
+/// `certs.unreadable`: a certificate the node's config names cannot be read or parsed.
+pub const CERTS_UNREADABLE: &str = "certs.unreadable";
+
 // Raised by the agent or the collector about nodemedic itself.
 /// `probe.failed`: a probe could not measure (its checks are unknown).
 pub const PROBE_FAILED: &str = "probe.failed";
@@ -219,6 +228,9 @@ pub const ALL: &[&str] = &[
     SERVICES_KUBELET_UNHEALTHY,
     SERVICES_RUNTIME_NOT_READY,
     SERVICES_NETWORK_NOT_READY,
+    CERTS_EXPIRY,
+    CERTS_ROTATION,
+    CERTS_UNREADABLE,
     PROBE_FAILED,
     NODE_SILENT,
 ];

@@ -44,6 +44,8 @@ pub const TIMESTAMP_FIELDS: &[&str] = &[
     "lastAt",
     "lastReport",
     "lastSeen",
+    "notAfter",
+    "notBefore",
     "requestedAt",
     "resolvedAt",
     "scannedAt",

@@ -108,6 +108,27 @@ impl HostRoot {
         self.dir.join(host_path.trim_start_matches('/'))
     }
 
+    /// The real path of a host path whose last part may be a symbolic link, followed as
+    /// the node would: an absolute target (`/var/lib/kubelet/pki/kubelet-client-….pem`, as
+    /// the kubelet writes them) is taken under the root, not in the agent's own
+    /// filesystem. Gives up after 8 links (a loop) with the last path reached.
+    pub fn resolve(&self, host_path: &str) -> PathBuf {
+        let mut current = host_path.to_owned();
+        for _ in 0..8 {
+            let Ok(target) = fs::read_link(self.path(&current)) else {
+                break;
+            };
+            let target = target.to_string_lossy().into_owned();
+            current = if target.starts_with('/') {
+                target
+            } else {
+                let parent = current.rsplit_once('/').map_or("", |(p, _)| p);
+                format!("{parent}/{target}")
+            };
+        }
+        self.path(&current)
+    }
+
     /// Reads a host file as text; the error names the file.
     pub fn read(&self, host_path: &str) -> Result<String, HostError> {
         let path = self.path(host_path);
@@ -223,5 +244,33 @@ pub struct FsUsage {
 impl Default for HostRoot {
     fn default() -> Self {
         HostRoot::new("/")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_are_followed_under_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = HostRoot::new(dir.path());
+        std::fs::create_dir_all(root.path("/var/lib/kubelet/pki")).unwrap();
+        std::fs::write(root.path("/var/lib/kubelet/pki/dated.pem"), "x").unwrap();
+        let link = |target: &str, name: &str| {
+            std::os::unix::fs::symlink(target, root.path(&format!("/var/lib/kubelet/pki/{name}")))
+                .unwrap()
+        };
+        link("/var/lib/kubelet/pki/dated.pem", "absolute.pem");
+        link("absolute.pem", "relative.pem");
+        link("loop-b", "loop-a");
+        link("loop-a", "loop-b");
+        for name in ["absolute.pem", "relative.pem"] {
+            assert_eq!(
+                root.resolve(&format!("/var/lib/kubelet/pki/{name}")),
+                root.path("/var/lib/kubelet/pki/dated.pem")
+            );
+        }
+        assert!(!root.resolve("/var/lib/kubelet/pki/loop-a").is_file());
     }
 }

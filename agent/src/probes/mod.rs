@@ -15,6 +15,7 @@
 //! import each other: what several share lives outside `probes/` (`runtime`,
 //! `kubernetes`, `forecast`, `units`).
 
+pub mod certs;
 pub mod cgroups;
 pub mod clock;
 pub mod disk;
@@ -32,9 +33,9 @@ pub mod system;
 use std::time::{Duration, SystemTime};
 
 use nodemedic_proto::v1::{
-    CgroupsSection, ClockSection, DiskSection, DnsSection, ImagesSection, InotifySection,
-    KernelSection, MemorySection, NetSection, NodeReport, PodsSection, ServicesSection,
-    SystemSection,
+    CertsSection, CgroupsSection, ClockSection, DiskSection, DnsSection, ImagesSection,
+    InotifySection, KernelSection, MemorySection, NetSection, NodeReport, PodsSection,
+    ServicesSection, SystemSection,
 };
 
 use crate::host::{HostError, HostRoot};
@@ -98,6 +99,8 @@ pub enum Section {
     Net(NetSection),
     /// The kubelet's and the runtimes' own health.
     Services(ServicesSection),
+    /// The node's certificates.
+    Certs(CertsSection),
 }
 
 impl Section {
@@ -116,6 +119,7 @@ impl Section {
             Section::Inotify(s) => report.inotify = Some(s),
             Section::Net(s) => report.net = Some(s),
             Section::Services(s) => report.services = Some(s),
+            Section::Certs(s) => report.certs = Some(s),
         }
     }
 }

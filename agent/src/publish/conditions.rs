@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 
 use super::table;
 pub use crate::probes::kernel::rules::RuleCondition;
+use crate::units::rfc3339;
 
 /// How every condition nodemedic writes begins, so that it knows its own.
 pub const MARKER: &str = "nodemedic: ";
@@ -488,17 +489,6 @@ fn severity_label(severity: i32) -> &'static str {
 /// Time from `from` to `to`; none when the clock went back.
 pub(super) fn elapsed(from: SystemTime, to: SystemTime) -> Duration {
     to.duration_since(from).unwrap_or_default()
-}
-
-/// A Kubernetes `Time` (RFC 3339, whole seconds).
-pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    jiff::Timestamp::from_second(secs as i64)
-        .map(|t| t.to_string())
-        .unwrap_or_default()
 }
 
 /// This node's heartbeat: its period (`base` plus up to a fifth of it) and the time from

@@ -20,7 +20,8 @@ use std::{
 use nodemedic_proto::v1::{ActionOutcome, NodeReport};
 use serde_json::{Value, json};
 
-use super::conditions::{elapsed, rfc3339};
+use super::conditions::elapsed;
+use crate::units::rfc3339;
 
 /// Occurrences this far apart or closer are one Event (client-go's and kube's window).
 pub const SERIES_WINDOW: Duration = Duration::from_secs(6 * 60);

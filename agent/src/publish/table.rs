@@ -211,6 +211,17 @@ pub const TABLE: &[ConditionRow] = &[
         &[checks::CLOCK_UNSYNCHRONISED, checks::CLOCK_OFFSET],
     ),
     row(
+        "CertificateExpiring",
+        "CertificateExpiresSoon",
+        "CertificatesValid",
+        false,
+        &[
+            checks::CERTS_EXPIRY,
+            checks::CERTS_ROTATION,
+            checks::CERTS_UNREADABLE,
+        ],
+    ),
+    row(
         "HardwareErrors",
         "HardwareReportsErrors",
         "HardwareHasNoErrors",

@@ -10,7 +10,10 @@ use nodemedic_proto::checks;
 use nodemedic_proto::v1::{Evidence, Finding, Severity};
 
 use super::{classify, config::KubernetesConfig};
-use crate::kubernetes::cluster::{Cluster, ConditionView, ContainerView, EventView, PodView};
+use crate::{
+    kubernetes::cluster::{Cluster, ConditionView, ContainerView, EventView, PodView},
+    units::rfc3339,
+};
 
 /// Node conditions whose `True` means trouble, and how bad.
 const PRESSURE: &[(&str, Severity)] = &[
@@ -79,10 +82,6 @@ fn pod_finding(check: &str, severity: Severity, pod: &PodView, message: String) 
 
 fn recent(at: Option<SystemTime>, window: Duration, now: SystemTime) -> bool {
     at.is_none_or(|t| t + window >= now)
-}
-
-fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 /// `pod.crashloop`: the container is in CrashLoopBackOff (or fails to start, again).
