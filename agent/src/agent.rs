@@ -9,10 +9,11 @@ use crate::{
     config::Config,
     host::HostRoot,
     kubernetes::{self, view::KubeSlot},
+    logs::rules::{KERNEL, RuleSet},
     probes::{
         Probe, ProbeContext, certs::CertsProbe, cgroups::CgroupsProbe, clock::ClockProbe,
         disk::DiskProbe, dns::DnsProbe, images::ImagesProbe, inotify::InotifyProbe,
-        kernel::KernelProbe, kernel::rules::RuleSet, memory::MemoryProbe, net::NetProbe,
+        journal::JournalProbe, kernel::KernelProbe, memory::MemoryProbe, net::NetProbe,
         pods::PodsProbe, services::ServicesProbe, set::ProbeSet, system::SystemProbe,
     },
     publish::Publisher,
@@ -69,6 +70,9 @@ pub fn default_probes(config: &Config, kube: &KubeSlot) -> Vec<Arc<dyn Probe>> {
     }
     if config.kernel.enabled {
         probes.push(Arc::new(KernelProbe::new(config.kernel.clone())));
+    }
+    if config.journal.enabled {
+        probes.push(Arc::new(JournalProbe::new(config.journal.clone())));
     }
     probes
 }
@@ -151,7 +155,7 @@ impl Agent {
         // The files were loaded once already (by the config's check): they load.
         let rule_conditions = match (
             config.kernel.enabled,
-            RuleSet::load(&config.kernel.rule_files),
+            RuleSet::load(KERNEL, &config.kernel.rule_files),
         ) {
             (true, Ok(rules)) => rules.conditions().to_vec(),
             _ => vec![],

@@ -13,8 +13,9 @@ use serde::Deserialize;
 pub use crate::probes::{
     certs::CertsConfig, cgroups::config::CgroupsConfig, clock::ClockThresholds,
     disk::config::DiskThresholds, dns::config::DnsConfig, images::config::ImagesConfig,
-    inotify::InotifyConfig, kernel::config::KernelConfig, memory::MemoryThresholds, net::NetConfig,
-    pods::config::KubernetesConfig, services::ServicesConfig, system::SystemThresholds,
+    inotify::InotifyConfig, journal::JournalConfig, kernel::config::KernelConfig,
+    memory::MemoryThresholds, net::NetConfig, pods::config::KubernetesConfig,
+    services::ServicesConfig, system::SystemThresholds,
 };
 pub use crate::publish::PublishConfig;
 
@@ -67,6 +68,8 @@ pub struct Config {
     pub services: ServicesConfig,
     /// The node's certificates.
     pub certs: CertsConfig,
+    /// What the journal probe reads, with which rules.
+    pub journal: JournalConfig,
     /// The node conditions and Events the agent writes into the cluster.
     pub publish: PublishConfig,
 }
@@ -85,6 +88,7 @@ impl Default for Config {
             net: NetConfig::default(),
             services: ServicesConfig::default(),
             certs: CertsConfig::default(),
+            journal: JournalConfig::default(),
             publish: PublishConfig::default(),
         }
     }
@@ -139,7 +143,7 @@ impl Config {
             return Err("probe_timeout must be more than 0".into());
         }
         let t = &self.thresholds;
-        let parts: [(&str, Result<(), String>); 11] = [
+        let parts: [(&str, Result<(), String>); 12] = [
             ("thresholds.disk", t.disk.validate()),
             ("thresholds.system", t.system.validate()),
             ("thresholds.clock", t.clock.validate()),
@@ -150,6 +154,7 @@ impl Config {
             ("net", self.net.validate()),
             ("services", self.services.validate()),
             ("certs", self.certs.validate()),
+            ("journal", self.journal.validate()),
             ("publish", self.publish.validate()),
         ];
         for (name, result) in parts {

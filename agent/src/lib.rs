@@ -10,7 +10,8 @@
 //!   procfs-core does not cover, tested on real captured files).
 //! - Shared by several probes, owned by none: [`runtime`] (Docker and CRI clients),
 //!   [`kubernetes`] (the watches of this node's objects and their compact view),
-//!   [`forecast`] (fill rates), [`kubelet`] (the kubelet's config file).
+//!   [`forecast`] (fill rates), [`kubelet`] (the kubelet's config file), [`logs`] (log
+//!   rules as data and their bounded tally, for the kernel log and the journal).
 //! - [`probes`]: the [`probes::Probe`] trait, one module per probe with its own settings,
 //!   and [`probes::set::ProbeSet`], which runs them under a deadline and turns a failure
 //!   into a `probe.failed` finding.
@@ -33,6 +34,7 @@ pub mod health;
 pub mod host;
 pub mod kubelet;
 pub mod kubernetes;
+pub mod logs;
 pub mod metrics;
 pub mod parse;
 pub mod probes;

@@ -504,14 +504,17 @@ fn npd_file(name: &str) -> PathBuf {
 
 #[test]
 fn journal_rule_files_and_programs_are_skipped_with_a_reason_and_multi_line_rules_work() {
-    use nodemedic_agent::probes::kernel::rules::{Recent, RuleSet};
+    use nodemedic_agent::logs::rules::{KERNEL, Recent, RuleSet};
 
-    let set = RuleSet::load(&[
-        npd_file("npd-systemd-monitor.json"),
-        npd_file("npd-docker-monitor.json"),
-        npd_file("npd-kernel-monitor-counter.json"),
-        npd_file("npd-kernel-monitor-multiline.json"),
-    ])
+    let set = RuleSet::load(
+        KERNEL,
+        &[
+            npd_file("npd-systemd-monitor.json"),
+            npd_file("npd-docker-monitor.json"),
+            npd_file("npd-kernel-monitor-counter.json"),
+            npd_file("npd-kernel-monitor-multiline.json"),
+        ],
+    )
     .unwrap();
     let skipped = set.skipped().join("\n");
     assert!(
@@ -534,7 +537,11 @@ fn journal_rule_files_and_programs_are_skipped_with_a_reason_and_multi_line_rule
     // The old kernel-monitor.json's OOM pattern spans two lines (alone here, so no
     // built-in rule matches first).
     let text = fixture("kernel/npd-kernel-monitor-multiline.json");
-    let set = RuleSet::from_texts(&[("npd-kernel-monitor-multiline.json".into(), text)]).unwrap();
+    let set = RuleSet::from_texts(
+        KERNEL,
+        &[("npd-kernel-monitor-multiline.json".into(), text)],
+    )
+    .unwrap();
     let mut recent = Recent::for_rules(&set);
     let first = "Kill process 1012 (heapster) score 1000 or sacrifice child";
     let second =

@@ -167,6 +167,21 @@ pub fn report(r: &NodeReport) -> String {
             out.push_str(&format!("Services: {}\n", parts.join("; ")));
         }
     }
+    if let Some(j) = &r.journal
+        && !j.directories.is_empty()
+    {
+        out.push_str(&format!(
+            "Journal:  {} files, {} entries read, {} matching{}\n",
+            j.files,
+            j.entries_read,
+            j.entries_matched,
+            if j.behind {
+                " (behind: more to read)"
+            } else {
+                ""
+            }
+        ));
+    }
     if let Some(c) = &r.certs
         && !c.certificates.is_empty()
     {

@@ -10,12 +10,12 @@ use std::{
 
 use libfuzzer_sys::fuzz_target;
 use nodemedic_agent::{
+    logs::rules::{KERNEL, Recent, RuleSet},
     parse::{kmsg, line_time},
-    probes::kernel::rules::{Recent, RuleSet},
 };
 
 static RULES: LazyLock<RuleSet> =
-    LazyLock::new(|| RuleSet::load(&[] as &[&str]).expect("the built-in rules load"));
+    LazyLock::new(|| RuleSet::load(KERNEL, &[] as &[&str]).expect("the built-in rules load"));
 
 fuzz_target!(|text: &str| {
     let now = SystemTime::now();

@@ -159,6 +159,31 @@ pub const CERTS_ROTATION: &str = "certs.rotation";
 /// `certs.unreadable`: a certificate the node's config names cannot be read or parsed.
 pub const CERTS_UNREADABLE: &str = "certs.unreadable";
 
+// The journal probe.
+/// `journal.kubelet_restarts`: the kubelet started 5 times in 20 minutes.
+pub const JOURNAL_KUBELET_RESTARTS: &str = "journal.kubelet_restarts";
+/// `journal.containerd_restarts`: containerd started 5 times in 20 minutes.
+pub const JOURNAL_CONTAINERD_RESTARTS: &str = "journal.containerd_restarts";
+/// `journal.docker_restarts`: Docker started 5 times in 20 minutes.
+pub const JOURNAL_DOCKER_RESTARTS: &str = "journal.docker_restarts";
+/// `journal.unit_restarts`: another node service (CRI-O, cri-dockerd, the agent) started 5
+/// times in 20 minutes.
+pub const JOURNAL_UNIT_RESTARTS: &str = "journal.unit_restarts";
+/// `journal.kubelet_pleg`: the kubelet logs "PLEG is not healthy".
+pub const JOURNAL_KUBELET_PLEG: &str = "journal.kubelet_pleg";
+/// `journal.kubelet_certificate`: the kubelet fails to rotate or use its certificate.
+pub const JOURNAL_KUBELET_CERTIFICATE: &str = "journal.kubelet_certificate";
+/// `journal.kubelet_eviction`: the kubelet's eviction manager reclaims a resource.
+pub const JOURNAL_KUBELET_EVICTION: &str = "journal.kubelet_eviction";
+/// `journal.kubelet_image_gc`: the kubelet's image garbage collection fails.
+pub const JOURNAL_KUBELET_IMAGE_GC: &str = "journal.kubelet_image_gc";
+/// `journal.runtime_error`: containerd or Docker logs errors.
+pub const JOURNAL_RUNTIME_ERROR: &str = "journal.runtime_error";
+/// `journal.docker_overlay2`: Docker's overlay2 storage is corrupt.
+pub const JOURNAL_DOCKER_OVERLAY2: &str = "journal.docker_overlay2";
+/// `journal.event`: a journal rule whose reason maps to no check.
+pub const JOURNAL_EVENT: &str = "journal.event";
+
 // Raised by the agent or the collector about nodemedic itself.
 /// `probe.failed`: a probe could not measure (its checks are unknown).
 pub const PROBE_FAILED: &str = "probe.failed";
@@ -231,6 +256,17 @@ pub const ALL: &[&str] = &[
     CERTS_EXPIRY,
     CERTS_ROTATION,
     CERTS_UNREADABLE,
+    JOURNAL_KUBELET_RESTARTS,
+    JOURNAL_CONTAINERD_RESTARTS,
+    JOURNAL_DOCKER_RESTARTS,
+    JOURNAL_UNIT_RESTARTS,
+    JOURNAL_KUBELET_PLEG,
+    JOURNAL_KUBELET_CERTIFICATE,
+    JOURNAL_KUBELET_EVICTION,
+    JOURNAL_KUBELET_IMAGE_GC,
+    JOURNAL_RUNTIME_ERROR,
+    JOURNAL_DOCKER_OVERLAY2,
+    JOURNAL_EVENT,
     PROBE_FAILED,
     NODE_SILENT,
 ];

@@ -22,6 +22,7 @@ pub mod disk;
 pub mod dns;
 pub mod images;
 pub mod inotify;
+pub mod journal;
 pub mod kernel;
 pub mod memory;
 pub mod net;
@@ -34,8 +35,8 @@ use std::time::{Duration, SystemTime};
 
 use nodemedic_proto::v1::{
     CertsSection, CgroupsSection, ClockSection, DiskSection, DnsSection, ImagesSection,
-    InotifySection, KernelSection, MemorySection, NetSection, NodeReport, PodsSection,
-    ServicesSection, SystemSection,
+    InotifySection, JournalSection, KernelSection, MemorySection, NetSection, NodeReport,
+    PodsSection, ServicesSection, SystemSection,
 };
 
 use crate::host::{HostError, HostRoot};
@@ -101,6 +102,8 @@ pub enum Section {
     Services(ServicesSection),
     /// The node's certificates.
     Certs(CertsSection),
+    /// What the systemd journal said.
+    Journal(JournalSection),
 }
 
 impl Section {
@@ -120,6 +123,7 @@ impl Section {
             Section::Net(s) => report.net = Some(s),
             Section::Services(s) => report.services = Some(s),
             Section::Certs(s) => report.certs = Some(s),
+            Section::Journal(s) => report.journal = Some(s),
         }
     }
 }

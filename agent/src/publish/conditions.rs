@@ -23,7 +23,7 @@ use nodemedic_proto::v1::{FindingStatus, NodeReport, Severity};
 use serde_json::{Value, json};
 
 use super::table;
-pub use crate::probes::kernel::rules::RuleCondition;
+pub use crate::logs::rules::RuleCondition;
 use crate::units::rfc3339;
 
 /// How every condition nodemedic writes begins, so that it knows its own.

@@ -66,6 +66,54 @@ pub const TABLE: &[ConditionRow] = &[
         &[
             checks::IMAGES_RUNTIME_UNREACHABLE,
             checks::SERVICES_RUNTIME_NOT_READY,
+            checks::JOURNAL_RUNTIME_ERROR,
+        ],
+    ),
+    row(
+        "FrequentKubeletRestart",
+        "FrequentKubeletRestart",
+        "NoFrequentKubeletRestart",
+        true,
+        &[checks::JOURNAL_KUBELET_RESTARTS],
+    ),
+    row(
+        "FrequentContainerdRestart",
+        "FrequentContainerdRestart",
+        "NoFrequentContainerdRestart",
+        true,
+        &[checks::JOURNAL_CONTAINERD_RESTARTS],
+    ),
+    row(
+        "FrequentDockerRestart",
+        "FrequentDockerRestart",
+        "NoFrequentDockerRestart",
+        true,
+        &[checks::JOURNAL_DOCKER_RESTARTS],
+    ),
+    row(
+        "CorruptDockerOverlay2",
+        "CorruptDockerOverlay2",
+        "NoCorruptDockerOverlay2",
+        true,
+        &[checks::JOURNAL_DOCKER_OVERLAY2],
+    ),
+    row(
+        "FrequentUnitRestart",
+        "NodeServiceRestartLoop",
+        "NodeServicesStable",
+        false,
+        &[checks::JOURNAL_UNIT_RESTARTS],
+    ),
+    row(
+        "KubeletProblem",
+        "KubeletLogsProblem",
+        "KubeletLogsClean",
+        false,
+        &[
+            checks::JOURNAL_KUBELET_PLEG,
+            checks::JOURNAL_KUBELET_CERTIFICATE,
+            checks::JOURNAL_KUBELET_EVICTION,
+            checks::JOURNAL_KUBELET_IMAGE_GC,
         ],
     ),
     row(
@@ -241,6 +289,7 @@ pub fn not_a_condition(check: &str) -> bool {
             // Named by the rule file: a rule's `condition` (node-problem-detector's
             // permanent rules), else an Event only.
             checks::KERNEL_EVENT,
+            checks::JOURNAL_EVENT,
         ]
         .contains(&check)
 }

@@ -1,14 +1,15 @@
 //! Test support (feature `test-support`), one module per test double: the real captured
 //! fixtures and fake host trees the probes read like a node's `/` (here), real DNS servers
 //! ([`dns`]), real Docker and containerd engines ([`engines`]), a real memory cgroup
-//! ([`cgroup`]), a recorded Kubernetes API server ([`apiserver`]), and reports that drift
-//! as a node's do ([`drift`]).
+//! ([`cgroup`]), a recorded Kubernetes API server ([`apiserver`]), reports that drift
+//! as a node's do ([`drift`]), and journal files systemd writes ([`journal`]).
 
 mod apiserver;
 mod cgroup;
 mod dns;
 mod drift;
 mod engines;
+mod journal;
 
 pub use self::{
     apiserver::FakeApiServer,
@@ -16,6 +17,7 @@ pub use self::{
     dns::{DnsStub, Dnsmasq, StubMode},
     drift::drift,
     engines::{BUSYBOX_IMAGE, Containerd, CriPod, CriPodSpec, Dockerd},
+    journal::{JournalEntry, write_journal},
 };
 
 use std::path::PathBuf;
@@ -100,6 +102,8 @@ impl FakeHost {
         ]);
         // A quiet kernel log (the kernel probe reads it when the tree has no /dev/kmsg).
         host.write("/var/log/kern.log", "");
+        // A journal directory journald has not written to yet.
+        std::fs::create_dir_all(host.root().path("/var/log/journal")).unwrap();
         host
     }
 

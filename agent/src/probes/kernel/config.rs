@@ -49,7 +49,8 @@ impl KernelConfig {
         if self.window.is_zero() || self.max_subjects == 0 {
             return Err("window and max_subjects must be more than 0".into());
         }
-        super::rules::RuleSet::load(&self.rule_files).map_err(|e| format!("rule_files: {e}"))?;
+        crate::logs::rules::RuleSet::load(crate::logs::rules::KERNEL, &self.rule_files)
+            .map_err(|e| format!("rule_files: {e}"))?;
         Ok(())
     }
 }

@@ -10,13 +10,16 @@ use nodemedic_proto::checks;
 use nodemedic_proto::v1::KernelSection;
 
 use super::config::KernelConfig;
-use super::{
-    oom::OomTracker,
-    rules::{Recent, RuleSet},
-    source::Source,
-    tally::{Hit, Tally},
+use super::{oom::OomTracker, source::Source};
+use crate::{
+    host::HostError,
+    logs::{
+        rules::{Recent, RuleSet},
+        tally::{Hit, Tally},
+    },
+    parse::kmsg,
+    probes::ProbeError,
 };
-use crate::{host::HostError, parse::kmsg, probes::ProbeError};
 
 /// How long a probe run waits for the follower to read what was logged before it.
 const CATCH_UP: Duration = Duration::from_secs(2);

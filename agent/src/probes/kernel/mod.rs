@@ -3,32 +3,30 @@
 //!
 //! A follower thread ([`follow`]) reads `/dev/kmsg` (or a log file) as records arrive, so a
 //! storm cannot overrun the kernel's ring buffer between two reports; each line goes
-//! through the rules ([`rules`], data in node-problem-detector's format) once, and matches
-//! are counted in a [`tally::Tally`] of bounded size. A probe run asks the follower to catch
+//! through the rules ([`crate::logs::rules`], data in node-problem-detector's format) once, and matches
+//! are counted in a [`crate::logs::tally::Tally`] of bounded size. A probe run asks the follower to catch
 //! up to "now" and turns the tally into the section and one finding per check and subject
 //! with a match in the window.
 
 pub mod config;
 mod follow;
 pub mod oom;
-pub mod rules;
 pub mod source;
-pub mod tally;
 
 use std::{sync::Mutex, time::Duration};
 
 use nodemedic_proto::checks;
-use nodemedic_proto::v1::{Evidence, Finding, KernelEvent, Severity};
+use nodemedic_proto::v1::{Finding, KernelEvent};
 
 use self::{
     config::KernelConfig,
     follow::Follower,
-    rules::RuleSet,
     source::{Kmsg, LogFile, Source},
 };
 use super::{Probe, ProbeContext, ProbeError, ProbeOutput, Section};
 use crate::{
     host::{HostError, HostRoot},
+    logs::rules::{KERNEL, RuleSet},
     parse::line_time::Clock,
 };
 
@@ -82,10 +80,11 @@ impl KernelProbe {
                 clock(host),
             ))
         };
-        let rules = RuleSet::load(&self.config.rule_files).map_err(|e| HostError::Parse {
-            path: e.file.clone().into(),
-            reason: e.reason,
-        })?;
+        let rules =
+            RuleSet::load(KERNEL, &self.config.rule_files).map_err(|e| HostError::Parse {
+                path: e.file.clone().into(),
+                reason: e.reason,
+            })?;
         Ok(Follower::start(name, source, rules, &self.config))
     }
 }
@@ -171,41 +170,5 @@ fn finding(e: &KernelEvent, window: Duration) -> Finding {
         checks::KERNEL_GPU_ERROR => "GPU Xid errors",
         _ => "matching kernel messages",
     };
-    let about = if e.subject.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", e.subject)
-    };
-    let mut finding = Finding::fail(
-        &e.check,
-        Severity::try_from(e.severity).unwrap_or(Severity::Warning),
-        &e.subject,
-        String::new(),
-    )
-    .with(Evidence::count("count", e.count))
-    .with(Evidence::count("total", e.total))
-    .with(Evidence::text("reason", e.reason.clone()))
-    .with(Evidence::text("first_line", e.first_line.clone()))
-    .with(Evidence::text("last_line", e.last_line.clone()));
-    finding.evidence.extend(e.fields.iter().cloned());
-    let last = match (finding.text("process"), finding.text("pid")) {
-        (Some(process), Some(pid)) => format!("{process} (pid {pid})"),
-        _ => shorten(&e.last_line, 160),
-    };
-    finding.message = format!(
-        "{} {what}{about} in the last {}; last: {last}",
-        e.count,
-        humantime::format_duration(window),
-    );
-    finding
-}
-
-/// `text` cut to at most `max` bytes, with "…" when cut.
-fn shorten(text: &str, max: usize) -> String {
-    let cut = tally::truncate(text, max);
-    if cut.len() < text.len() {
-        format!("{cut}…")
-    } else {
-        cut.to_owned()
-    }
+    crate::logs::finding(e, what, window)
 }

@@ -1,14 +1,17 @@
-//! Kernel log rules as data: node-problem-detector's monitor files (`kernel-monitor.json`)
-//! load as they are, and nodemedic's own file (`agent/kernel-rules/nodemedic.json`) is the
-//! same format with a few more fields: `check`, `severity`, `subject`, `ignore`,
+//! Log rules as data, for the kernel log and for the systemd journal ([`LogKind`]):
+//! node-problem-detector's monitor files (`kernel-monitor.json`, and for the journal
+//! `systemd-monitor.json`, `docker-monitor.json`) load as they are, and nodemedic's own files
+//! (`agent/kernel-rules/nodemedic.json`, `agent/journal-rules/nodemedic.json`) are the same
+//! format with a few more fields: `check`, `severity`, `subject`, `ignore`,
 //! `continues` (the line that begins the event a line belongs to, so one oops counts once), a
 //! `reasons` table that says which check a rule without `check` counts towards, and
 //! `minor_devices`, the devices whose errors are worth no more than info.
 //!
 //! As in node-problem-detector, a pattern matches the end of a message; a pattern with a
 //! line break matches the end of the last few messages joined by line breaks ([`Recent`]).
-//! Files for the systemd journal (`"plugin": "journald"`) and rules that run programs are
-//! not kernel rules: they are skipped, each with a warning ([`RuleSet::skipped`]).
+//! A journal file's rules apply to the messages of its `pluginConfig.source` (the
+//! `SYSLOG_IDENTIFIER`, as in node-problem-detector); a file for the other log, and rules
+//! that run programs, are skipped, each with a warning ([`RuleSet::skipped`]).
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -22,11 +25,38 @@ use regex::{Regex, RegexSet};
 use super::tally;
 use serde::Deserialize;
 
-/// nodemedic's built-in rules.
-pub const BUILTIN: &str = include_str!("../../../kernel-rules/nodemedic.json");
+/// Which log a rule set reads, and what follows from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogKind {
+    /// How the log is named in messages.
+    pub name: &'static str,
+    /// Files of node-problem-detector's `journald` plugin are for this log.
+    pub journald: bool,
+    /// Every check of its rules starts with this.
+    pub check_prefix: &'static str,
+    /// The check a rule whose reason nothing maps counts towards.
+    pub unmapped: &'static str,
+    /// nodemedic's built-in rules for it.
+    pub builtin: &'static str,
+}
 
-/// The check a rule whose reason nothing maps counts towards.
-pub const UNMAPPED_CHECK: &str = checks::KERNEL_EVENT;
+/// The kernel log (`/dev/kmsg`, kern.log).
+pub const KERNEL: LogKind = LogKind {
+    name: "kernel",
+    journald: false,
+    check_prefix: "kernel.",
+    unmapped: checks::KERNEL_EVENT,
+    builtin: include_str!("../../kernel-rules/nodemedic.json"),
+};
+
+/// The systemd journal.
+pub const JOURNAL: LogKind = LogKind {
+    name: "journal",
+    journald: true,
+    check_prefix: "journal.",
+    unmapped: checks::JOURNAL_EVENT,
+    builtin: include_str!("../../journal-rules/nodemedic.json"),
+};
 
 /// A rule file that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +136,11 @@ struct RawRule {
     continues: Option<String>,
     /// node-problem-detector's: the node condition a `permanent` rule sets.
     condition: Option<String>,
+    /// nodemedic's: matches in the window before there is a finding.
+    at_least: Option<u64>,
+    /// nodemedic's: the journal source (`SYSLOG_IDENTIFIER`) this rule reads, instead of
+    /// its file's.
+    source: Option<String>,
 }
 
 /// How many lines back a rule's `continues` pattern is looked for.
@@ -142,6 +177,12 @@ pub struct Rule {
     pub severity: Severity,
     /// The file and source it came from.
     pub origin: String,
+    /// The journal's `SYSLOG_IDENTIFIER` whose messages it reads (its file's
+    /// `pluginConfig.source`); `None`: every message.
+    pub identifier: Option<String>,
+    /// Matches in the window that make a finding (`at_least`, default 1): a restart is
+    /// normal, five in twenty minutes are a loop.
+    pub at_least: u64,
     subject: Option<String>,
     regex: Regex,
     ignore: Option<Regex>,
@@ -232,8 +273,11 @@ impl RuleSet {
     /// The built-in rules, then each file in order (their `reasons` tables merge, the first
     /// file's entry winning). Rules of node-problem-detector's `custom` plugin (programs to
     /// run, no pattern) are skipped with a warning.
-    pub fn load(files: &[impl AsRef<Path>]) -> Result<RuleSet, RuleError> {
-        let mut texts = vec![("built-in nodemedic.json".to_owned(), BUILTIN.to_owned())];
+    pub fn load(kind: LogKind, files: &[impl AsRef<Path>]) -> Result<RuleSet, RuleError> {
+        let mut texts = vec![(
+            "built-in nodemedic.json".to_owned(),
+            kind.builtin.to_owned(),
+        )];
         for file in files {
             let file = file.as_ref();
             let text = std::fs::read_to_string(file).map_err(|e| RuleError {
@@ -242,11 +286,11 @@ impl RuleSet {
             })?;
             texts.push((file.display().to_string(), text));
         }
-        Self::from_texts(&texts)
+        Self::from_texts(kind, &texts)
     }
 
     /// Rules from `(name, JSON)` pairs, the built-in file not included.
-    pub fn from_texts(texts: &[(String, String)]) -> Result<RuleSet, RuleError> {
+    pub fn from_texts(kind: LogKind, texts: &[(String, String)]) -> Result<RuleSet, RuleError> {
         let mut parsed = Vec::new();
         let mut reasons: BTreeMap<String, ReasonMap> = BTreeMap::new();
         let mut minor_devices = None;
@@ -256,10 +300,15 @@ impl RuleSet {
                 file: name.clone(),
                 reason: e.to_string(),
             })?;
-            if file.plugin == "journald" {
+            if (file.plugin == "journald") != kind.journald {
+                let other = if kind.journald {
+                    "the kernel log"
+                } else {
+                    "the systemd journal"
+                };
                 skipped.push(format!(
-                    "{name}: its rules are for the systemd journal (source {:?}), not kernel lines; none applied",
-                    file.plugin_config.source
+                    "{name}: its rules are for {other} (source {:?}), not {} lines; none applied",
+                    file.plugin_config.source, kind.name
                 ));
                 continue;
             }
@@ -340,9 +389,12 @@ impl RuleSet {
                     .check
                     .clone()
                     .or_else(|| mapped.map(|m| m.check.clone()))
-                    .unwrap_or_else(|| UNMAPPED_CHECK.to_owned());
-                if !check.starts_with("kernel.") {
-                    return Err(err(format!("check {check:?} must start with \"kernel.\"")));
+                    .unwrap_or_else(|| kind.unmapped.to_owned());
+                if !check.starts_with(kind.check_prefix) {
+                    return Err(err(format!(
+                        "check {check:?} must start with \"{}\"",
+                        kind.check_prefix
+                    )));
                 }
                 let severity = raw
                     .severity
@@ -356,13 +408,18 @@ impl RuleSet {
                 let subject = raw
                     .subject
                     .clone()
-                    .or_else(|| (check == UNMAPPED_CHECK).then(|| raw.reason.replace('{', "(")));
+                    .or_else(|| (check == kind.unmapped).then(|| raw.reason.replace('{', "(")));
                 rules.push(Rule {
                     lines: pattern.matches("\\n").count() + pattern.matches('\n').count() + 1,
                     check,
                     reason: raw.reason,
                     severity,
                     origin: format!("{name} ({})", file.source),
+                    identifier: raw.source.clone().filter(|_| kind.journald).or_else(|| {
+                        (kind.journald && !file.plugin_config.source.is_empty())
+                            .then(|| file.plugin_config.source.clone())
+                    }),
+                    at_least: raw.at_least.unwrap_or(1).max(1),
                     subject,
                     regex,
                     ignore,
@@ -370,11 +427,14 @@ impl RuleSet {
                 });
             }
             if rules.len() == before {
-                skipped.push(format!("{name}: no rule in it applies to kernel lines"));
+                skipped.push(format!(
+                    "{name}: no rule in it applies to {} lines",
+                    kind.name
+                ));
             }
         }
         for warning in &skipped {
-            tracing::warn!(message = "A kernel rule file's rules are skipped.", %warning);
+            tracing::warn!(message = "A log rule file's rules are skipped.", log = kind.name, %warning);
         }
         // One-line rules first, in file order: their indexes are the set's.
         rules.sort_by_key(|r| r.lines > 1);
@@ -420,6 +480,17 @@ impl RuleSet {
         &self.rules
     }
 
+    /// Matches of `check` in the window that make a finding: the largest `at_least` of its
+    /// rules (1 when none says).
+    pub fn at_least(&self, check: &str) -> u64 {
+        self.rules
+            .iter()
+            .filter(|r| r.check == check)
+            .map(|r| r.at_least)
+            .max()
+            .unwrap_or(1)
+    }
+
     /// What the rules say about one kernel message, `recent` holding the messages before
     /// it: at most one match per check, the most severe (the first in file order among
     /// equals), so a line that nodemedic's rule and node-problem-detector's both match
@@ -427,6 +498,18 @@ impl RuleSet {
     /// built-in rule. A match about a minor device (a CD-ROM, a floppy, a loop device) is
     /// info at most.
     pub fn matches(&self, message: &str, recent: &Recent) -> Vec<Match<'_>> {
+        self.matches_from(None, message, recent)
+    }
+
+    /// [`RuleSet::matches`] for a journal message of `identifier` (its
+    /// `SYSLOG_IDENTIFIER`): a rule of a file with a source reads only that source's
+    /// messages.
+    pub fn matches_from(
+        &self,
+        identifier: Option<&str>,
+        message: &str,
+        recent: &Recent,
+    ) -> Vec<Match<'_>> {
         let one_line = self.set.matches(message).into_iter().map(|i| (i, None));
         let multi_line = (self.set.len()..self.rules.len()).filter_map(|i| {
             let text = recent.joined(message, self.rules[i].lines)?;
@@ -438,6 +521,13 @@ impl RuleSet {
         let mut out: Vec<Match<'_>> = Vec::new();
         for (index, text) in one_line.chain(multi_line) {
             let rule = &self.rules[index];
+            if rule
+                .identifier
+                .as_deref()
+                .is_some_and(|want| identifier != Some(want))
+            {
+                continue;
+            }
             let text = text.as_deref().unwrap_or(message);
             if rule.ignore.as_ref().is_some_and(|i| i.is_match(text))
                 || rule
@@ -519,14 +609,14 @@ mod tests {
 
     fn texts(extra: &str) -> Vec<(String, String)> {
         vec![
-            ("built-in".into(), BUILTIN.into()),
+            ("built-in".into(), KERNEL.builtin.into()),
             ("extra.json".into(), extra.into()),
         ]
     }
 
     #[test]
     fn the_builtin_rules_compile_and_name_kernel_checks() {
-        let set = RuleSet::load(&[] as &[&Path]).unwrap();
+        let set = RuleSet::load(KERNEL, &[] as &[&Path]).unwrap();
         assert!(set.rules().len() > 15);
         assert!(set.rules().iter().all(|r| r.check.starts_with("kernel.")));
         // Each is a check of the one list, so the runbook catalog's test covers it.
@@ -541,7 +631,7 @@ mod tests {
 
     #[test]
     fn a_subject_is_filled_from_the_pattern() {
-        let set = RuleSet::load(&[] as &[&Path]).unwrap();
+        let set = RuleSet::load(KERNEL, &[] as &[&Path]).unwrap();
         let m = set.matches("EXT4-fs error (device sda9): ext4_lookup:1602: inode #67005: comm docker: deleted inode referenced: 3186320", &Recent::default());
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].rule.check, "kernel.fs_error");
@@ -551,7 +641,7 @@ mod tests {
 
     #[test]
     fn an_ignore_pattern_keeps_a_line_from_counting() {
-        let set = RuleSet::load(&[] as &[&Path]).unwrap();
+        let set = RuleSet::load(KERNEL, &[] as &[&Path]).unwrap();
         let loop_dev = "blk_update_request: I/O error, dev loop11, sector 0 op 0x1:(WRITE) flags 0x800 phys_seg 0 prio class 0";
         assert!(set.matches(loop_dev, &Recent::default()).is_empty());
         let disk = "blk_update_request: I/O error, dev sdk, sector 130611915 op 0x1:(WRITE) flags 0x0 phys_seg 13 prio class 0";
@@ -560,7 +650,7 @@ mod tests {
 
     #[test]
     fn errors_of_minor_devices_are_info_at_most() {
-        let set = RuleSet::load(&[] as &[&Path]).unwrap();
+        let set = RuleSet::load(KERNEL, &[] as &[&Path]).unwrap();
         for (line, subject) in [
             ("blk_update_request: I/O error, dev fd0, sector 0", "fd0"),
             (
@@ -595,19 +685,19 @@ mod tests {
 
     #[test]
     fn an_unmapped_reason_counts_as_a_kernel_event_about_that_reason() {
-        let set = RuleSet::from_texts(&texts(
+        let set = RuleSet::from_texts(KERNEL, &texts(
             r#"{"rules":[{"type":"permanent","reason":"FrobnicatorStuck","pattern":"frobnicator stuck"}]}"#,
         ))
         .unwrap();
         let m = set.matches("frobnicator stuck", &Recent::default());
-        assert_eq!(m[0].rule.check, UNMAPPED_CHECK);
+        assert_eq!(m[0].rule.check, KERNEL.unmapped);
         assert_eq!(m[0].rule.severity, Severity::Critical);
         assert_eq!(m[0].subject, "FrobnicatorStuck");
     }
 
     #[test]
     fn permanent_rules_name_the_conditions_they_set() {
-        let set = RuleSet::from_texts(&texts(
+        let set = RuleSet::from_texts(KERNEL, &texts(
             r#"{"conditions":[{"type":"FrobnicatorProblem","reason":"FrobnicatorFine","message":"ok"},
                               {"type":"NothingRaisesIt","reason":"Fine"}],
                 "rules":[{"type":"permanent","condition":"FrobnicatorProblem","reason":"FrobnicatorStuck","pattern":"frobnicator stuck"},
@@ -641,7 +731,9 @@ mod tests {
             (r#"{"rules":[{"pattern":"a"}]}"#, "missing field `reason`"),
             ("not json", "expected"),
         ] {
-            let err = RuleSet::from_texts(&texts(file)).unwrap_err().to_string();
+            let err = RuleSet::from_texts(KERNEL, &texts(file))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("extra.json") && err.contains(want), "{err}");
         }
     }

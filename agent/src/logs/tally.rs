@@ -151,7 +151,7 @@ fn minute(t: SystemTime) -> u64 {
 }
 
 /// `line` cut to at most `max` bytes, at a character boundary.
-pub(super) fn truncate(line: &str, max: usize) -> &str {
+pub fn truncate(line: &str, max: usize) -> &str {
     if line.len() <= max {
         return line;
     }
