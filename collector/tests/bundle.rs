@@ -14,7 +14,10 @@ use nodemedic_collector::{
 };
 use nodemedic_proto::{
     time::timestamp_from_millis,
-    v1::{Evidence, Finding, Incident, KernelEvent, KernelSection, NodeReport, ProbeRun, Severity},
+    v1::{
+        Evidence, Finding, Incident, JournalLine, JournalSection, KernelEvent, KernelSection,
+        NodeReport, ProbeRun, Severity,
+    },
 };
 
 const T0: i64 = 1_800_000_000_000;
@@ -76,11 +79,48 @@ async fn store() -> tempfile::TempDir {
                 }],
                 ..Default::default()
             });
+            // At seq 6 n1's kubelet said PLEG is not healthy: the lines before it come along,
+            // one with a token in it.
+            let journal = (node == "n1" && seq == 6).then(|| JournalSection {
+                excerpt: [
+                    (
+                        at - 3000,
+                        format!("I1207 sending request Authorization: Bearer {TOKEN}"),
+                    ),
+                    (
+                        at - 2000,
+                        "I1207 SyncLoop (PLEG): event for pod \"default/web-1\"".into(),
+                    ),
+                    (
+                        at - 1000,
+                        "PLEG is not healthy: pleg was last seen active 3m1s ago".into(),
+                    ),
+                ]
+                .into_iter()
+                .map(|(ms, message)| JournalLine {
+                    at: Some(timestamp_from_millis(ms)),
+                    unit: "kubelet.service".into(),
+                    identifier: "kubelet".into(),
+                    message,
+                })
+                .collect(),
+                events: vec![KernelEvent {
+                    check: "journal.kubelet_pleg".into(),
+                    count: 1,
+                    first_line: "PLEG is not healthy: pleg was last seen active 3m1s ago".into(),
+                    first_at: Some(timestamp_from_millis(at - 1000)),
+                    last_line: "PLEG is not healthy: pleg was last seen active 3m1s ago".into(),
+                    last_at: Some(timestamp_from_millis(at - 1000)),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
             let report = NodeReport {
                 node: node.into(),
                 seq,
                 collected_at: Some(timestamp_from_millis(at)),
                 kernel,
+                journal,
                 findings,
                 probes: vec![ProbeRun {
                     probe: "disk".into(),
@@ -163,6 +203,28 @@ async fn a_bundle_holds_the_store_checksummed_and_redacted() {
     assert!(lines[0].ends_with(&format!("kernel.io_error sdb: {}", io_error_line(0))));
     assert!(lines[12].ends_with(&io_error_line(12)));
     assert!(!paths.contains(&"nodes/n2/kernel.log"));
+    // The kubelet's lines before the match and the match (its event's line the same one,
+    // once), redacted like the rest.
+    let journal = String::from_utf8(checked.files["nodes/n1/journal.log"].clone()).unwrap();
+    let lines: Vec<&str> = journal.lines().collect();
+    assert_eq!(lines.len(), 4, "{journal}");
+    assert!(
+        lines[0].contains(
+            "kubelet.service kubelet: I1207 sending request Authorization: Bearer [REDACTED]"
+        ),
+        "{journal}"
+    );
+    assert!(!journal.contains(TOKEN));
+    assert!(
+        lines[2..]
+            .iter()
+            .all(|l| l.ends_with("PLEG is not healthy: pleg was last seen active 3m1s ago"))
+    );
+    assert!(
+        lines[2].contains("journal.kubelet_pleg") && lines[3].contains("kubelet.service"),
+        "{journal}"
+    );
+    assert!(!paths.contains(&"nodes/n2/journal.log"));
     // The same as the store says.
     let reader = Reader::open(dir.path()).unwrap();
     assert_eq!(

@@ -8,6 +8,9 @@
 //! - `nodes/<node>/history.json`: its reports in the window, column by column ([`history`]);
 //! - `nodes/<node>/kernel.log`: the kernel lines the agent's rules matched (the first and
 //!   last of each check and subject), in time order;
+//! - `nodes/<node>/journal.log`: the journal lines around what the agent's journal rules
+//!   matched in the window (the kubelet's and the runtimes' lines before each match, and
+//!   the first and last line of each check and subject), in time order;
 //! - `summary.html`: a self-contained page: incidents with remediations, charts, nodes;
 //! - `runbook/rules.yaml`: the rules in force;
 //! - `collector/info.json`: version, configuration, store statistics;
@@ -379,10 +382,12 @@ fn node_files(
         files.push(prepare(redactor, format!("nodes/{name}/latest.json"), body));
     }
     summary.node(name, latest);
-    let mut kernel = KernelLog::default();
+    let mut kernel = LogLines::default();
+    let mut journal = LogLines::default();
     let added = reports(&mut |report| {
         summary.report(report);
-        kernel.add(report);
+        kernel.add_kernel(report);
+        journal.add_journal(report);
         history.add(report).map_err(std::io::Error::other)?;
         Ok(())
     });
@@ -397,10 +402,14 @@ fn node_files(
         ));
     }
     if let Some(latest) = latest {
-        kernel.add(latest);
+        kernel.add_kernel(latest);
+        journal.add_journal(latest);
     }
     if let Some(log) = kernel.text() {
         files.push(prepare(redactor, format!("nodes/{name}/kernel.log"), log));
+    }
+    if let Some(log) = journal.text() {
+        files.push(prepare(redactor, format!("nodes/{name}/journal.log"), log));
     }
     Ok(NodeFolder { files, summary })
 }
@@ -603,34 +612,53 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The kernel lines of a node's reports (each event's first and last, once each).
+/// Log lines of a node's reports, each once, in time order: the kernel's or the journal's.
 #[derive(Default)]
-struct KernelLog {
-    /// (unix ms, check, subject, line), in time order.
+struct LogLines {
+    /// (unix ms, what, about, line).
     lines: std::collections::BTreeSet<(i64, String, String, String)>,
 }
 
-impl KernelLog {
-    fn add(&mut self, report: &nodemedic_proto::v1::NodeReport) {
-        for event in report.kernel.iter().flat_map(|k| &k.events) {
-            for (at, line) in [
-                (&event.first_at, &event.first_line),
-                (&event.last_at, &event.last_line),
-            ] {
-                let millis = at
-                    .as_ref()
-                    .map_or(0, nodemedic_proto::time::timestamp_millis);
-                self.lines.insert((
-                    millis,
-                    event.check.clone(),
-                    event.subject.clone(),
-                    line.clone(),
-                ));
-            }
+impl LogLines {
+    fn insert(
+        &mut self,
+        at: Option<&nodemedic_proto::Timestamp>,
+        what: &str,
+        about: &str,
+        line: &str,
+    ) {
+        let millis = at.map_or(0, nodemedic_proto::time::timestamp_millis);
+        self.lines
+            .insert((millis, what.to_owned(), about.to_owned(), line.to_owned()));
+    }
+
+    fn events(&mut self, events: &[nodemedic_proto::v1::KernelEvent]) {
+        for e in events {
+            self.insert(e.first_at.as_ref(), &e.check, &e.subject, &e.first_line);
+            self.insert(e.last_at.as_ref(), &e.check, &e.subject, &e.last_line);
         }
     }
 
-    /// The lines in time order, as `<time> <check> <subject>: <line>`; `None` when there
+    /// Each kernel event's first and last line.
+    fn add_kernel(&mut self, report: &NodeReport) {
+        if let Some(k) = &report.kernel {
+            self.events(&k.events);
+        }
+    }
+
+    /// The journal's excerpts (by unit and identifier) and each event's first and last
+    /// line.
+    fn add_journal(&mut self, report: &NodeReport) {
+        let Some(j) = &report.journal else {
+            return;
+        };
+        for l in &j.excerpt {
+            self.insert(l.at.as_ref(), &l.unit, &l.identifier, &l.message);
+        }
+        self.events(&j.events);
+    }
+
+    /// The lines in time order, as `<time> <what> <about>: <line>`; `None` when there
     /// are none.
     fn text(&self) -> Option<Vec<u8>> {
         if self.lines.is_empty() {

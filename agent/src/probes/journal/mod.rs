@@ -16,7 +16,8 @@ use std::{path::PathBuf, sync::Mutex, time::Duration};
 
 use nodemedic_proto::{
     checks,
-    v1::{Finding, JournalSection, KernelEvent},
+    time::timestamp,
+    v1::{Finding, JournalLine, JournalSection, KernelEvent},
 };
 use serde::Deserialize;
 
@@ -32,6 +33,20 @@ use crate::{
 
 /// Where journald keeps its files: persistent, then volatile.
 pub const DIRECTORIES: &[&str] = &["/var/log/journal", "/run/log/journal"];
+
+/// Whose lines make the excerpt around a match: the kubelet's and the runtimes'.
+const EXCERPT_UNITS: &[&str] = &[
+    "kubelet.service",
+    "containerd.service",
+    "docker.service",
+    "crio.service",
+];
+/// Lines before a matching one kept for its excerpt.
+const EXCERPT_BEFORE: usize = 20;
+/// Lines of excerpt one run sends at most.
+const EXCERPT_MAX: usize = 200;
+/// An excerpt line is cut to this many bytes.
+const EXCERPT_LINE: usize = 1024;
 
 /// What the journal probe reads and how it counts.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -84,6 +99,8 @@ struct State {
     rules: RuleSet,
     recent: Recent,
     tally: Tally,
+    /// The kubelet's and runtimes' last lines, for the next match's excerpt.
+    before: std::collections::VecDeque<JournalLine>,
 }
 
 /// Reads the journal from its first run on.
@@ -117,6 +134,7 @@ impl JournalProbe {
             recent: Recent::for_rules(&rules),
             rules,
             tally: Tally::new(self.config.window, self.config.max_subjects),
+            before: std::collections::VecDeque::with_capacity(EXCERPT_BEFORE),
         })
     }
 }
@@ -145,15 +163,33 @@ impl Probe for JournalProbe {
             rules,
             recent,
             tally,
+            before,
         } = s;
+        let mut excerpt = Vec::new();
         let read = reader
             .read(ctx.now, |entry| {
                 tally.lines_read += 1;
                 let identifier =
                     (!entry.identifier.is_empty()).then_some(entry.identifier.as_str());
                 let matched = rules.matches_from(identifier, &entry.message, recent);
+                let line = || JournalLine {
+                    at: Some(timestamp(entry.at)),
+                    unit: entry.unit.clone(),
+                    identifier: entry.identifier.clone(),
+                    message: crate::logs::tally::truncate(&entry.message, EXCERPT_LINE).to_owned(),
+                };
                 if !matched.is_empty() {
                     tally.lines_matched += 1;
+                    if excerpt.len() < EXCERPT_MAX {
+                        excerpt.extend(before.drain(..));
+                        excerpt.push(line());
+                        excerpt.truncate(EXCERPT_MAX);
+                    }
+                } else if EXCERPT_UNITS.contains(&entry.unit.as_str()) {
+                    if before.len() == EXCERPT_BEFORE {
+                        before.pop_front();
+                    }
+                    before.push_back(line());
                 }
                 for m in matched {
                     tally.add(
@@ -191,6 +227,7 @@ impl Probe for JournalProbe {
             behind: read.behind,
             events,
             rules_skipped: rules.skipped().to_vec(),
+            excerpt,
         };
         Ok(ProbeOutput {
             section: Section::Journal(section),

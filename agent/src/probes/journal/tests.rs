@@ -273,3 +273,31 @@ fn no_journal_is_a_failed_probe_not_a_healthy_one() {
         "{err}"
     );
 }
+
+#[test]
+fn a_match_brings_the_kubelets_lines_before_it_and_a_quiet_run_none() {
+    let host = FakeHost::new();
+    let mut entries: Vec<JournalEntry> = (0..25)
+        .map(|i| kubelet(&format!(r#"I1207 06:00:{i:02}.000000    2114 kubelet.go:2421] "SyncLoop (PLEG): event for pod" pod="default/web-{i}""#), 400 - i))
+        .collect();
+    // Another service's lines are no part of the kubelet's excerpt.
+    entries.push(JournalEntry::new(
+        "sshd",
+        "ssh.service",
+        "Accepted publickey for admin",
+        at(300),
+    ));
+    entries.push(kubelet(
+        "PLEG is not healthy: pleg was last seen active 3m1s ago; threshold is 3m0s",
+        200,
+    ));
+    write(&host, "system.journal", &entries);
+    let probe = JournalProbe::new(JournalConfig::default());
+    let (s, _) = run(&probe, &host);
+    assert_eq!(s.excerpt.len(), 21, "20 lines before, and the match");
+    assert!(s.excerpt[0].message.contains("web-5"), "{:?}", s.excerpt[0]);
+    assert!(s.excerpt[20].message.starts_with("PLEG is not healthy"));
+    assert!(s.excerpt.iter().all(|l| l.unit == "kubelet.service"));
+    let (s, _) = run(&probe, &host);
+    assert!(s.excerpt.is_empty(), "nothing new, nothing sent");
+}
