@@ -1,5 +1,7 @@
-//! CPU time and allocations of one agent collection cycle (disk + memory + system) on this
-//! machine's real /proc. Run: `cargo bench -p nodemedic-agent --bench cycle`.
+//! CPU time and allocations of one agent collection cycle (every probe but live DNS
+//! queries) on this machine's real /proc, and the same with each of the host-facility
+//! probes off in turn, to see what each costs. Run: `cargo bench -p nodemedic-agent --bench
+//! cycle`.
 
 use std::{alloc::System, time::Instant};
 
@@ -26,19 +28,39 @@ fn main() {
     steady.dns.enabled = false;
     let mut ranking = steady.clone();
     ranking.thresholds.memory.top_processes_every = std::time::Duration::ZERO;
-    for (name, config) in [
-        ("steady cycle (processes ranked once a minute)", steady),
-        ("cycle that ranks processes", ranking),
-    ] {
+    let without = |name: &str| {
+        let mut c = steady.clone();
+        match name {
+            "journal" => c.journal.enabled = false,
+            "net" => c.net.enabled = false,
+            "certs" => c.certs.enabled = false,
+            "services" => c.services.enabled = false,
+            "inotify" => c.inotify.enabled = false,
+            _ => unreachable!(),
+        }
+        (format!("steady cycle without the {name} probe"), c)
+    };
+    let mut configs = vec![
+        (
+            "steady cycle (processes ranked once a minute)".to_owned(),
+            steady.clone(),
+        ),
+        ("cycle that ranks processes".to_owned(), ranking),
+    ];
+    configs.extend(["journal", "net", "certs", "services", "inotify"].map(without));
+    for (name, config) in configs {
+        // The kernel probe's catch-up wait makes a cycle last 100 ms: fewer cycles for the
+        // comparisons.
+        let cycles = if name.contains("without") { 300 } else { 2000 };
         runtime.block_on(measure(
-            name,
+            &name,
+            cycles,
             Agent::new("bench".into(), HostRoot::default(), &config),
         ));
     }
 }
 
-async fn measure(name: &str, agent: Agent) {
-    let cycles = 2000;
+async fn measure(name: &str, cycles: usize, agent: Agent) {
     for _ in 0..50 {
         agent.collect().await;
     }

@@ -1,12 +1,14 @@
 //! Reading the systemd journal's files with sdjournal (pure Rust: no libsystemd, no
-//! journalctl), from a cursor: each read opens the directories afresh, so files journald
-//! rotated (renamed to `system@….journal`) or created since are seen, and goes on strictly
-//! after the last entry read. The first read starts `lookback` before now. A read takes at
-//! most `max_entries`; the rest wait for the next one.
+//! journalctl), from where the last read stopped: each read opens the directories afresh,
+//! so files journald rotated (renamed to `system@….journal`) or created since are seen, and
+//! seeks by time to the last entry read (the journal's entry arrays are ordered by time, so
+//! this costs a search, not a walk from the head as a cursor seek does), skipping the
+//! entries of that microsecond already read. The first read starts `lookback` before now.
+//! A read takes at most `max_entries`; the rest wait for the next one.
 
-use std::{path::PathBuf, time::SystemTime};
+use std::{collections::HashSet, path::PathBuf, time::SystemTime};
 
-use sdjournal::{Cursor, Journal, SdJournalError};
+use sdjournal::{Journal, SdJournalError};
 
 /// One journal entry, as the rules read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +38,11 @@ pub struct Read {
 #[derive(Debug)]
 pub struct Reader {
     dirs: Vec<PathBuf>,
-    cursor: Option<Cursor>,
+    /// The time of the last entry read, and the cursors of the entries of that
+    /// microsecond read so far.
+    last: Option<(u64, HashSet<String>)>,
+    /// The last entry's cursor.
+    cursor: String,
     lookback: std::time::Duration,
     max_entries: usize,
 }
@@ -63,7 +69,8 @@ impl Reader {
     pub fn new(dirs: Vec<PathBuf>, lookback: std::time::Duration, max_entries: usize) -> Self {
         Reader {
             dirs,
-            cursor: None,
+            last: None,
+            cursor: String::new(),
             lookback,
             max_entries: max_entries.max(1),
         }
@@ -71,10 +78,7 @@ impl Reader {
 
     /// The cursor of the last entry read (sdjournal's form, not journalctl's).
     pub fn cursor(&self) -> String {
-        self.cursor
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default()
+        self.cursor.clone()
     }
 
     /// Reads the entries after the last one read (or from `lookback` before `now`), in
@@ -107,42 +111,62 @@ impl Reader {
         };
         let files = count_files(&dirs);
         let mut query = journal.query();
-        match &self.cursor {
-            Some(c) => {
-                query.after_cursor(c.clone());
-            }
-            None => {
-                let since = now
-                    .checked_sub(self.lookback)
-                    .unwrap_or(SystemTime::UNIX_EPOCH);
-                query.since_realtime(micros(since));
-            }
-        }
-        query.limit(self.max_entries);
+        let since = match &self.last {
+            Some((usec, _)) => *usec,
+            None => micros(
+                now.checked_sub(self.lookback)
+                    .unwrap_or(SystemTime::UNIX_EPOCH),
+            ),
+        };
+        query.since_realtime(since);
+        // The entries of the last microsecond read come again: room for them, and for one
+        // more that says whether entries are left.
+        let again = self.last.as_ref().map_or(0, |(_, seen)| seen.len());
+        query.limit(self.max_entries + again + 1);
         let mut read = Read {
             files,
             ..Read::default()
         };
         for item in query.iter().map_err(err)? {
             let entry = item.map_err(err)?;
+            let usec = entry.realtime_usec();
+            let cursor = entry.cursor().map_err(err)?.to_string();
+            let new_microsecond = match &self.last {
+                Some((last, seen)) if *last == usec => {
+                    if seen.contains(&cursor) {
+                        continue;
+                    }
+                    false
+                }
+                // Older than the last entry read (a clock set back): already past.
+                Some((last, _)) if usec < *last => continue,
+                _ => true,
+            };
+            if read.entries as usize == self.max_entries {
+                read.behind = true;
+                break;
+            }
+            match (&mut self.last, new_microsecond) {
+                (Some((_, seen)), false) => {
+                    seen.insert(cursor.clone());
+                }
+                _ => self.last = Some((usec, HashSet::from([cursor.clone()]))),
+            }
+            self.cursor = cursor;
             let text = |field: &str| {
                 entry
                     .get(field)
                     .map(|v| String::from_utf8_lossy(v).into_owned())
                     .unwrap_or_default()
             };
-            let at =
-                SystemTime::UNIX_EPOCH + std::time::Duration::from_micros(entry.realtime_usec());
-            self.cursor = Some(entry.cursor().map_err(err)?);
             read.entries += 1;
             each(Entry {
                 identifier: text("SYSLOG_IDENTIFIER"),
                 unit: text("_SYSTEMD_UNIT"),
                 message: text("MESSAGE"),
-                at,
+                at: SystemTime::UNIX_EPOCH + std::time::Duration::from_micros(usec),
             });
         }
-        read.behind = read.entries >= self.max_entries as u64;
         Ok(read)
     }
 }
