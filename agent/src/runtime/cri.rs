@@ -55,16 +55,22 @@ fn status_error(what: &'static str) -> impl Fn(tonic::Status) -> RuntimeError {
     }
 }
 
-/// The runtime's conditions (`RuntimeReady`, `NetworkReady`) and its version.
-pub async fn status(channel: Channel) -> Result<(String, Vec<RuntimeCondition>), RuntimeError> {
-    let mut runtime = RuntimeServiceClient::new(channel);
-    let version = runtime
+/// The runtime's name and version, as `containerd 1.7.2`.
+async fn version(runtime: &mut RuntimeServiceClient<Channel>) -> Result<String, RuntimeError> {
+    let v = runtime
         .version(VersionRequest {
             version: "v1".into(),
         })
         .await
         .map_err(status_error("Version"))?
         .into_inner();
+    Ok(format!("{} {}", v.runtime_name, v.runtime_version))
+}
+
+/// The runtime's conditions (`RuntimeReady`, `NetworkReady`) and its version.
+pub async fn status(channel: Channel) -> Result<(String, Vec<RuntimeCondition>), RuntimeError> {
+    let mut runtime = RuntimeServiceClient::new(channel);
+    let version = version(&mut runtime).await?;
     let conditions = runtime
         .status(StatusRequest { verbose: false })
         .await
@@ -73,23 +79,14 @@ pub async fn status(channel: Channel) -> Result<(String, Vec<RuntimeCondition>),
         .status
         .map(|s| s.conditions)
         .unwrap_or_default();
-    Ok((
-        format!("{} {}", version.runtime_name, version.runtime_version),
-        conditions,
-    ))
+    Ok((version, conditions))
 }
 
 /// What the runtime holds.
 pub async fn inventory(channel: Channel) -> Result<Inventory, RuntimeError> {
     let mut runtime = RuntimeServiceClient::new(channel.clone());
     let mut images = ImageServiceClient::new(channel);
-    let version = runtime
-        .version(VersionRequest {
-            version: "v1".into(),
-        })
-        .await
-        .map_err(status_error("Version"))?
-        .into_inner();
+    let version = version(&mut runtime).await?;
     let fs = images
         .image_fs_info(ImageFsInfoRequest {})
         .await
@@ -104,7 +101,7 @@ pub async fn inventory(channel: Channel) -> Result<Inventory, RuntimeError> {
     let used = images_in_use(&mut runtime).await?;
     let image_fs = fs.image_filesystems.first();
     Ok(Inventory {
-        version: format!("{} {}", version.runtime_name, version.runtime_version),
+        version,
         root_dir: image_fs
             .and_then(|f| f.fs_id.as_ref())
             .map(|id| id.mountpoint.clone())
