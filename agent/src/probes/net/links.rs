@@ -69,11 +69,12 @@ pub fn is_bond(host: &HostRoot, name: &str) -> bool {
     host.path(&format!("/proc/net/bonding/{name}")).is_file()
 }
 
-/// One interface's state and counters. An interface that went away while being read has
-/// no state files: `None`.
+/// One interface's state and counters (`physical`: [`is_physical`]). An interface that
+/// went away while being read has no state files: `None`.
 pub fn interface(
     host: &HostRoot,
     name: &str,
+    physical: bool,
     stats: &InterfaceDeviceStatus,
     default_routes: &BTreeSet<String>,
 ) -> Result<Option<NetInterface>, HostError> {
@@ -96,7 +97,7 @@ pub fn interface(
         operstate: operstate.trim().to_owned(),
         carrier,
         admin_up: flags & IFF_UP != 0,
-        physical: is_physical(host, name),
+        physical,
         default_route: default_routes.contains(name),
         rx_packets: s.map_or(0, |s| s.recv_packets),
         rx_errors: s.map_or(0, |s| s.recv_errs),

@@ -91,16 +91,10 @@ impl NetProbe {
     }
 
     /// Which interfaces to look at.
-    fn wanted(
-        &self,
-        host: &crate::host::HostRoot,
-        name: &str,
-        defaults: &BTreeSet<String>,
-    ) -> bool {
+    fn wanted(&self, name: &str, defaults: &BTreeSet<String>, physical: bool, bond: bool) -> bool {
         self.config.include.iter().any(|i| i == name)
             || defaults.contains(name)
-            || ((links::is_bond(host, name) || links::is_physical(host, name))
-                && !self.config.excluded(name))
+            || ((bond || physical) && !self.config.excluded(name))
     }
 }
 
@@ -124,13 +118,14 @@ impl Probe for NetProbe {
             ..Default::default()
         };
         for name in links::names(host)? {
-            if !self.wanted(host, &name, &defaults) {
+            let (physical, bond) = (links::is_physical(host, &name), links::is_bond(host, &name));
+            if !self.wanted(&name, &defaults, physical, bond) {
                 continue;
             }
-            if let Some(i) = links::interface(host, &name, &stats, &defaults)? {
+            if let Some(i) = links::interface(host, &name, physical, &stats, &defaults)? {
                 section.interfaces.push(i);
             }
-            if links::is_bond(host, &name) {
+            if bond {
                 section.bonds.push(links::bond(host, &name)?);
             }
         }
@@ -211,8 +206,9 @@ pub fn judge(s: &NetSection, c: &NetConfig) -> Vec<Finding> {
                 .with(Evidence::text("admin_up", i.admin_up.to_string())),
             );
         }
-        for (dir, share, packets, errors, dropped) in [
+        for (direction, dir, share, packets, errors, dropped) in [
             (
+                "rx",
                 "receives",
                 i.rx_loss_percent,
                 i.rx_packets,
@@ -220,6 +216,7 @@ pub fn judge(s: &NetSection, c: &NetConfig) -> Vec<Finding> {
                 i.rx_dropped,
             ),
             (
+                "tx",
                 "sends",
                 i.tx_loss_percent,
                 i.tx_packets,
@@ -244,7 +241,7 @@ pub fn judge(s: &NetSection, c: &NetConfig) -> Vec<Finding> {
                     ),
                 )
                 .with(Evidence::percent("lost_percent", share))
-                .with(Evidence::text("direction", if dir == "receives" { "rx" } else { "tx" })),
+                .with(Evidence::text("direction", direction)),
             );
         }
     }

@@ -69,30 +69,36 @@ fn one_line(body: &str) -> String {
     s
 }
 
-/// Seconds since the process named `kubelet` started, from `/proc/<pid>/stat` and
-/// `/proc/uptime`; `None` when there is none (or the kubelet runs inside another binary,
-/// as in k3s).
-pub fn up_seconds(host: &HostRoot) -> Option<f64> {
+/// The process named `kubelet` (the oldest, should it have a helper of the same name) and
+/// its seconds since start, from `/proc/<pid>/stat` and `/proc/uptime`; `None` when there
+/// is none (or the kubelet runs inside another binary, as in k3s). `known` is the pid found
+/// last time: while it is still the kubelet, `/proc` is not scanned again.
+pub fn up_seconds(host: &HostRoot, known: Option<u32>) -> Option<(u32, f64)> {
     let uptime: procfs_core::Uptime = host.parse("/proc/uptime").ok()?;
     let ticks = rustix::param::clock_ticks_per_second() as f64;
-    let entries = std::fs::read_dir(host.path("/proc")).ok()?;
-    entries
+    let age = |pid: u32| {
+        let dir = host.path(&format!("/proc/{pid}"));
+        if !std::fs::read_to_string(dir.join("comm")).is_ok_and(|c| c.trim_end() == "kubelet") {
+            return None;
+        }
+        let stat = std::fs::read(dir.join("stat")).ok()?;
+        let stat =
+            <procfs_core::process::Stat as procfs_core::FromRead>::from_read(stat.as_slice())
+                .ok()?;
+        Some((
+            pid,
+            (uptime.uptime - stat.starttime as f64 / ticks).max(0.0),
+        ))
+    };
+    if let Some(found) = known.and_then(age) {
+        return Some(found);
+    }
+    std::fs::read_dir(host.path("/proc"))
+        .ok()?
         .filter_map(Result::ok)
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        })
-        .filter(|e| {
-            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim_end() == "kubelet")
-        })
-        .filter_map(|e| {
-            let stat = std::fs::read(e.path().join("stat")).ok()?;
-            <procfs_core::process::Stat as procfs_core::FromRead>::from_read(stat.as_slice()).ok()
-        })
-        .map(|s| (uptime.uptime - s.starttime as f64 / ticks).max(0.0))
-        // The oldest, should the kubelet have a helper of the same name.
-        .reduce(f64::max)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(age)
+        .reduce(|a, b| if b.1 > a.1 { b } else { a })
 }
 
 #[cfg(test)]

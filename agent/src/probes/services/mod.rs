@@ -80,12 +80,14 @@ impl ServicesConfig {
     }
 }
 
-/// Asks the kubelet and the runtimes; counts the kubelet's failures in a row.
+/// Asks the kubelet and the runtimes; counts the kubelet's failures in a row and remembers
+/// its process.
 #[derive(Debug)]
 pub struct ServicesProbe {
     config: ServicesConfig,
     sockets: Sockets,
     failures: Mutex<u32>,
+    kubelet_pid: Mutex<Option<u32>>,
 }
 
 impl ServicesProbe {
@@ -95,12 +97,18 @@ impl ServicesProbe {
             config,
             sockets,
             failures: Mutex::new(0),
+            kubelet_pid: Mutex::new(None),
         }
     }
 
     fn kubelet(&self, ctx: &ProbeContext, section: &mut ServicesSection) {
         let file = KubeletConfig::read(&ctx.host);
-        let up = kubelet::up_seconds(&ctx.host);
+        let up = {
+            let mut pid = self.kubelet_pid.lock().unwrap_or_else(|p| p.into_inner());
+            let found = kubelet::up_seconds(&ctx.host, *pid);
+            *pid = found.map(|(p, _)| p);
+            found.map(|(_, up)| up)
+        };
         section.kubelet_up_seconds = up;
         section.kubelet_expected = match self.config.kubelet {
             Expect::Always => true,
