@@ -49,16 +49,26 @@ pub fn default_probes(config: &Config, kube: &KubeSlot) -> Vec<Arc<dyn Probe>> {
         Arc::new(MemoryProbe::new(t.memory.clone())),
         Arc::new(SystemProbe::new(t.system.clone())),
         Arc::new(ClockProbe::new(t.clock.clone())),
-        Arc::new(InotifyProbe::new(config.inotify.clone())),
-        Arc::new(NetProbe::new(config.net.clone())),
-        Arc::new(CertsProbe::new(config.certs.clone())),
-        Arc::new(ServicesProbe::new(
-            config.services.clone(),
-            config.images.sockets(),
-        )),
         Arc::new(DnsProbe::new(config.dns.clone())),
         Arc::new(ImagesProbe::new(config.images.clone(), t.disk.fill_fit())),
     ];
+    // A probe turned off is not run at all: it measures nothing, so none of its checks
+    // (or node conditions) counts as measured.
+    if config.inotify.enabled {
+        probes.push(Arc::new(InotifyProbe::new(config.inotify.clone())));
+    }
+    if config.net.enabled {
+        probes.push(Arc::new(NetProbe::new(config.net.clone())));
+    }
+    if config.certs.enabled {
+        probes.push(Arc::new(CertsProbe::new(config.certs.clone())));
+    }
+    if config.services.enabled {
+        probes.push(Arc::new(ServicesProbe::new(
+            config.services.clone(),
+            config.images.sockets(),
+        )));
+    }
     if config.cgroups.enabled {
         probes.push(Arc::new(CgroupsProbe::new(
             config.cgroups.clone(),

@@ -87,12 +87,6 @@ impl Probe for InotifyProbe {
     }
 
     fn run(&self, ctx: &ProbeContext) -> Result<ProbeOutput, ProbeError> {
-        if !self.config.enabled {
-            return Ok(ProbeOutput {
-                section: Section::Inotify(InotifySection::default()),
-                findings: vec![],
-            });
-        }
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         let due = last.as_ref().is_none_or(|s| {
             let at = s

@@ -102,13 +102,11 @@ impl Probe for CertsProbe {
 
     fn run(&self, ctx: &ProbeContext) -> Result<ProbeOutput, ProbeError> {
         let mut section = CertsSection::default();
-        if self.config.enabled {
-            for s in sources(&ctx.host, &self.config) {
-                if section.certificates.iter().any(|c| c.path == s.path) {
-                    continue;
-                }
-                section.certificates.extend(read(&ctx.host, &s, ctx.now));
+        for s in sources(&ctx.host, &self.config) {
+            if section.certificates.iter().any(|c| c.path == s.path) {
+                continue;
             }
+            section.certificates.extend(read(&ctx.host, &s, ctx.now));
         }
         Ok(ProbeOutput {
             findings: judge(&section, &self.config, ctx.now),

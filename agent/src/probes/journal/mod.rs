@@ -145,12 +145,6 @@ impl Probe for JournalProbe {
     }
 
     fn run(&self, ctx: &ProbeContext) -> Result<ProbeOutput, ProbeError> {
-        if !self.config.enabled {
-            return Ok(ProbeOutput {
-                section: Section::Journal(JournalSection::default()),
-                findings: vec![],
-            });
-        }
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if state.is_none() {
             *state = Some(self.start(ctx)?);

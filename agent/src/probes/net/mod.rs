@@ -104,12 +104,6 @@ impl Probe for NetProbe {
     }
 
     fn run(&self, ctx: &ProbeContext) -> Result<ProbeOutput, ProbeError> {
-        if !self.config.enabled {
-            return Ok(ProbeOutput {
-                section: Section::Net(NetSection::default()),
-                findings: vec![],
-            });
-        }
         let host = &ctx.host;
         let defaults = links::default_route_interfaces(host)?;
         let stats = links::counters(host)?;

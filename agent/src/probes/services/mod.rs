@@ -197,10 +197,8 @@ impl Probe for ServicesProbe {
 
     fn run(&self, ctx: &ProbeContext) -> Result<ProbeOutput, ProbeError> {
         let mut section = ServicesSection::default();
-        if self.config.enabled {
-            self.kubelet(ctx, &mut section);
-            self.runtimes(ctx, &mut section)?;
-        }
+        self.kubelet(ctx, &mut section);
+        self.runtimes(ctx, &mut section)?;
         Ok(ProbeOutput {
             findings: judge(&section, &self.config),
             section: Section::Services(section),
