@@ -126,11 +126,19 @@ pub struct WatchArgs {
     pub severity: Option<Severity>,
 }
 
-/// A gRPC error as the user should read it.
+/// A gRPC error as the user should read it: its message, and what caused it (a transport
+/// error's detail is in its source chain, not its message), with a hint when the two ends
+/// disagree on TLS.
 pub fn status_text(e: tonic::Status) -> anyhow::Error {
-    let hint = nodemedic_proto::tls::mismatch_hint(e.message())
+    let mut text = e.message().to_owned();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    let hint = nodemedic_proto::tls::mismatch_hint(&text)
         .map_or_else(String::new, |h| format!("\n  hint: {h}"));
-    anyhow::anyhow!("{}: {}{hint}", e.code().description(), e.message())
+    anyhow::anyhow!("{}: {text}{hint}", e.code().description())
 }
 
 /// `nodes`.

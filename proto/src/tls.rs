@@ -48,7 +48,13 @@ pub fn mismatch_hint(error: &str) -> Option<&'static str> {
         )
     } else if error.contains("HTTPS without TLS enabled") {
         Some("an https:// collector needs its CA: give --ca FILE (NODEMEDIC_CA)")
-    } else if error.contains("h2 protocol error") || error.contains("frame with invalid size") {
+    } else if error.contains("h2 protocol error")
+        || error.contains("frame with invalid size")
+        // A TLS listener closing on the plaintext preface, before the HTTP/2 handshake
+        // read its alert (which form depends on timing).
+        || error.contains("stream closed because of a broken pipe")
+        || error.ends_with("operation was canceled: connection closed")
+    {
         Some(
             "the collector did not answer in plaintext HTTP/2: it may serve TLS; use an https:// URL with --ca",
         )
@@ -78,6 +84,15 @@ mod tests {
                 .unwrap()
                 .contains("https://")
         );
+        for closed in [
+            "transport error: transport error: connection error: stream closed because of a broken pipe",
+            "operation was canceled: transport error: operation was canceled: connection closed",
+        ] {
+            assert!(
+                mismatch_hint(closed).unwrap().contains("https://"),
+                "{closed}"
+            );
+        }
         assert_eq!(mismatch_hint("connection refused"), None);
     }
 }
