@@ -1,6 +1,7 @@
 //! What one walk of the pod cgroups costs on a full node: 110 pods, 300 containers, in a
 //! cgroup v1 tree on a tmpfs with the files as this machine's v1 memory controller writes
-//! them (its real `memory.stat` is copied into every cgroup).
+//! them (its real `memory.stat` is copied into every cgroup), and the CPU controller's tree
+//! beside it (this machine's real `cpu.stat`, a quota on every container).
 //!
 //! `cargo bench -p nodemedic-agent --bench cgroups` (root: the fake host is a tmpfs).
 
@@ -22,6 +23,7 @@ fn main() {
     let real =
         |name: &str| std::fs::read_to_string(format!("/sys/fs/cgroup/memory/{name}")).unwrap();
     let stat = real("memory.stat");
+    let cpu_stat = std::fs::read_to_string("/sys/fs/cgroup/cpu/cpu.stat").unwrap();
     let write = |dir: &str, limit: u64| {
         host.write(&format!("{dir}/memory.usage_in_bytes"), "52428800\n");
         host.write(
@@ -34,6 +36,11 @@ fn main() {
             "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n",
         );
         host.write(&format!("{dir}/memory.failcnt"), "0\n");
+        let cpu = dir.replacen("/memory/", "/cpu/", 1);
+        host.write(&format!("{cpu}/cpu.stat"), &cpu_stat);
+        let quota = if limit < 1 << 40 { "50000\n" } else { "-1\n" };
+        host.write(&format!("{cpu}/cpu.cfs_quota_us"), quota);
+        host.write(&format!("{cpu}/cpu.cfs_period_us"), "100000\n");
     };
     let root = "/sys/fs/cgroup/memory/kubepods";
     write(root, 9223372036854771712);

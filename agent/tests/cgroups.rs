@@ -20,7 +20,9 @@ use nodemedic_agent::{
     kubernetes::{view::KubeSlot, watch::connect},
     probes::cgroups::CgroupsProbe,
     probes::{Probe, ProbeContext, Section},
-    testing::{Containerd, CriPodSpec, Dockerd, FakeApiServer, FakeHost, MemoryCgroup},
+    testing::{
+        Containerd, CriContainer, CriPodSpec, Dockerd, FakeApiServer, FakeHost, MemoryCgroup,
+    },
     units::Percent,
 };
 use nodemedic_proto::v1::{CgroupsSection, Finding, Severity};
@@ -316,19 +318,37 @@ async fn kube_with_holmes_pod(
     (api, dir, kube)
 }
 
-/// Names from the CRI, with no Kubernetes API: a pod started through a real containerd the
+/// A pod started through a real containerd's CRI (the runtime the tests start themselves) the
 /// way the kubelet starts one (its sandbox under a `kubepods` cgroup parent, containers with
-/// the kubelet's `io.kubernetes.*` labels and memory limits). The probe finds the runtime's
-/// socket at its default place in the host root and names each cgroup from the labels.
+/// the kubelet's `io.kubernetes.*` labels, memory and CPU limits). The probe finds the
+/// runtime's socket at its default place in the host root and names each cgroup from the
+/// labels; a container spinning against a 0.2-CPU limit is throttled by the kernel in most
+/// of its CFS periods (`cpu.stat` of its real CPU cgroup), one that sleeps is not.
 #[test]
-fn a_pod_started_through_the_cri_is_named_by_its_labels() {
+fn a_pod_started_through_the_cri_is_named_by_its_labels_and_its_cpu_throttling_seen() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Dockerd::start(&dir.path().join("docker"));
     let runtime = Containerd::start(&dir.path().join("containerd"));
     runtime.load_busybox(&engine);
     let (uid, _) = ids(3);
     let top = format!("nodemedic-test-{}-3", std::process::id());
-    let containers = [("cart", 64 * MIB), ("istio-proxy", 32 * MIB)];
+    let container = |name, memory_limit| CriContainer {
+        name,
+        memory_limit,
+        cpu_quota: None,
+        busy: false,
+    };
+    // 2 ms of CPU every 10 ms: 100 periods a second, so the test sees enough in seconds.
+    let encoder = CriContainer {
+        cpu_quota: Some((2_000, 10_000)),
+        busy: true,
+        ..container("encoder", 32 * MIB)
+    };
+    let containers = [
+        container("cart", 64 * MIB),
+        container("istio-proxy", 32 * MIB),
+        encoder,
+    ];
     let pod = runtime.run_pod(&CriPodSpec {
         namespace: "shop",
         name: "cart-7d9f8b6c5-x2k4q",
@@ -343,6 +363,10 @@ fn a_pod_started_through_the_cri_is_named_by_its_labels() {
             "/sys/fs/cgroup/memory/kubepods",
             Path::new(MemoryCgroup::ROOT).join(&top).join("kubepods"),
         ),
+        (
+            "/sys/fs/cgroup/cpu/kubepods",
+            Path::new("/sys/fs/cgroup/cpu").join(&top).join("kubepods"),
+        ),
         ("/run/containerd/containerd.sock", runtime.socket.clone()),
     ] {
         let link = host.root().path(link);
@@ -353,8 +377,8 @@ fn a_pod_started_through_the_cri_is_named_by_its_labels() {
     let (section, _) = run(&probe, &host);
     assert_eq!(
         (section.pods, section.containers),
-        (1, 3),
-        "two containers and the sandbox"
+        (1, 4),
+        "three containers and the sandbox"
     );
     let sandbox = section
         .top
@@ -366,12 +390,12 @@ fn a_pod_started_through_the_cri_is_named_by_its_labels() {
         ("cart-7d9f8b6c5-x2k4q", "POD"),
         "named as the kubelet names it"
     );
-    for ((name, limit), id) in containers.iter().zip(&pod.container_ids) {
+    for (c, id) in containers.iter().zip(&pod.container_ids) {
         let usage = section
             .top
             .iter()
             .find(|u| &u.container_id == id)
-            .unwrap_or_else(|| panic!("{name} measured: {section:#?}"));
+            .unwrap_or_else(|| panic!("{} measured: {section:#?}", c.name));
         assert_eq!(
             (
                 usage.namespace.as_str(),
@@ -379,11 +403,42 @@ fn a_pod_started_through_the_cri_is_named_by_its_labels() {
                 usage.container.as_str(),
                 usage.pod_uid.as_str()
             ),
-            ("shop", "cart-7d9f8b6c5-x2k4q", *name, uid.as_str())
+            ("shop", "cart-7d9f8b6c5-x2k4q", c.name, uid.as_str())
         );
-        assert_eq!(usage.limit_bytes, *limit, "the limit the CRI set");
+        assert_eq!(usage.limit_bytes, c.memory_limit, "the limit the CRI set");
         assert!(usage.usage_bytes > 0, "busybox runs in it: {usage:?}");
     }
+
+    let throttled = until(
+        &probe,
+        &host,
+        Duration::from_secs(20),
+        "encoder throttled",
+        |_, fs| fs.iter().find(|f| f.check == "pod.cpu_throttled").cloned(),
+    );
+    assert_eq!(throttled.subject, "shop/cart-7d9f8b6c5-x2k4q/encoder");
+    assert_eq!(throttled.severity, Severity::Warning as i32);
+    assert_eq!(throttled.number("cpu_limit_cores"), Some(0.2));
+    assert!(
+        throttled.number("throttled_percent").unwrap() > 50.0,
+        "a busy loop at 0.2 CPU is stopped in most periods: {throttled:#?}"
+    );
+    assert!(throttled.number("periods").unwrap() >= 100.0);
+    assert!(throttled.message.contains("200m"), "{}", throttled.message);
+    let (section, findings) = run(&probe, &host);
+    let encoder = section
+        .top
+        .iter()
+        .find(|u| u.container == "encoder")
+        .unwrap();
+    assert_eq!(encoder.cpu_limit_cores, 0.2);
+    assert!(encoder.cpu_throttled_percent > 50.0, "{encoder:?}");
+    assert!(
+        findings
+            .iter()
+            .all(|f| f.check != "pod.cpu_throttled" || f.subject.ends_with("/encoder")),
+        "containers without a CPU limit are never throttled: {findings:#?}"
+    );
 }
 
 /// cgroup v2 (systemd driver names), from the kernel's documented file formats, named

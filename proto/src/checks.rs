@@ -116,6 +116,8 @@ pub const NODE_NOT_FOUND: &str = "node.not_found";
 pub const POD_MEMORY_NEAR_LIMIT: &str = "pod.memory_near_limit";
 /// `pod.memory_throttled`: a cgroup hits its memory limit without an OOM kill yet.
 pub const POD_MEMORY_THROTTLED: &str = "pod.memory_throttled";
+/// `pod.cpu_throttled`: a container spends many CFS periods stopped at its CPU limit.
+pub const POD_CPU_THROTTLED: &str = "pod.cpu_throttled";
 /// `pod.oom_kills`: the kernel OOM-killed in a pod's cgroup.
 pub const POD_OOM_KILLS: &str = "pod.oom_kills";
 /// `pod.ephemeral_storage`: a pod's ephemeral storage near its limit.
@@ -241,6 +243,7 @@ pub const ALL: &[&str] = &[
     NODE_NOT_FOUND,
     POD_MEMORY_NEAR_LIMIT,
     POD_MEMORY_THROTTLED,
+    POD_CPU_THROTTLED,
     POD_OOM_KILLS,
     POD_EPHEMERAL_STORAGE,
     CLOCK_UNSYNCHRONISED,

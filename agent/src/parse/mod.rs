@@ -5,6 +5,7 @@
 //! parses whole are read with `HostRoot::parse` (the host module).
 
 pub mod bonding;
+pub mod cgroup_cpu;
 pub mod cgroup_memory;
 pub mod cgroup_path;
 pub mod kmsg;

@@ -255,7 +255,7 @@ pub struct CriPod {
     pub container_ids: Vec<String>,
 }
 
-/// What a [`CriPod`] is: the pod's metadata and its containers (name, memory limit).
+/// What a [`CriPod`] is: the pod's metadata and its containers.
 pub struct CriPodSpec<'a> {
     /// The pod's namespace.
     pub namespace: &'a str,
@@ -265,8 +265,21 @@ pub struct CriPodSpec<'a> {
     pub uid: &'a str,
     /// The cgroupfs parent, e.g. `/kubepods/burstable/pod<uid>`.
     pub cgroup_parent: &'a str,
-    /// Its containers: name and memory limit in bytes.
-    pub containers: &'a [(&'a str, u64)],
+    /// Its containers.
+    pub containers: &'a [CriContainer<'a>],
+}
+
+/// One container of a [`CriPodSpec`]: busybox sleeping, or spinning on the CPU.
+#[derive(Debug, Clone, Copy)]
+pub struct CriContainer<'a> {
+    /// Its name in the pod.
+    pub name: &'a str,
+    /// Its memory limit in bytes.
+    pub memory_limit: u64,
+    /// Its CPU limit as CFS quota and period in microseconds (`None`: unlimited).
+    pub cpu_quota: Option<(i64, i64)>,
+    /// Run a busy loop instead of sleeping.
+    pub busy: bool,
 }
 
 impl Containerd {
@@ -364,20 +377,30 @@ impl Containerd {
                 cgroup_parent: spec.cgroup_parent.to_owned(),
                 container_ids: Vec::new(),
             };
-            for (name, limit) in spec.containers {
+            for c in spec.containers {
+                let (cpu_quota, cpu_period) = c.cpu_quota.unwrap_or((0, 0));
                 let config = ContainerConfig {
                     metadata: Some(ContainerMetadata {
-                        name: (*name).to_owned(),
+                        name: c.name.to_owned(),
                         attempt: 0,
                     }),
                     image: Some(ImageSpec {
                         image: BUSYBOX_IMAGE.to_owned(),
                         ..ImageSpec::default()
                     }),
-                    labels: labels(Some(name)),
+                    command: if c.busy {
+                        ["/bin/busybox", "sh", "-c", "while :; do :; done"]
+                            .map(String::from)
+                            .to_vec()
+                    } else {
+                        Vec::new()
+                    },
+                    labels: labels(Some(c.name)),
                     linux: Some(LinuxContainerConfig {
                         resources: Some(LinuxContainerResources {
-                            memory_limit_in_bytes: *limit as i64,
+                            cpu_period,
+                            cpu_quota,
+                            memory_limit_in_bytes: c.memory_limit as i64,
                         }),
                     }),
                     ..ContainerConfig::default()

@@ -16,7 +16,7 @@ pub use self::{
     cgroup::MemoryCgroup,
     dns::{DnsStub, Dnsmasq, StubMode},
     drift::drift,
-    engines::{BUSYBOX_IMAGE, Containerd, CriPod, CriPodSpec, Dockerd},
+    engines::{BUSYBOX_IMAGE, Containerd, CriContainer, CriPod, CriPodSpec, Dockerd},
     journal::{JournalEntry, write_journal},
 };
 

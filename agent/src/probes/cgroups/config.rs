@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use crate::units::Percent;
 
-/// The cgroups probe: pod memory against limits, and pod ephemeral storage.
+/// The cgroups probe: pod memory and CPU against limits, and pod ephemeral storage.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CgroupsConfig {
@@ -33,6 +33,15 @@ pub struct CgroupsConfig {
     /// ... within this time, with no OOM kill (default 5m).
     #[serde(with = "humantime_serde")]
     pub throttle_window: Duration,
+    /// `pod.cpu_throttled` when the kernel stopped a container at its CPU limit in more
+    /// than this share of its CFS periods (percent, default 25) ...
+    pub cpu_throttled_percent: Percent,
+    /// ... over this window (default 5m) ...
+    #[serde(with = "humantime_serde")]
+    pub cpu_throttle_window: Duration,
+    /// ... once it ran in this many periods in it (default 100: 10 s of running at the
+    /// kernel's 100 ms period), so a container that barely ran is not judged.
+    pub cpu_min_periods: u64,
     /// `pod.oom_kills` stays open this long after the last kill (default 1h).
     #[serde(with = "humantime_serde")]
     pub oom_window: Duration,
@@ -59,6 +68,9 @@ impl Default for CgroupsConfig {
             growth_min_span: Duration::from_secs(60),
             throttle_events: 10,
             throttle_window: Duration::from_secs(300),
+            cpu_throttled_percent: Percent::of(25.0),
+            cpu_throttle_window: Duration::from_secs(300),
+            cpu_min_periods: 100,
             oom_window: Duration::from_secs(3600),
             ephemeral_warn_percent: Percent::of(80.0),
             ephemeral_every: Duration::from_secs(60),
@@ -77,6 +89,7 @@ impl CgroupsConfig {
             ("ephemeral_every", self.ephemeral_every),
             ("growth_window", self.growth_window),
             ("throttle_window", self.throttle_window),
+            ("cpu_throttle_window", self.cpu_throttle_window),
             ("oom_window", self.oom_window),
         ] {
             if value.is_zero() {

@@ -2,7 +2,8 @@
 //! memory cgroups the kubelet makes ([`walk`]), so an OOM kill or an eviction is seen
 //! coming — the working set near the limit, its growth and the minutes left, limit hits
 //! without a kill yet, and kills counted by the kernel even when the pod object is gone —
-//! and each pod's ephemeral storage ([`ephemeral`]) against its limit. Cgroups are named
+//! containers the kernel keeps stopping at their CPU limit (CFS throttling, from the same
+//! cgroups' `cpu.stat`), and each pod's ephemeral storage ([`ephemeral`]) against its limit. Cgroups are named
 //! by the CRI runtime's labels or the Kubernetes API ([`names`]).
 
 pub mod config;
@@ -29,7 +30,7 @@ use super::{Probe, ProbeContext, ProbeError, ProbeOutput, Section};
 use crate::{
     forecast::History,
     kubernetes::view::KubeSlot,
-    parse::cgroup_memory::CgroupMemory,
+    parse::{cgroup_cpu::CgroupCpu, cgroup_memory::CgroupMemory},
     runtime::{
         endpoint::{Endpoint, Sockets},
         inventory::RuntimeKind,
@@ -45,10 +46,19 @@ struct Counters {
     pressure_events: u64,
 }
 
+/// CFS counters of one CPU cgroup at one sample.
+#[derive(Debug, Clone, Copy)]
+struct CpuSample {
+    at: SystemTime,
+    periods: u64,
+    throttled: u64,
+}
+
 #[derive(Debug, Default)]
 struct State {
     history: History,
     counters: HashMap<PathBuf, VecDeque<Counters>>,
+    cpu: HashMap<PathBuf, VecDeque<CpuSample>>,
     /// When each cgroup's OOM kill counter last rose (or was first seen above zero), and
     /// whether that was seen happen.
     kills: HashMap<PathBuf, (SystemTime, bool)>,
@@ -98,8 +108,12 @@ struct Measured<'a> {
     found: &'a Found,
     name: Name,
     memory: CgroupMemory,
+    /// Its CPU bandwidth files, when the node has a CPU controller and they read.
+    cpu: Option<CgroupCpu>,
     growth_per_minute: f64,
     limit_in_minutes: Option<f64>,
+    /// Periods run and throttled over the throttle window (from the oldest sample in it).
+    cpu_window: Option<(u64, u64, Duration)>,
 }
 
 impl Measured<'_> {
@@ -150,6 +164,7 @@ impl Probe for CgroupsProbe {
         &[
             checks::POD_MEMORY_NEAR_LIMIT,
             checks::POD_MEMORY_THROTTLED,
+            checks::POD_CPU_THROTTLED,
             checks::POD_OOM_KILLS,
             checks::POD_EPHEMERAL_STORAGE,
         ]
@@ -209,12 +224,18 @@ impl CgroupsProbe {
                     self.config.growth_min_span,
                 )
             });
+            let cpu = f
+                .cpu_dir
+                .as_deref()
+                .and_then(|dir| walk::read_cpu(version, dir).ok());
             measured.push(Measured {
                 found: f,
                 name: state.names.of(&f.pod),
                 growth_per_minute: forecast.map_or(0.0, |f| f.bytes_per_hour / 60.0),
                 limit_in_minutes: forecast.and_then(|f| f.full_in_hours).map(|h| h * 60.0),
+                cpu_window: cpu.map(|c| self.cpu_window(state, &f.dir, c, ctx.now)),
                 memory,
+                cpu,
             });
         }
         section.pods = found
@@ -226,11 +247,13 @@ impl CgroupsProbe {
         let dirs: HashSet<&Path> = measured.iter().map(|m| m.found.dir.as_path()).collect();
         state.history.retain(|k| dirs.contains(Path::new(k)));
         state.counters.retain(|k, _| dirs.contains(k.as_path()));
+        state.cpu.retain(|k, _| dirs.contains(k.as_path()));
         state.kills.retain(|k, _| dirs.contains(k.as_path()));
 
         for m in &measured {
             findings.extend(self.near_limit(m));
             findings.extend(self.counters(state, m, ctx.now));
+            findings.extend(self.cpu_throttled(m));
         }
         findings.extend(self.ephemeral(state, ctx, &measured)?);
 
@@ -279,6 +302,19 @@ fn usage(m: &Measured, state: &State) -> PodUsage {
         memory_pressure: m.memory.pressure,
         ephemeral_bytes: eph,
         ephemeral_limit_bytes: 0,
+        cpu_limit_cores: m.cpu.and_then(|c| c.limit_cpus).unwrap_or(0.0),
+        cpu_throttled_percent: m
+            .cpu_window
+            .map_or(0.0, |(periods, throttled, _)| percent(throttled, periods)),
+    }
+}
+
+/// A CPU limit as Kubernetes writes it: `200m`, `2`.
+fn cores(limit: f64) -> String {
+    if limit.fract() == 0.0 {
+        format!("{limit}")
+    } else {
+        format!("{:.0}m", limit * 1000.0)
     }
 }
 
@@ -412,6 +448,65 @@ impl CgroupsProbe {
             }
         }
         out
+    }
+
+    /// Records a CPU sample of the cgroup at `dir`; the periods run and throttled since the
+    /// oldest sample within the throttle window, and the time they span.
+    fn cpu_window(
+        &self,
+        state: &mut State,
+        dir: &Path,
+        cpu: CgroupCpu,
+        now: SystemTime,
+    ) -> (u64, u64, Duration) {
+        let samples = state.cpu.entry(dir.to_owned()).or_default();
+        samples.push_back(CpuSample {
+            at: now,
+            periods: cpu.periods,
+            throttled: cpu.throttled_periods,
+        });
+        let keep_from = now
+            .checked_sub(self.config.cpu_throttle_window)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        while samples.len() > 2 && samples.front().is_some_and(|s| s.at < keep_from) {
+            samples.pop_front();
+        }
+        let first = samples.front().copied().filter(|f| f.at < now);
+        first.map_or((0, 0, Duration::ZERO), |f| {
+            (
+                cpu.periods.saturating_sub(f.periods),
+                cpu.throttled_periods.saturating_sub(f.throttled),
+                now.duration_since(f.at).unwrap_or_default(),
+            )
+        })
+    }
+
+    /// `pod.cpu_throttled`: a container the kernel keeps stopping at its CPU limit.
+    fn cpu_throttled(&self, m: &Measured) -> Option<Finding> {
+        m.found.pod.container_id.as_ref()?;
+        let limit = m.cpu?.limit_cpus?;
+        let (periods, throttled, span) = m.cpu_window?;
+        let share = percent(throttled, periods);
+        if periods < self.config.cpu_min_periods || share <= self.config.cpu_throttled_percent.get()
+        {
+            return None;
+        }
+        Some(
+            m.finding(
+                checks::POD_CPU_THROTTLED,
+                Severity::Warning,
+                format!(
+                    "{} was stopped at its CPU limit of {} in {share:.0}% of its scheduling periods over the last {} ({throttled} of {periods}): it runs slower than it asks to (latency, failing probes)",
+                    m.subject(),
+                    cores(limit),
+                    humantime::format_duration(Duration::from_secs(span.as_secs())),
+                ),
+            )
+            .with(Evidence::number("cpu_limit_cores", limit, "cores"))
+            .with(Evidence::percent("throttled_percent", share))
+            .with(Evidence::count("periods", periods))
+            .with(Evidence::count("throttled_periods", throttled)),
+        )
     }
 
     /// `pod.ephemeral_storage`: pods near their ephemeral-storage limit, and the largest

@@ -1,12 +1,15 @@
 //! Finding the pods' memory cgroups under the host root and reading them: the v1 memory
 //! controller (`/sys/fs/cgroup/memory/kubepods[.slice]/…`) or the v2 unified tree
-//! (`/sys/fs/cgroup/kubepods[.slice]/…`), with the cgroupfs or the systemd driver's names.
+//! (`/sys/fs/cgroup/kubepods[.slice]/…`), with the cgroupfs or the systemd driver's names;
+//! and the same cgroups' CPU bandwidth files (v1's `cpu` controller mirrors the memory
+//! controller's tree; v2 keeps both in one directory).
 
 use std::path::{Path, PathBuf};
 
 use crate::{
     host::{HostError, HostRoot},
     parse::{
+        cgroup_cpu::{self, CgroupCpu},
         cgroup_memory::{self, CgroupMemory},
         cgroup_path::{self, PodCgroup},
     },
@@ -19,6 +22,9 @@ const ROOTS: &[(&str, Version)] = &[
     ("/sys/fs/cgroup/kubepods.slice", Version::V2),
     ("/sys/fs/cgroup/kubepods", Version::V2),
 ];
+
+/// Where v1's CPU controller is mounted: joined with `cpuacct` on most distributions.
+const V1_CPU_ROOTS: &[&str] = &["/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpu"];
 
 /// Deepest level walked below the root: QoS class, pod, container.
 const MAX_DEPTH: usize = 3;
@@ -45,8 +51,10 @@ impl Version {
 /// One pod or container cgroup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
-    /// Its directory.
+    /// Its memory cgroup's directory.
     pub dir: PathBuf,
+    /// Its CPU cgroup's directory, when the node has a CPU controller.
+    pub cpu_dir: Option<PathBuf>,
     /// The pod, and the container when it is a container's.
     pub pod: PodCgroup,
 }
@@ -60,6 +68,21 @@ pub fn find(host: &HostRoot) -> Option<(Version, Vec<Found>)> {
         .find(|(p, v)| p.join(usage_file(*v)).exists())?;
     let mut found = Vec::new();
     descend(&root, 0, &mut found);
+    let cpu_root = match version {
+        Version::V2 => Some(root.clone()),
+        Version::V1 => {
+            let name = root.file_name()?;
+            V1_CPU_ROOTS
+                .iter()
+                .map(|r| host.path(r).join(name))
+                .find(|p| p.join("cpu.stat").exists())
+        }
+    };
+    if let Some(cpu_root) = cpu_root {
+        for f in &mut found {
+            f.cpu_dir = f.dir.strip_prefix(&root).ok().map(|rel| cpu_root.join(rel));
+        }
+    }
     Some((version, found))
 }
 
@@ -85,10 +108,15 @@ fn descend(dir: &Path, depth: usize, found: &mut Vec<Found>) {
         // The path from the kubelet's root down (`kubepods/...`), which names the pod.
         let named = path.to_string_lossy();
         match cgroup_path::pod_of(&named[named.find("kubepods").unwrap_or(0)..]) {
-            Some(pod) if pod.container_id.is_some() => found.push(Found { dir: path, pod }),
+            Some(pod) if pod.container_id.is_some() => found.push(Found {
+                dir: path,
+                cpu_dir: None,
+                pod,
+            }),
             Some(pod) => {
                 found.push(Found {
                     dir: path.clone(),
+                    cpu_dir: None,
                     pod,
                 });
                 descend(&path, depth + 1, found);
@@ -139,6 +167,31 @@ pub fn read(version: Version, dir: &Path) -> Result<CgroupMemory, HostError> {
                 files.text(&events),
                 pressure.as_ref().map(|p| files.text(p)),
             )
+        }
+    };
+    parsed.map_err(|e| HostError::Parse {
+        path: dir.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// Reads one cgroup's CPU bandwidth files (`dir` is its [`Found::cpu_dir`]).
+pub fn read_cpu(version: Version, dir: &Path) -> Result<CgroupCpu, HostError> {
+    let io = |source: std::io::Error| HostError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut files = Files::open(dir).map_err(io)?;
+    let stat = files.read("cpu.stat").map_err(io)?;
+    let parsed = match version {
+        Version::V1 => {
+            let quota = files.read("cpu.cfs_quota_us").map_err(io)?;
+            let period = files.read("cpu.cfs_period_us").map_err(io)?;
+            cgroup_cpu::v1(files.text(&stat), files.text(&quota), files.text(&period))
+        }
+        Version::V2 => {
+            let max = files.read("cpu.max").map_err(io)?;
+            cgroup_cpu::v2(files.text(&stat), files.text(&max))
         }
     };
     parsed.map_err(|e| HostError::Parse {
