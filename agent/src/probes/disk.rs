@@ -1,11 +1,13 @@
 //! The disk probe: bytes and inodes of every real filesystem, read-only mounts, and how
-//! fast each one fills. Judged against the kubelet's own lines: it evicts pods at
-//! `nodefs.available<10%`, `imagefs.available<15%` and `nodefs.inodesFree<5%`, and starts
-//! image garbage collection at 85% used. Also how busy their devices are and whether tasks
+//! fast each one fills. Judged against the kubelet's own lines ([`lines`]): those of its
+//! config file, else its defaults — it evicts pods at `nodefs.available<10%`,
+//! `imagefs.available<15%` and `nodefs.inodesFree<5%`, and starts image garbage collection
+//! at 85% used. Also how busy their devices are and whether tasks
 //! stall on I/O (`io`).
 
 pub mod config;
 pub mod io;
+pub mod lines;
 pub mod mounts;
 
 use std::sync::Mutex;
@@ -17,9 +19,14 @@ use nodemedic_proto::{
 };
 use tracing::debug;
 
-use self::{config::DiskThresholds, io::IoTracker, mounts::Candidate};
+use self::{config::DiskThresholds, io::IoTracker, lines::EvictionLines, mounts::Candidate};
 use super::{Probe, ProbeContext, ProbeError, ProbeOutput, Section};
-use crate::{forecast::History, parse::psi, units::percent};
+use crate::{
+    forecast::History,
+    kubelet::{KubeletConfig, Verdict, eviction, with_line},
+    parse::psi,
+    units::percent,
+};
 
 /// Measures filesystems; keeps recent samples for the fill rate and the devices' counters.
 #[derive(Debug, Default)]
@@ -105,7 +112,12 @@ impl Probe for DiskProbe {
         let stalled_for = io.stalled_for(ctx.now, pressure.as_ref(), t);
         drop(io);
 
-        let mut findings: Vec<Finding> = section.mounts.iter().flat_map(|m| judge(m, t)).collect();
+        let lines = EvictionLines::new(KubeletConfig::read(&ctx.host).as_ref(), t);
+        let mut findings: Vec<Finding> = section
+            .mounts
+            .iter()
+            .flat_map(|m| judge(m, t, &lines))
+            .collect();
         findings.extend(io::judge(
             pressure.as_ref(),
             stalled_for,
@@ -172,130 +184,165 @@ fn roles_text(m: &Mount) -> String {
     }
 }
 
-/// The findings for one filesystem.
-pub fn judge(m: &Mount, t: &DiskThresholds) -> Vec<Finding> {
-    [space(m, t), inodes(m, t), read_only(m), fill_rate(m, t)]
-        .into_iter()
-        .flatten()
-        .collect()
+/// The findings for one filesystem, against the agent's thresholds `t` and the run's
+/// eviction `lines`.
+pub fn judge(m: &Mount, t: &DiskThresholds, lines: &EvictionLines) -> Vec<Finding> {
+    [
+        space(m, t, lines),
+        inodes(m, t, lines),
+        read_only(m),
+        fill_rate(m, t),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
-fn space(m: &Mount, t: &DiskThresholds) -> Option<Finding> {
+fn space(m: &Mount, t: &DiskThresholds, lines: &EvictionLines) -> Option<Finding> {
     if m.bytes_total == 0 {
         return None;
     }
     let avail = percent(m.bytes_available, m.bytes_total);
     // The kubelet's usage: what is not available to it.
     let used = 100.0 - avail;
-    let mut verdicts: Vec<(Severity, String)> = Vec::new();
+    let total = m.bytes_total;
+    let mut verdicts: Vec<Verdict> = Vec::new();
+    let mut other = !is_nodefs(m) && !has(m, MountRole::Images);
     if is_nodefs(m) {
-        if avail < t.nodefs_critical_available.get() {
-            verdicts.push((Severity::Critical, format!("below the kubelet's eviction line nodefs.available<{}%: it is evicting pods from this node", t.nodefs_critical_available.get())));
-        } else if avail < t.nodefs_warn_available.get() {
-            verdicts.push((
-                Severity::Warning,
-                format!(
-                    "the kubelet starts evicting pods at nodefs.available<{}%",
-                    t.nodefs_critical_available.get()
-                ),
-            ));
+        if lines.nodefs.is_none() && lines.nodefs_soft.is_none() {
+            // The kubelet's config evicts on other signals only: judged as any filesystem.
+            other = true;
         }
+        verdicts.extend(eviction(
+            avail,
+            total,
+            lines.nodefs.as_ref(),
+            lines.nodefs_soft.as_ref(),
+            t.nodefs_warn_available.get(),
+            "evicting pods from this node",
+        ));
     }
     if has(m, MountRole::Images) {
-        if avail < t.imagefs_critical_available.get() {
-            verdicts.push((Severity::Critical, format!("below the kubelet's eviction line imagefs.available<{}%: it is evicting pods and deleting unused images", t.imagefs_critical_available.get())));
-        } else if used >= t.imagefs_gc_used.get() {
-            verdicts.push((Severity::Warning, format!("past the kubelet's image GC threshold ({}% used): it is deleting unused images", t.imagefs_gc_used.get())));
-        } else if used >= t.imagefs_warn_used.get() {
+        verdicts.extend(eviction(
+            avail,
+            total,
+            lines.imagefs.as_ref(),
+            lines.imagefs_soft.as_ref(),
+            0.0,
+            "evicting pods and deleting unused images",
+        ));
+        let gc = &lines.image_gc;
+        let gc_used = gc.percent_of(total);
+        if used >= gc_used {
             verdicts.push((
                 Severity::Warning,
                 format!(
-                    "the kubelet starts deleting unused images at {}% used",
-                    t.imagefs_gc_used.get()
+                    "past the kubelet's image GC threshold of {gc_used}% used{}: it is deleting unused images",
+                    gc.origin()
                 ),
+                Some(gc),
+            ));
+        } else if used >= t.imagefs_warn_used.get().min(gc_used) {
+            verdicts.push((
+                Severity::Warning,
+                format!(
+                    "the kubelet starts deleting unused images at {gc_used}% used{}",
+                    gc.origin()
+                ),
+                Some(gc),
             ));
         }
     }
-    if !is_nodefs(m) && !has(m, MountRole::Images) {
+    if other {
         if used >= t.other_critical_used.get() {
             verdicts.push((
                 Severity::Critical,
                 "writes will fail when it is full".to_owned(),
+                None,
             ));
         } else if used >= t.other_warn_used.get() {
             verdicts.push((
                 Severity::Warning,
                 "writes will fail when it is full".to_owned(),
+                None,
             ));
         }
     }
-    let (severity, why) = verdicts.into_iter().max_by_key(|(s, _)| *s)?;
-    Some(
-        Finding::fail(
-            checks::DISK_SPACE,
-            severity,
-            &m.mount_point,
-            format!(
-                "{}{} has {:.1}% available ({} of {}): {why}.",
-                m.mount_point,
-                roles_text(m),
-                avail,
-                human_bytes(m.bytes_available as f64),
-                human_bytes(m.bytes_total as f64),
-            ),
-        )
-        .with(Evidence::bytes("available_bytes", m.bytes_available))
-        .with(Evidence::bytes("total_bytes", m.bytes_total))
-        .with(Evidence::bytes("used_bytes", m.bytes_used))
-        .with(Evidence::percent("available_percent", avail))
-        .with(roles_evidence(m)),
+    let (severity, why, line) = verdicts.into_iter().max_by_key(|(s, _, _)| *s)?;
+    let f = Finding::fail(
+        checks::DISK_SPACE,
+        severity,
+        &m.mount_point,
+        format!(
+            "{}{} has {:.1}% available ({} of {}): {why}.",
+            m.mount_point,
+            roles_text(m),
+            avail,
+            human_bytes(m.bytes_available as f64),
+            human_bytes(m.bytes_total as f64),
+        ),
     )
+    .with(Evidence::bytes("available_bytes", m.bytes_available))
+    .with(Evidence::bytes("total_bytes", m.bytes_total))
+    .with(Evidence::bytes("used_bytes", m.bytes_used))
+    .with(Evidence::percent("available_percent", avail))
+    .with(roles_evidence(m));
+    Some(with_line(f, line))
 }
 
-fn inodes(m: &Mount, t: &DiskThresholds) -> Option<Finding> {
+fn inodes(m: &Mount, t: &DiskThresholds, lines: &EvictionLines) -> Option<Finding> {
     // Some filesystems (btrfs, some FUSE) report no inode limit.
     if m.inodes_total == 0 {
         return None;
     }
     let free = percent(m.inodes_available, m.inodes_total);
-    let line = format!("nodefs.inodesFree<{}%", t.inodes_critical_free.get());
-    let (severity, why) = if free < t.inodes_critical_free.get() {
-        let why = if is_nodefs(m) {
-            format!("below the kubelet's eviction line {line}: it is evicting pods")
-        } else {
-            "file creation fails when none are left, whatever the free space".to_owned()
-        };
-        (Severity::Critical, why)
-    } else if free < t.inodes_warn_free.get() {
-        let why = if is_nodefs(m) {
-            format!("the kubelet starts evicting pods at {line}")
-        } else {
-            "file creation fails when none are left, whatever the free space".to_owned()
-        };
-        (Severity::Warning, why)
+    let line = if is_nodefs(m) {
+        lines.nodefs_inodes.as_ref()
+    } else if has(m, MountRole::Images) {
+        lines.imagefs_inodes.as_ref()
     } else {
-        return None;
+        None
     };
-    Some(
-        Finding::fail(
-            checks::DISK_INODES,
-            severity,
-            &m.mount_point,
-            format!(
-                "{}{} has {:.1}% of its inodes free ({} of {}): {why}; many small files (logs, \
-                 image layers, emptyDir caches) use them up.",
-                m.mount_point,
-                roles_text(m),
-                free,
-                m.inodes_available,
-                m.inodes_total
-            ),
-        )
-        .with(Evidence::count("inodes_free", m.inodes_available))
-        .with(Evidence::count("inodes_total", m.inodes_total))
-        .with(Evidence::percent("inodes_free_percent", free))
-        .with(roles_evidence(m)),
+    let (severity, why, line) = match eviction(
+        free,
+        m.inodes_total,
+        line,
+        None,
+        t.inodes_warn_free.get(),
+        "evicting pods",
+    ) {
+        Some(verdict) => verdict,
+        None if line.is_some() => return None,
+        None => {
+            let why = "file creation fails when none are left, whatever the free space".to_owned();
+            if free < t.inodes_critical_free.get() {
+                (Severity::Critical, why, None)
+            } else if free < t.inodes_warn_free.get() {
+                (Severity::Warning, why, None)
+            } else {
+                return None;
+            }
+        }
+    };
+    let f = Finding::fail(
+        checks::DISK_INODES,
+        severity,
+        &m.mount_point,
+        format!(
+            "{}{} has {:.1}% of its inodes free ({} of {}): {why}; many small files (logs, \
+             image layers, emptyDir caches) use them up.",
+            m.mount_point,
+            roles_text(m),
+            free,
+            m.inodes_available,
+            m.inodes_total
+        ),
     )
+    .with(Evidence::count("inodes_free", m.inodes_available))
+    .with(Evidence::count("inodes_total", m.inodes_total))
+    .with(Evidence::percent("inodes_free_percent", free))
+    .with(roles_evidence(m));
+    Some(with_line(f, line))
 }
 
 fn read_only(m: &Mount) -> Option<Finding> {
@@ -360,6 +407,7 @@ fn fill_rate(m: &Mount, t: &DiskThresholds) -> Option<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kubelet::KubeletConfig;
 
     fn mount(roles: &[MountRole], total: u64, available: u64) -> Mount {
         Mount {
@@ -375,7 +423,7 @@ mod tests {
     }
 
     fn checks(m: &Mount) -> Vec<(String, Severity)> {
-        judge(m, &DiskThresholds::default())
+        judge(m, &DiskThresholds::default(), &EvictionLines::default())
             .into_iter()
             .map(|f| (f.check.clone(), f.severity()))
             .collect()
@@ -393,7 +441,11 @@ mod tests {
             checks(&mount(&k, 100, 9)),
             [("disk.space".into(), Severity::Critical)]
         );
-        let f = &judge(&mount(&k, 100, 9), &DiskThresholds::default())[0];
+        let f = &judge(
+            &mount(&k, 100, 9),
+            &DiskThresholds::default(),
+            &EvictionLines::default(),
+        )[0];
         assert!(f.message.contains("nodefs.available<10%"), "{}", f.message);
     }
 
@@ -401,9 +453,13 @@ mod tests {
     fn imagefs_names_garbage_collection() {
         let i = [MountRole::Images];
         let msg = |avail| {
-            judge(&mount(&i, 100, avail), &DiskThresholds::default())[0]
-                .message
-                .clone()
+            judge(
+                &mount(&i, 100, avail),
+                &DiskThresholds::default(),
+                &EvictionLines::default(),
+            )[0]
+            .message
+            .clone()
         };
         assert!(msg(18).contains("starts deleting unused images at 85%"));
         assert!(msg(15).contains("image GC threshold"));
@@ -412,6 +468,79 @@ mod tests {
             checks(&mount(&i, 100, 10)),
             [("disk.space".into(), Severity::Critical)]
         );
+    }
+
+    /// The lines of a real EKS node's kubelet config, and of one with a line in bytes.
+    #[test]
+    fn judged_against_the_kubelet_s_own_lines() {
+        let eks: KubeletConfig = serde_saphyr::from_str(include_str!(
+            "../../../tests/fixtures/real/kubelet/eks-al2023-config.json"
+        ))
+        .unwrap();
+        let t = DiskThresholds::default();
+        let eks = EvictionLines::new(Some(&eks), &t);
+        // A separate image filesystem at 12% available: below the kubelet's default
+        // imagefs line, but nodeadm's evictionHard leaves the kubelet none, so only its
+        // image GC (default 85%) is running.
+        let images = mount(&[MountRole::Images], 100, 12);
+        let default = judge(&images, &t, &EvictionLines::default());
+        assert_eq!(default[0].severity(), Severity::Critical);
+        let on_eks = &judge(&images, &t, &eks)[0];
+        assert_eq!(on_eks.severity(), Severity::Warning, "{}", on_eks.message);
+        assert!(
+            on_eks
+                .message
+                .contains("image GC threshold of 85% used (the kubelet's default)"),
+            "{}",
+            on_eks.message
+        );
+        let nodefs = &judge(&mount(&[MountRole::Kubelet], 100, 9), &t, &eks)[0];
+        assert_eq!(nodefs.severity(), Severity::Critical);
+        assert!(
+            nodefs
+                .message
+                .contains("nodefs.available<10% (evictionHard in the kubelet's config)"),
+            "{}",
+            nodefs.message
+        );
+        assert_eq!(
+            nodefs.text("threshold_source"),
+            Some("kubelet_config_evictionHard")
+        );
+
+        let bytes: KubeletConfig = serde_saphyr::from_str(
+            "evictionHard:\n  nodefs.available: 5Gi\nevictionSoft:\n  nodefs.available: 8Gi\n",
+        )
+        .unwrap();
+        let bytes = EvictionLines::new(Some(&bytes), &t);
+        let gib = 1u64 << 30;
+        let k = [MountRole::Kubelet];
+        let at = |available| judge(&mount(&k, 100 * gib, available * gib), &t, &bytes);
+        assert_eq!(
+            at(9)[0].severity(),
+            Severity::Warning,
+            "below 20%, above 8 GiB"
+        );
+        assert!(at(9)[0].message.contains("nodefs.available<8.0 GiB"));
+        let soft = &at(7)[0];
+        assert_eq!(soft.severity(), Severity::Critical);
+        assert!(
+            soft.message.contains("soft eviction line"),
+            "{}",
+            soft.message
+        );
+        assert!(
+            at(4)[0]
+                .message
+                .contains("eviction line nodefs.available<5.0 GiB")
+        );
+        // A kubelet that evicts on no nodefs signal: judged as any filesystem.
+        let memory_only: KubeletConfig =
+            serde_saphyr::from_str("evictionHard:\n  memory.available: 1Gi\n").unwrap();
+        let memory_only = EvictionLines::new(Some(&memory_only), &t);
+        let f = &judge(&mount(&k, 100, 9), &t, &memory_only)[0];
+        assert_eq!(f.severity(), Severity::Warning);
+        assert!(f.message.contains("writes will fail"), "{}", f.message);
     }
 
     #[test]

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use super::{Probe, ProbeContext, ProbeError, ProbeOutput, Section};
 use crate::{
     host::HostError,
+    kubelet::{Amount, KubeletConfig, Line, eviction, with_line},
     parse::psi,
     units::{Percent, percent},
 };
@@ -29,7 +30,8 @@ use crate::{
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MemoryThresholds {
-    /// Critical below this MemAvailable: the kubelet's `memory.available<100Mi` line.
+    /// Critical below this MemAvailable: the kubelet's `memory.available<100Mi` line, used
+    /// when the node has no kubelet config (else the config's line, or its default).
     pub eviction_available_bytes: u64,
     /// Warn when MemAvailable falls below this share of MemTotal (default 10%).
     pub warn_available: Percent,
@@ -124,7 +126,8 @@ impl Probe for MemoryProbe {
             oom_kills_since_last,
             top_processes: state.top.clone(),
         };
-        let mut findings = judge(&section, t);
+        let lines = MemoryLines::new(KubeletConfig::read(host).as_ref(), t);
+        let mut findings = judge(&section, t, &lines);
         let stale = state.top_ranked_at.is_none_or(|at| {
             ctx.now
                 .duration_since(at)
@@ -134,7 +137,7 @@ impl Probe for MemoryProbe {
             state.top = top_processes(ctx, t.top_processes);
             state.top_ranked_at = Some(ctx.now);
             section.top_processes = state.top.clone();
-            findings = judge(&section, t);
+            findings = judge(&section, t, &lines);
         }
         Ok(ProbeOutput {
             section: Section::Memory(section),
@@ -191,44 +194,64 @@ fn top_text(s: &MemorySection) -> String {
 }
 
 /// The findings for a memory section.
-pub fn judge(s: &MemorySection, t: &MemoryThresholds) -> Vec<Finding> {
+/// The kubelet's `memory.available` lines in one run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemoryLines {
+    /// The hard line: from the kubelet's config, else its default (or the agent's
+    /// `eviction_available_bytes` when the node has no kubelet config).
+    pub hard: Option<Line>,
+    /// The soft line, when the kubelet's config sets one.
+    pub soft: Option<Line>,
+}
+
+impl MemoryLines {
+    /// The lines of a node with `kubelet` (its config file), else the agent's `t`.
+    pub fn new(kubelet: Option<&KubeletConfig>, t: &MemoryThresholds) -> Self {
+        match kubelet {
+            Some(k) => MemoryLines {
+                hard: k.hard_eviction("memory.available"),
+                soft: k.soft_eviction("memory.available"),
+            },
+            None => MemoryLines {
+                hard: Some(Line::nodemedic(
+                    "memory.available",
+                    Amount::Absolute(t.eviction_available_bytes),
+                )),
+                soft: None,
+            },
+        }
+    }
+}
+
+/// The findings for a memory section, against the agent's thresholds `t` and the run's
+/// eviction `lines`.
+pub fn judge(s: &MemorySection, t: &MemoryThresholds, lines: &MemoryLines) -> Vec<Finding> {
     let mut out = Vec::new();
     let avail_pct = percent(s.available_bytes, s.total_bytes);
-    let line = human_bytes(t.eviction_available_bytes as f64);
-    let available = if s.available_bytes < t.eviction_available_bytes {
-        Some((
-            Severity::Critical,
+    let available = eviction(
+        avail_pct,
+        s.total_bytes,
+        lines.hard.as_ref(),
+        lines.soft.as_ref(),
+        t.warn_available.get(),
+        "evicting pods (the kernel OOM-kills soon after)",
+    );
+    if let Some((severity, why, line)) = available {
+        let f = Finding::fail(
+            checks::MEMORY_AVAILABLE,
+            severity,
+            "",
             format!(
-                "below the kubelet's eviction line memory.available<{line}: it is evicting pods"
+                "{} of {} memory available ({avail_pct:.1}%): {why}.{}",
+                human_bytes(s.available_bytes as f64),
+                human_bytes(s.total_bytes as f64),
+                top_text(s)
             ),
-        ))
-    } else if avail_pct < t.warn_available.get() {
-        Some((
-            Severity::Warning,
-            format!(
-                "the kubelet evicts pods at memory.available<{line}, the kernel OOM-kills soon after"
-            ),
-        ))
-    } else {
-        None
-    };
-    if let Some((severity, why)) = available {
-        out.push(
-            Finding::fail(
-                checks::MEMORY_AVAILABLE,
-                severity,
-                "",
-                format!(
-                    "{} of {} memory available ({avail_pct:.1}%): {why}.{}",
-                    human_bytes(s.available_bytes as f64),
-                    human_bytes(s.total_bytes as f64),
-                    top_text(s)
-                ),
-            )
-            .with(Evidence::bytes("available_bytes", s.available_bytes))
-            .with(Evidence::bytes("total_bytes", s.total_bytes))
-            .with(Evidence::percent("available_percent", avail_pct)),
-        );
+        )
+        .with(Evidence::bytes("available_bytes", s.available_bytes))
+        .with(Evidence::bytes("total_bytes", s.total_bytes))
+        .with(Evidence::percent("available_percent", avail_pct));
+        out.push(with_line(f, line));
     }
 
     if let Some(p) = &s.pressure {
@@ -329,7 +352,8 @@ mod tests {
     }
 
     fn checks(s: &MemorySection) -> Vec<(String, Severity)> {
-        judge(s, &MemoryThresholds::default())
+        let t = MemoryThresholds::default();
+        judge(s, &t, &MemoryLines::new(None, &t))
             .into_iter()
             .map(|f| (f.check.clone(), f.severity()))
             .collect()
@@ -346,12 +370,47 @@ mod tests {
             checks(&section(8192 * MIB, 90 * MIB)),
             [("memory.available".into(), Severity::Critical)]
         );
-        let f = &judge(&section(8192 * MIB, 90 * MIB), &MemoryThresholds::default())[0];
+        let t = MemoryThresholds::default();
+        let f = &judge(
+            &section(8192 * MIB, 90 * MIB),
+            &t,
+            &MemoryLines::new(None, &t),
+        )[0];
         assert!(
             f.message.contains("memory.available<100.0 MiB"),
             "{}",
             f.message
         );
+    }
+
+    #[test]
+    fn the_kubelet_s_soft_and_percentage_lines() {
+        let t = MemoryThresholds::default();
+        let kubelet: crate::kubelet::KubeletConfig = serde_saphyr::from_str(
+            "evictionHard:\n  memory.available: 5%\nevictionSoft:\n  memory.available: 1Gi\n",
+        )
+        .unwrap();
+        let lines = MemoryLines::new(Some(&kubelet), &t);
+        let judged = |available| judge(&section(8192 * MIB, available), &t, &lines);
+        let soft = &judged(900 * MIB)[0];
+        assert_eq!(soft.severity(), Severity::Critical);
+        assert!(
+            soft.message
+                .contains("soft eviction line memory.available<1.0 GiB (evictionSoft"),
+            "{}",
+            soft.message
+        );
+        let hard = &judged(400 * MIB)[0];
+        assert!(
+            hard.message.contains("memory.available<5% (evictionHard"),
+            "{}",
+            hard.message
+        );
+        assert_eq!(
+            hard.text("threshold_source"),
+            Some("kubelet_config_evictionHard")
+        );
+        assert_eq!(judged(2048 * MIB), []);
     }
 
     /// A `/proc/<pid>/stat` line as Linux 6.x writes it (52 fields), for `pid` named

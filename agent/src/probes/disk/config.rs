@@ -13,11 +13,13 @@ use crate::units::{Percent, at_least};
 pub struct DiskThresholds {
     /// Warn when nodefs available falls below this (default 20%).
     pub nodefs_warn_available: Percent,
-    /// Critical below this: the kubelet's `nodefs.available<10%` eviction line.
+    /// Critical below this: the kubelet's `nodefs.available<10%` eviction line, on a node
+    /// with no kubelet config (see [`super::lines`]).
     pub nodefs_critical_available: Percent,
     /// Warn when imagefs use passes this (default 80%): image GC starts at 85%.
     pub imagefs_warn_used: Percent,
-    /// The kubelet's `imageGCHighThresholdPercent` (default 85%), named in messages.
+    /// The kubelet's `imageGCHighThresholdPercent` (default 85%) on a node with no kubelet
+    /// config (see [`super::lines`]).
     pub imagefs_gc_used: Percent,
     /// Critical below this: the kubelet's `imagefs.available<15%` eviction line.
     pub imagefs_critical_available: Percent,

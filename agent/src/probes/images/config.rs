@@ -28,8 +28,8 @@ pub struct ImagesConfig {
     pub reclaimable_min_bytes: u64,
     /// `images.dangling` when untagged images hold at least this many bytes (default 500 MiB).
     pub dangling_min_bytes: u64,
-    /// The kubelet's `imageGCHighThresholdPercent`: above it, image garbage collection runs
-    /// (default 85).
+    /// The kubelet's `imageGCHighThresholdPercent` on a node with no kubelet config (the
+    /// config's, or the kubelet's default 85, otherwise): above it, image GC runs.
     pub gc_high_percent: Percent,
     /// `images.gc_imminent` also when the image filesystem will cross that line within
     /// this time at its fill rate (default 6h).

@@ -20,6 +20,7 @@ use self::config::ImagesConfig;
 use super::{Probe, ProbeContext, ProbeError, ProbeOutput, Section};
 use crate::{
     forecast::{Fit, History},
+    kubelet::{Amount, KubeletConfig, Line},
     runtime::{RuntimeError, docker, endpoint::Endpoint},
     units::percent,
 };
@@ -70,6 +71,16 @@ impl Probe for ImagesProbe {
         }
         // The runtime clients are async; the probe runs on a blocking thread, with a small
         // runtime of its own so it does not depend on the caller's.
+        let gc = match KubeletConfig::read(&ctx.host) {
+            Some(k) => (k.image_gc_high(), k.image_gc_low_threshold_percent),
+            None => (
+                Line::nodemedic(
+                    "imagefs.used",
+                    Amount::Percent(self.config.gc_high_percent.get()),
+                ),
+                None,
+            ),
+        };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -87,7 +98,7 @@ impl Probe for ImagesProbe {
                     let mut runtime =
                         inventory.summary(endpoint.kind, &endpoint.host_path, self.config.top);
                     self.place(ctx, &mut runtime)?;
-                    findings.extend(judge(&runtime, &self.config));
+                    findings.extend(judge(&runtime, &self.config, &gc));
                     runtime
                 }
                 Err(e) => {
@@ -157,8 +168,10 @@ fn unreachable(endpoint: &Endpoint, e: &RuntimeError) -> Finding {
     .with(Evidence::text("endpoint", endpoint.host_path.clone()))
 }
 
-/// The runtime's findings: reclaimable space, dangling images, image GC about to run.
-pub fn judge(r: &ImageRuntime, config: &ImagesConfig) -> Vec<Finding> {
+/// The runtime's findings: reclaimable space, dangling images, image GC about to run (at
+/// the kubelet's `gc` line: its high threshold, and the low one it deletes down to when
+/// its config sets it).
+pub fn judge(r: &ImageRuntime, config: &ImagesConfig, gc: &(Line, Option<f64>)) -> Vec<Finding> {
     let mut out = Vec::new();
     let used = r.fs_total_bytes.saturating_sub(r.fs_available_bytes);
     let used_percent = percent(used, r.fs_total_bytes);
@@ -205,29 +218,33 @@ pub fn judge(r: &ImageRuntime, config: &ImagesConfig) -> Vec<Finding> {
             .with(Evidence::bytes("bytes", r.dangling_bytes)),
         );
     }
-    let gc = config.gc_high_percent.get();
-    let line = (r.fs_total_bytes as f64 * gc / 100.0) as u64;
+    let (gc_line, gc_low) = gc;
+    let gc = gc_line.percent_of(r.fs_total_bytes);
+    let line = gc_line.amount_of(r.fs_total_bytes);
     let crosses_in = r
         .fill_rate_bytes_per_hour
         .filter(|rate| *rate > 0.0 && used < line)
         .map(|rate| (line - used) as f64 / rate)
         .filter(|hours| *hours * 3600.0 <= config.gc_warn_within.as_secs_f64());
     if r.fs_total_bytes > 0 && (used_percent >= gc || crosses_in.is_some()) {
+        let origin = gc_line.origin();
         let when = match crosses_in {
-            Some(h) => format!("will cross {gc:.0}% in {h:.1}h at its fill rate"),
-            None => format!("is {used_percent:.0}% used, above {gc:.0}%"),
+            Some(h) => format!("will cross {gc:.0}%{origin} in {h:.1}h at its fill rate"),
+            None => format!("is {used_percent:.0}% used, above {gc:.0}%{origin}"),
         };
+        let down_to = gc_low.map_or_else(String::new, |low| format!(" down to {low:.0}% used"));
         let mut f = base(
             checks::IMAGES_GC_IMMINENT,
             Severity::Warning,
             format!(
-                "The image filesystem {} {when}: the kubelet's image garbage collection deletes unused images on its own schedule; {} are reclaimable now.",
+                "The image filesystem {} {when}: the kubelet's image garbage collection deletes unused images{down_to} on its own schedule; {} are reclaimable now.",
                 r.mount_point,
                 human_bytes(r.reclaimable_bytes as f64)
             ),
         )
         .with(Evidence::percent("used_percent", used_percent))
         .with(Evidence::percent("gc_high_percent", gc))
+        .with(Evidence::text("threshold_source", gc_line.source.label()))
         .with(Evidence::bytes("bytes", r.reclaimable_bytes));
         if let Some(h) = crosses_in {
             f = f.with(Evidence::number("crosses_in", h, "hours"));
