@@ -546,3 +546,81 @@ async fn a_refusing_api_server_is_retried_and_a_broken_kubeconfig_named() {
     let err = err.to_string();
     assert!(err.contains(&bad.display().to_string()), "{err}");
 }
+
+/// A real node object, cordoned two days ago and with room for four pods, running four
+/// copies of a real pod that requests 3 CPUs each (12 of its 8 allocatable: bound without
+/// the scheduler) and one finished pod that holds no slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_overcommitted_node_left_cordoned() {
+    let now = SystemTime::now();
+    let mut node = healthy_node();
+    for list in ["capacity", "allocatable"] {
+        node["status"][list]["pods"] = Value::from("4");
+    }
+    node["spec"]["unschedulable"] = Value::from(true);
+    node["spec"]["taints"] = serde_json::json!([{
+        "key": "node.kubernetes.io/unschedulable",
+        "effect": "NoSchedule",
+        "timeAdded": humantime::format_rfc3339_seconds(now - Duration::from_secs(48 * 3600)).to_string(),
+    }]);
+    let template = real("troubleshoot-pods-message-pending-pod-resources.json").remove(0);
+    let mut pods: Vec<Value> = (0..4)
+        .map(|i| {
+            let mut pod = on_node(template.clone());
+            pod["metadata"]["name"] = Value::from(format!("worker-{i}"));
+            pod["metadata"]["uid"] = Value::from(format!("00000000-0000-4000-8000-00000000000{i}"));
+            pod["status"] = serde_json::json!({"phase": "Running"});
+            pod
+        })
+        .collect();
+    pods.push(on_node(
+        real("troubleshoot-pods-message-oomkill-pod.json").remove(0),
+    ));
+    let api = Api::start(pods, node, vec![]).await;
+    let probe = Arc::new(api.probe(KubernetesConfig::default()).await);
+
+    let (section, findings) = run(&probe, now).await;
+    let resources = section.node.expect("the node's resources");
+    assert_eq!(
+        (
+            resources.pods_capacity,
+            resources.pods_active,
+            resources.cpu_allocatable_millis,
+            resources.cpu_requested_millis,
+        ),
+        (4, 4, 8000, 12_000),
+        "the finished pod holds no slot"
+    );
+    assert_eq!(resources.memory_requested_bytes, 4 * (5 << 30));
+    assert_eq!(resources.kubelet_version, "v1.16.2");
+    assert_eq!(resources.container_runtime_version, "containerd://1.2.5");
+    assert_eq!(
+        resources.taints,
+        ["node.kubernetes.io/unschedulable:NoSchedule"]
+    );
+    assert!(
+        !findings.iter().any(|f| f.check == "node.pods_capacity"),
+        "full for less than 15 minutes: {:#?}",
+        summary(&findings)
+    );
+    let cpu = find(&findings, "node.overcommitted", "cpu");
+    assert_eq!(cpu.severity, Severity::Info as i32);
+    assert_eq!(cpu.number("requested"), Some(12_000.0));
+    assert!(
+        !findings
+            .iter()
+            .any(|f| f.check == "node.overcommitted" && f.subject == "memory"),
+        "20 GiB requested of 29 GiB"
+    );
+    let cordoned = find(&findings, "node.cordoned", "unschedulable");
+    assert_eq!(cordoned.severity, Severity::Info as i32);
+    assert!(cordoned.message.contains("(2days)"), "{}", cordoned.message);
+    assert_eq!(cordoned.text("kubelet_version"), Some("v1.16.2"));
+    assert_eq!(cordoned.text("kernel_version"), Some("5.0.0-1021-gcp"));
+
+    let (_, findings) = run(&probe, now + Duration::from_secs(16 * 60)).await;
+    let full = find(&findings, "node.pods_capacity", "pods");
+    assert_eq!(full.severity, Severity::Warning as i32);
+    assert_eq!(full.number("used_percent"), Some(100.0));
+    assert!(full.message.contains("4 pods of the 4"), "{}", full.message);
+}

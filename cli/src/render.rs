@@ -228,6 +228,21 @@ pub fn report(r: &NodeReport) -> String {
             conditions.join(" "),
             p.api_server
         ));
+        if let Some(n) = &p.node {
+            out.push_str(&format!(
+                "Node:     {}/{} pods, requests cpu {:.2}/{:.2}, memory {}/{} allocatable{}; kubelet {}, {}, kernel {}\n",
+                n.pods_active,
+                n.pods_capacity,
+                n.cpu_requested_millis as f64 / 1000.0,
+                n.cpu_allocatable_millis as f64 / 1000.0,
+                human_bytes(n.memory_requested_bytes as f64),
+                human_bytes(n.memory_allocatable_bytes as f64),
+                if n.unschedulable { "; cordoned" } else { "" },
+                n.kubelet_version,
+                n.container_runtime_version,
+                n.kernel_version,
+            ));
+        }
     }
     if let Some(k) = &r.kernel {
         let matched: u64 = k.events.iter().map(|e| e.count).sum();

@@ -532,6 +532,45 @@ async fn image_pulls_failing_from_one_registry_on_many_nodes_group_by_registry()
     );
 }
 
+/// NotReady on three nodes of one kubelet version is one cluster incident (an upgrade gone
+/// wrong); a fourth NotReady node of another version stays its own.
+#[tokio::test]
+async fn nodes_not_ready_on_one_kubelet_version_group_by_it() {
+    let mut c = Cluster::new(Catalog::builtin());
+    let not_ready = |version: &str| {
+        Finding::fail(
+            "node.condition",
+            Severity::Critical,
+            "Ready",
+            "node condition Ready=Unknown (NodeStatusUnknown): Kubelet stopped posting node status.".into(),
+        )
+        .with(Evidence::text("condition", "Ready"))
+        .with(Evidence::text("kubelet_version", version))
+    };
+    let mut t = T0;
+    for _ in 0..4 {
+        for n in ["n1", "n2", "n3"] {
+            c.report(n, t, vec![not_ready("v1.30.1")]).await;
+        }
+        c.report("n4", t, vec![not_ready("v1.29.6")]).await;
+        t += 10 * SECOND;
+    }
+    let open = c.open();
+    let cluster: Vec<_> = open
+        .iter()
+        .filter(|i| i.scope() == IncidentScope::Cluster)
+        .collect();
+    assert_eq!(cluster.len(), 1, "{open:#?}");
+    assert_eq!(cluster[0].rule, "node-not-ready-one-version");
+    assert_eq!(cluster[0].group, "v1.30.1");
+    assert_eq!(cluster[0].nodes, ["n1", "n2", "n3"]);
+    assert!(
+        open.iter()
+            .any(|i| i.rule == "node-not-ready" && i.nodes == ["n4"]),
+        "{open:#?}"
+    );
+}
+
 #[tokio::test]
 async fn a_user_rule_overrides_a_builtin_one() {
     let rules = tempfile::tempdir().unwrap();

@@ -110,6 +110,12 @@ pub const POD_RESTARTS: &str = "pod.restarts";
 pub const NODE_CONDITION: &str = "node.condition";
 /// `node.not_found`: the API server has no Node of this agent's node name.
 pub const NODE_NOT_FOUND: &str = "node.not_found";
+/// `node.pods_capacity`: the node runs nearly as many pods as its kubelet allows.
+pub const NODE_PODS_CAPACITY: &str = "node.pods_capacity";
+/// `node.overcommitted`: its pods request more CPU or memory than it can give them.
+pub const NODE_OVERCOMMITTED: &str = "node.overcommitted";
+/// `node.cordoned`: the node has been unschedulable for long.
+pub const NODE_CORDONED: &str = "node.cordoned";
 
 // The cgroups probe.
 /// `pod.memory_near_limit`: a working set near its memory limit.
@@ -241,6 +247,9 @@ pub const ALL: &[&str] = &[
     POD_RESTARTS,
     NODE_CONDITION,
     NODE_NOT_FOUND,
+    NODE_PODS_CAPACITY,
+    NODE_OVERCOMMITTED,
+    NODE_CORDONED,
     POD_MEMORY_NEAR_LIMIT,
     POD_MEMORY_THROTTLED,
     POD_CPU_THROTTLED,

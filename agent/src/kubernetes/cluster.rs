@@ -11,7 +11,7 @@ use std::{
 
 use k8s_openapi::{
     api::core::v1::{ContainerState, ContainerStatus, Event, Node, Pod},
-    apimachinery::pkg::apis::meta::v1::Time,
+    apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::Time},
 };
 
 /// Restart samples kept per container.
@@ -68,6 +68,8 @@ pub struct ContainerView {
     pub memory_limit: Option<String>,
     /// `resources.requests.memory` as written.
     pub memory_request: Option<String>,
+    /// `resources.requests.cpu` in millicores, when set.
+    pub cpu_request_millis: Option<u64>,
     /// `resources.limits.ephemeral-storage` in bytes, when set.
     pub ephemeral_limit: Option<u64>,
     /// The runtime's ID of the running (or last) container, without the `containerd://`.
@@ -120,7 +122,41 @@ pub struct NodeView {
     pub name: String,
     /// Its conditions.
     pub conditions: Vec<ConditionView>,
+    /// `status.capacity.pods`.
+    pub capacity_pods: Option<u32>,
+    /// `status.allocatable.pods`, `.cpu` (millicores) and `.memory` (bytes): what pods may
+    /// use of the node.
+    pub allocatable_pods: Option<u32>,
+    /// See `allocatable_pods`.
+    pub allocatable_cpu_millis: Option<u64>,
+    /// See `allocatable_pods`.
+    pub allocatable_memory: Option<u64>,
+    /// Cordoned (`spec.unschedulable`) ...
+    pub unschedulable: bool,
+    /// ... since: the `node.kubernetes.io/unschedulable` taint's `timeAdded`, else when the
+    /// agent first saw it cordoned.
+    pub unschedulable_since: Option<SystemTime>,
+    /// Its taints, `key=value:Effect`.
+    pub taints: Vec<String>,
+    /// `status.nodeInfo`: kubelet, container runtime, kernel and OS versions.
+    pub versions: NodeVersions,
 }
+
+/// The versions a node's kubelet reports (`status.nodeInfo`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeVersions {
+    /// `v1.29.3`.
+    pub kubelet: String,
+    /// `containerd://1.7.13`.
+    pub container_runtime: String,
+    /// `5.15.0-1057-aws`.
+    pub kernel: String,
+    /// `Ubuntu 22.04.4 LTS`.
+    pub os_image: String,
+}
+
+/// The taint the API server adds to a cordoned node.
+const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
 
 /// A Warning event about a pod on the node, or about the node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,11 +232,53 @@ impl Cluster {
         self.pull_errors.retain(|(u, _), _| u != uid);
     }
 
-    /// Records the node.
-    pub fn apply_node(&mut self, node: &Node) {
+    /// Records the node, seen at `now`.
+    pub fn apply_node(&mut self, node: &Node, now: SystemTime) {
+        let status = node.status.as_ref();
+        let spec = node.spec.as_ref();
+        let quantity = |list: Option<&BTreeMap<String, Quantity>>, key: &str| {
+            list.and_then(|m| m.get(key)).and_then(|q| quantity(&q.0))
+        };
+        let capacity = status.and_then(|s| s.capacity.as_ref());
+        let allocatable = status.and_then(|s| s.allocatable.as_ref());
+        let taints = spec.and_then(|s| s.taints.as_deref()).unwrap_or_default();
+        let unschedulable = spec.and_then(|s| s.unschedulable).unwrap_or(false);
+        let before = self
+            .node
+            .as_ref()
+            .filter(|n| n.unschedulable)
+            .and_then(|n| n.unschedulable_since);
+        let info = status.and_then(|s| s.node_info.as_ref());
         self.node = Some(NodeView {
             name: node.metadata.name.clone().unwrap_or_default(),
-            conditions: conditions!(node.status.as_ref().and_then(|s| s.conditions.as_ref())),
+            conditions: conditions!(status.and_then(|s| s.conditions.as_ref())),
+            capacity_pods: quantity(capacity, "pods").map(|n| n as u32),
+            allocatable_pods: quantity(allocatable, "pods").map(|n| n as u32),
+            allocatable_cpu_millis: quantity(allocatable, "cpu")
+                .map(|c| (c * 1000.0).round() as u64),
+            allocatable_memory: quantity(allocatable, "memory").map(|b| b as u64),
+            unschedulable,
+            unschedulable_since: unschedulable.then(|| {
+                taints
+                    .iter()
+                    .find(|t| t.key == UNSCHEDULABLE_TAINT)
+                    .and_then(|t| t.time_added.as_ref().map(time))
+                    .or(before)
+                    .unwrap_or(now)
+            }),
+            taints: taints
+                .iter()
+                .map(|t| match &t.value {
+                    Some(v) if !v.is_empty() => format!("{}={v}:{}", t.key, t.effect),
+                    _ => format!("{}:{}", t.key, t.effect),
+                })
+                .collect(),
+            versions: info.map_or_else(NodeVersions::default, |i| NodeVersions {
+                kubelet: i.kubelet_version.clone(),
+                container_runtime: i.container_runtime_version.clone(),
+                kernel: i.kernel_version.clone(),
+                os_image: i.os_image.clone(),
+            }),
         });
     }
 
@@ -383,15 +461,20 @@ pub fn pod_view(pod: &Pod) -> PodView {
         .unwrap_or_default();
     for (c, init) in specs {
         let resources = c.resources.as_ref();
-        let quantity = |m: Option<
-            &BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
-        >| { m.and_then(|m| m.get("memory")).map(|q| q.0.clone()) };
+        let memory = |m: Option<&BTreeMap<String, Quantity>>| {
+            m.and_then(|m| m.get("memory")).map(|q| q.0.clone())
+        };
         let mut view = ContainerView {
             name: c.name.clone(),
             init,
             image: c.image.clone().unwrap_or_default(),
-            memory_limit: quantity(resources.and_then(|r| r.limits.as_ref())),
-            memory_request: quantity(resources.and_then(|r| r.requests.as_ref())),
+            memory_limit: memory(resources.and_then(|r| r.limits.as_ref())),
+            memory_request: memory(resources.and_then(|r| r.requests.as_ref())),
+            cpu_request_millis: resources
+                .and_then(|r| r.requests.as_ref())
+                .and_then(|m| m.get("cpu"))
+                .and_then(|q| quantity(&q.0))
+                .map(|c| (c * 1000.0).round() as u64),
             ephemeral_limit: resources
                 .and_then(|r| r.limits.as_ref())
                 .and_then(|m| m.get("ephemeral-storage"))
@@ -439,6 +522,12 @@ pub fn pod_view(pod: &Pod) -> PodView {
 /// Bytes of a Kubernetes quantity (`1Gi`, `500M`, `2147483648`, `1e9`); `None` when it does
 /// not parse.
 pub fn quantity_bytes(q: &str) -> Option<u64> {
+    quantity(q).map(|v| v as u64)
+}
+
+/// The value of a Kubernetes quantity (`1Gi`, `500m` CPU is 0.5, `110` pods); `None` when
+/// it does not parse.
+pub fn quantity(q: &str) -> Option<f64> {
     let q = q.trim();
     let split = q
         .find(|c: char| c.is_ascii_alphabetic() && c != 'e')
@@ -460,15 +549,17 @@ pub fn quantity_bytes(q: &str) -> Option<u64> {
         "m" => 1e-3,
         _ => return None,
     };
-    Some((value * factor) as u64)
+    Some(value * factor)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::quantity_bytes;
+    use super::{quantity, quantity_bytes};
 
     #[test]
     fn quantities_as_kubernetes_writes_them() {
+        assert_eq!(quantity("250m"), Some(0.25));
+        assert_eq!(quantity("110"), Some(110.0));
         assert_eq!(quantity_bytes("50Mi"), Some(50 << 20));
         assert_eq!(quantity_bytes("1Gi"), Some(1 << 30));
         assert_eq!(quantity_bytes("500M"), Some(500_000_000));

@@ -183,7 +183,7 @@ async fn watch_node(api: Api<Node>, config: watcher::Config, view: Arc<KubeView>
     while let Some(event) = stream.next().await {
         match event {
             Ok(watcher::Event::Apply(node) | watcher::Event::InitApply(node)) => {
-                view.with(|c| c.apply_node(&node));
+                view.with(|c| c.apply_node(&node, SystemTime::now()));
             }
             Ok(watcher::Event::InitDone) => view.synced(false, true, false),
             Ok(watcher::Event::Delete(_)) => view.with(|c| c.node = None),

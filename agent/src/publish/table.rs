@@ -284,6 +284,10 @@ pub fn not_a_condition(check: &str) -> bool {
         || [
             checks::NODE_CONDITION,
             checks::NODE_NOT_FOUND,
+            // Read off the Node object itself: the cluster already knows.
+            checks::NODE_PODS_CAPACITY,
+            checks::NODE_OVERCOMMITTED,
+            checks::NODE_CORDONED,
             checks::NODE_SILENT,
             checks::PROBE_FAILED,
             // Named by the rule file: a rule's `condition` (node-problem-detector's

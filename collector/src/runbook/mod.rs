@@ -58,6 +58,8 @@ pub const PLACEHOLDERS: &[&str] = &[
     "pod_uid",
     "container_id",
     "cgroup",
+    "kubelet_version",
+    "since",
 ];
 
 /// A rule file that cannot be used.

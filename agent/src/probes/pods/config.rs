@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::units::Percent;
+
 /// The pods probe (when the agent has a kubeconfig or runs in a pod).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -35,6 +37,15 @@ pub struct KubernetesConfig {
     pub pod_events: bool,
     /// Warning events kept at most (default 1000).
     pub max_events: usize,
+    /// `node.pods_capacity` when the node's unfinished pods fill this share of its
+    /// `capacity.pods` (percent, default 95) ...
+    pub pods_capacity_percent: Percent,
+    /// ... for this long (default 15m).
+    #[serde(with = "humantime_serde")]
+    pub pods_capacity_for: Duration,
+    /// `node.cordoned` when the node has been unschedulable this long (default 24h).
+    #[serde(with = "humantime_serde")]
+    pub cordoned_after: Duration,
     /// How long a report waits for the first list from the API server (default 3s; at most
     /// three quarters of `probe_timeout`).
     #[serde(with = "humantime_serde")]
@@ -54,6 +65,9 @@ impl Default for KubernetesConfig {
             pod_events: true,
             max_events: 1000,
             sync_timeout: Duration::from_secs(3),
+            pods_capacity_percent: Percent::of(95.0),
+            pods_capacity_for: Duration::from_secs(900),
+            cordoned_after: Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -9,9 +9,9 @@ use std::{
 use nodemedic_proto::checks;
 use nodemedic_proto::v1::{Evidence, Finding, Severity};
 
-use super::{classify, config::KubernetesConfig};
+use super::{classify, config::KubernetesConfig, node::node_finding};
 use crate::{
-    kubernetes::cluster::{Cluster, ConditionView, ContainerView, EventView, PodView},
+    kubernetes::cluster::{Cluster, ConditionView, ContainerView, EventView, NodeView, PodView},
     units::rfc3339,
 };
 
@@ -50,7 +50,11 @@ pub fn findings(cluster: &Cluster, config: &KubernetesConfig, now: SystemTime) -
         out.extend(probe_failing(pod, events, config, now));
     }
     if let Some(node) = &cluster.node {
-        out.extend(node.conditions.iter().filter_map(node_condition));
+        out.extend(
+            node.conditions
+                .iter()
+                .filter_map(|c| node_condition(node, c)),
+        );
     }
     out
 }
@@ -480,7 +484,7 @@ fn other_agents_trouble(kind: &str, status: &str) -> bool {
 }
 
 /// `node.condition`: the kubelet (or a vendor's agent) says the node is in trouble.
-fn node_condition(c: &ConditionView) -> Option<Finding> {
+fn node_condition(node: &NodeView, c: &ConditionView) -> Option<Finding> {
     let known = PRESSURE.iter().find(|(kind, _)| *kind == c.kind);
     let severity = match (c.kind.as_str(), known) {
         ("Ready", _) if c.status != "True" => Severity::Critical,
@@ -492,7 +496,7 @@ fn node_condition(c: &ConditionView) -> Option<Finding> {
         (kind, None) if other_agents_trouble(kind, &c.status) => Severity::Info,
         _ => return None,
     };
-    let mut f = Finding::fail(
+    let mut f = node_finding(
         checks::NODE_CONDITION,
         severity,
         &c.kind,
@@ -500,6 +504,7 @@ fn node_condition(c: &ConditionView) -> Option<Finding> {
             "node condition {}={} ({}): {}",
             c.kind, c.status, c.reason, c.message
         ),
+        node,
     )
     .with(Evidence::text("condition", c.kind.clone()))
     .with(Evidence::text("status", c.status.clone()))
@@ -543,7 +548,7 @@ mod tests {
             ("KernelReady", "Unknown", false),
             ("KernelDeadlock", "Unknown", false),
         ] {
-            let f = node_condition(&condition(kind, status));
+            let f = node_condition(&NodeView::default(), &condition(kind, status));
             assert_eq!(f.is_some(), raised, "{kind}={status}");
             if let Some(f) = f {
                 assert_eq!(f.severity, Severity::Info as i32, "{kind}={status}");

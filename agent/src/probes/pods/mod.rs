@@ -9,8 +9,12 @@
 pub mod classify;
 pub mod config;
 pub mod judge;
+pub mod node;
 
-use std::sync::Arc;
+use std::{
+    sync::{Arc, Mutex},
+    time::SystemTime,
+};
 
 use nodemedic_proto::{
     checks,
@@ -27,12 +31,18 @@ use crate::kubernetes::view::KubeView;
 pub struct PodsProbe {
     view: Arc<KubeView>,
     config: KubernetesConfig,
+    /// Since when the node's pods have filled its capacity line, across runs.
+    full_since: Mutex<Option<SystemTime>>,
 }
 
 impl PodsProbe {
     /// A probe over `view`.
     pub fn new(view: Arc<KubeView>, config: KubernetesConfig) -> Self {
-        PodsProbe { view, config }
+        PodsProbe {
+            view,
+            config,
+            full_since: Mutex::default(),
+        }
     }
 }
 
@@ -54,6 +64,9 @@ impl Probe for PodsProbe {
             checks::POD_RESTARTS,
             checks::NODE_CONDITION,
             checks::NODE_NOT_FOUND,
+            checks::NODE_PODS_CAPACITY,
+            checks::NODE_OVERCOMMITTED,
+            checks::NODE_CORDONED,
         ]
     }
 
@@ -76,6 +89,17 @@ impl Probe for PodsProbe {
         let mut cluster = self.view.cluster();
         cluster.expire_events(ctx.now, self.config.window);
         let mut findings = judge::findings(&cluster, &self.config, ctx.now);
+        let usage = node::usage(&cluster);
+        if let Some(n) = &cluster.node {
+            let mut full_since = self.full_since.lock().unwrap_or_else(|p| p.into_inner());
+            findings.extend(node::findings(
+                n,
+                usage,
+                &self.config,
+                ctx.now,
+                &mut full_since,
+            ));
+        }
         if cluster.node.is_none() {
             findings.push(Finding::fail(
                 checks::NODE_NOT_FOUND,
@@ -110,6 +134,7 @@ impl Probe for PodsProbe {
             events_kept: cluster.events.len() as u32,
             watch_errors: errors,
             last_watch_error: last_error,
+            node: cluster.node.as_ref().map(|n| node::resources(n, usage)),
         };
         Ok(ProbeOutput {
             section: Section::Pods(section),
