@@ -624,3 +624,44 @@ async fn a_full_overcommitted_node_left_cordoned() {
     assert_eq!(full.number("used_percent"), Some(100.0));
     assert!(full.message.contains("4 pods of the 4"), "{}", full.message);
 }
+
+/// The recorded FailedMount events of a pod that never started (a hostPath that is not a
+/// directory), about a pod built around them: Pending, its container waiting in
+/// ContainerCreating since it was scheduled six hours before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_stuck_creating_is_named_with_its_cause() {
+    let events = real("troubleshoot-events-message-container-creating-failed-mount.min.json");
+    let mut pod = on_node(real("troubleshoot-pods-message-pending-pod-resources.json").remove(0));
+    pod["metadata"]["name"] = Value::from("troubleshoot-copyfromhost-4m79m-psdjm");
+    pod["metadata"]["namespace"] = Value::from("message-container-creating-failed-mount");
+    pod["metadata"]["uid"] = Value::from("55ca5d14-2541-42a9-9eb1-5eb53133e178");
+    let container = pod["spec"]["containers"][0]["name"].clone();
+    pod["status"] = serde_json::json!({
+        "phase": "Pending",
+        "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": "2023-07-09T23:53:00Z"}],
+        "containerStatuses": [{
+            "name": container, "ready": false, "restartCount": 0, "image": "busybox", "imageID": "",
+            "state": {"waiting": {"reason": "ContainerCreating"}},
+        }],
+    });
+    let api = Api::start(vec![pod], healthy_node(), events).await;
+    let probe = Arc::new(api.probe(KubernetesConfig::default()).await);
+
+    let (_, findings) = run(&probe, at("2023-07-09T23:56:00Z")).await;
+    assert!(
+        !findings.iter().any(|f| f.check == "pod.stuck_creating"),
+        "three minutes is not stuck: {:#?}",
+        summary(&findings)
+    );
+    let (_, findings) = run(&probe, at("2023-07-10T05:45:00Z")).await;
+    let f = find(
+        &findings,
+        "pod.stuck_creating",
+        "message-container-creating-failed-mount/troubleshoot-copyfromhost-4m79m-psdjm",
+    );
+    assert_eq!(f.severity, Severity::Warning as i32);
+    assert_eq!(f.text("cause"), Some("mount_timeout"), "the latest event's");
+    assert_eq!(f.text("event_reason"), Some("FailedMount"));
+    assert_eq!(f.number("events"), Some(109.0));
+    assert!(f.message.contains("5h 52m"), "{}", f.message);
+}

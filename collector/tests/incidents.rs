@@ -571,6 +571,38 @@ async fn nodes_not_ready_on_one_kubelet_version_group_by_it() {
     );
 }
 
+/// Pods stuck creating with the CNI as the cause on three nodes are one cluster incident
+/// (a network plugin outage); the same check with another cause stays a node's.
+#[tokio::test]
+async fn pods_stuck_creating_for_one_cause_on_many_nodes_group_by_it() {
+    let mut c = Cluster::new(Catalog::builtin());
+    let stuck = |cause: &str| {
+        pod("pod.stuck_creating", "shop", "web-1").with(Evidence::text("cause", cause))
+    };
+    let mut t = T0;
+    for _ in 0..4 {
+        for n in ["n1", "n2", "n3"] {
+            c.report(n, t, vec![stuck("cni")]).await;
+        }
+        c.report("n4", t, vec![stuck("secret_missing")]).await;
+        t += 10 * SECOND;
+    }
+    let open = c.open();
+    let cluster: Vec<_> = open
+        .iter()
+        .filter(|i| i.scope() == IncidentScope::Cluster)
+        .collect();
+    assert_eq!(cluster.len(), 1, "{open:#?}");
+    assert_eq!(cluster[0].rule, "pod-stuck-creating-cluster");
+    assert_eq!(cluster[0].group, "cni");
+    assert_eq!(cluster[0].nodes, ["n1", "n2", "n3"]);
+    assert!(
+        open.iter()
+            .any(|i| i.rule == "pod-stuck-creating" && i.nodes == ["n4"]),
+        "{open:#?}"
+    );
+}
+
 #[tokio::test]
 async fn a_user_rule_overrides_a_builtin_one() {
     let rules = tempfile::tempdir().unwrap();

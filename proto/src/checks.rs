@@ -106,6 +106,9 @@ pub const POD_TERMINATING_STUCK: &str = "pod.terminating_stuck";
 pub const POD_PROBE_FAILING: &str = "pod.probe_failing";
 /// `pod.restarts`: a container restarts often.
 pub const POD_RESTARTS: &str = "pod.restarts";
+/// `pod.stuck_creating`: a pod has waited in ContainerCreating or PodInitializing for long,
+/// with the kubelet's sandbox, attach or mount failures.
+pub const POD_STUCK_CREATING: &str = "pod.stuck_creating";
 /// `node.condition`: a node condition says there is a problem.
 pub const NODE_CONDITION: &str = "node.condition";
 /// `node.not_found`: the API server has no Node of this agent's node name.
@@ -245,6 +248,7 @@ pub const ALL: &[&str] = &[
     POD_TERMINATING_STUCK,
     POD_PROBE_FAILING,
     POD_RESTARTS,
+    POD_STUCK_CREATING,
     NODE_CONDITION,
     NODE_NOT_FOUND,
     NODE_PODS_CAPACITY,

@@ -60,6 +60,7 @@ pub const PLACEHOLDERS: &[&str] = &[
     "cgroup",
     "kubelet_version",
     "since",
+    "cause",
 ];
 
 /// A rule file that cannot be used.

@@ -43,6 +43,69 @@ pub fn pull_error(message: &str) -> &'static str {
     }
 }
 
+/// The event reasons of a pod that cannot get past sandbox, volume or mount set-up.
+pub const CREATION_FAILURES: &[&str] = &[
+    "FailedCreatePodSandBox",
+    "FailedAttachVolume",
+    "FailedMount",
+];
+
+/// Why a pod cannot be created, from a [`CREATION_FAILURES`] event's message:
+/// `ip_exhausted`, `cni` (the network plugin), `sandbox` (the runtime), `multi_attach`,
+/// `attach_limit`, `attach_timeout`, `attach_failed`, `secret_missing`,
+/// `configmap_missing`, `mount_timeout`, `mount_failed`, or `other`.
+pub fn creation_failure(message: &str) -> &'static str {
+    let m = message.to_ascii_lowercase();
+    let any = |words: &[&str]| words.iter().any(|w| m.contains(w));
+    if any(&[
+        "failed to assign an ip",
+        "no ip addresses available",
+        "failed to allocate for range",
+        "no more free ip",
+    ]) {
+        "ip_exhausted"
+    } else if any(&[
+        "networkplugin cni",
+        "failed to setup network for sandbox",
+        "failed to set up sandbox container",
+        "plugin type=",
+        "cni plugin",
+    ]) {
+        "cni"
+    } else if any(&["pod sandbox", "runpodsandbox"]) {
+        "sandbox"
+    } else if m.contains("multi-attach error") {
+        "multi_attach"
+    } else if any(&[
+        "max number of volumes",
+        "attachmentlimitexceeded",
+        "attachment limit",
+        "volume attach limit",
+        "maximum number of attached",
+    ]) {
+        "attach_limit"
+    } else if m.contains("attachvolume.attach failed") {
+        if any(&["timed out", "timeout"]) {
+            "attach_timeout"
+        } else {
+            "attach_failed"
+        }
+    } else if m.contains("not found") && m.contains("secret \"") {
+        "secret_missing"
+    } else if m.contains("not found") && m.contains("configmap \"") {
+        "configmap_missing"
+    } else if any(&[
+        "unable to attach or mount volumes",
+        "timeout expired waiting for volumes",
+    ]) {
+        "mount_timeout"
+    } else if m.contains("mountvolume") {
+        "mount_failed"
+    } else {
+        "other"
+    }
+}
+
 /// The registry an image reference pulls from (`docker.io` when it names none).
 pub fn registry(image: &str) -> &str {
     match image.split_once('/') {
@@ -276,6 +339,31 @@ mod tests {
         ] {
             assert_eq!(scheduling_reasons(message), want, "{message}");
         }
+    }
+
+    /// Every block of the corpus: its lines classified as its `# cause:` says.
+    #[test]
+    fn creation_failures_from_real_events() {
+        let corpus = include_str!("../../../../tests/fixtures/real/pods/stuck-creating-corpus.txt");
+        let mut seen = 0;
+        let mut cause = None;
+        for line in corpus.lines() {
+            if let Some(c) = line.strip_prefix("# cause: ") {
+                cause = Some(c);
+            } else if !line.starts_with('#') && !line.trim().is_empty() {
+                let want = cause.expect("a cause before the lines");
+                assert_eq!(creation_failure(line), want, "{line}");
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 11);
+        // troubleshoot-events-message-container-creating-failed-mount.min.json
+        assert_eq!(
+            creation_failure(
+                "MountVolume.SetUp failed for volume \"host\" : hostPath type check failed: /var/lib/collectd is not a directory"
+            ),
+            "mount_failed"
+        );
     }
 
     #[test]

@@ -25,6 +25,11 @@ pub struct KubernetesConfig {
     /// ... within this time (default 10m).
     #[serde(with = "humantime_serde")]
     pub probe_failures_within: Duration,
+    /// `pod.stuck_creating` when a pod has waited this long in ContainerCreating or
+    /// PodInitializing since it was scheduled, with sandbox, attach or mount failures
+    /// (default 5m).
+    #[serde(with = "humantime_serde")]
+    pub creating_after: Duration,
     /// `pod.terminating_stuck` this long after the pod's deletion time (default 5m).
     #[serde(with = "humantime_serde")]
     pub terminating_after: Duration,
@@ -60,6 +65,7 @@ impl Default for KubernetesConfig {
             restarts_within: Duration::from_secs(1800),
             probe_failures: 3,
             probe_failures_within: Duration::from_secs(600),
+            creating_after: Duration::from_secs(300),
             terminating_after: Duration::from_secs(300),
             unscheduled_pods: false,
             pod_events: true,

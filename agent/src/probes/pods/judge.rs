@@ -46,6 +46,7 @@ pub fn findings(cluster: &Cluster, config: &KubernetesConfig, now: SystemTime) -
         }
         out.extend(evicted(pod, config, now));
         out.extend(pending(pod, events));
+        out.extend(stuck_creating(pod, events, config, now));
         out.extend(terminating_stuck(pod, config, now));
         out.extend(probe_failing(pod, events, config, now));
     }
@@ -330,6 +331,58 @@ fn evicted(pod: &PodView, config: &KubernetesConfig, now: SystemTime) -> Option<
 }
 
 /// `pod.pending`: the scheduler cannot place the pod.
+/// `pod.stuck_creating`: scheduled, but its sandbox, volumes or mounts will not come up.
+fn stuck_creating(
+    pod: &PodView,
+    events: &[&EventView],
+    config: &KubernetesConfig,
+    now: SystemTime,
+) -> Option<Finding> {
+    let waiting = pod.containers.iter().any(|c| {
+        c.waiting
+            .as_ref()
+            .is_some_and(|(r, _)| r == "ContainerCreating" || r == "PodInitializing")
+    });
+    if pod.phase != "Pending" || !waiting {
+        return None;
+    }
+    let since = pod
+        .condition("PodScheduled")
+        .filter(|c| c.status == "True")
+        .and_then(|c| c.since)
+        .or(pod.seen)?;
+    let waited = now.duration_since(since).unwrap_or_default();
+    if waited < config.creating_after {
+        return None;
+    }
+    let event = events
+        .iter()
+        .filter(|e| classify::CREATION_FAILURES.contains(&e.reason.as_str()))
+        .max_by_key(|e| e.last)?;
+    let cause = classify::creation_failure(&event.message);
+    Some(
+        pod_finding(
+            checks::POD_STUCK_CREATING,
+            Severity::Warning,
+            pod,
+            format!(
+                "{}/{} has waited {} to start ({cause}): {} x{}: {}",
+                pod.namespace,
+                pod.name,
+                humantime::format_duration(Duration::from_secs(waited.as_secs())),
+                event.reason,
+                event.count,
+                event.message
+            ),
+        )
+        .with(Evidence::text("cause", cause))
+        .with(Evidence::text("event_reason", event.reason.clone()))
+        .with(Evidence::count("events", u64::from(event.count)))
+        .with(Evidence::number("waited", waited.as_secs_f64(), "seconds"))
+        .with(Evidence::text("kubelet_message", event.message.clone())),
+    )
+}
+
 fn pending(pod: &PodView, events: &[&EventView]) -> Option<Finding> {
     let scheduled = pod.condition("PodScheduled");
     let unschedulable = pod.phase == "Pending"

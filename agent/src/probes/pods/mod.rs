@@ -62,6 +62,7 @@ impl Probe for PodsProbe {
             checks::POD_TERMINATING_STUCK,
             checks::POD_PROBE_FAILING,
             checks::POD_RESTARTS,
+            checks::POD_STUCK_CREATING,
             checks::NODE_CONDITION,
             checks::NODE_NOT_FOUND,
             checks::NODE_PODS_CAPACITY,
