@@ -45,7 +45,7 @@ pub fn node_name(explicit: Option<String>) -> Result<String, HostnameNotUtf8> {
 pub fn default_probes(config: &Config, kube: &KubeSlot) -> Vec<Arc<dyn Probe>> {
     let t = &config.thresholds;
     let mut probes: Vec<Arc<dyn Probe>> = vec![
-        Arc::new(DiskProbe::new(t.disk.clone())),
+        Arc::new(DiskProbe::new(t.disk.clone(), Arc::clone(kube))),
         Arc::new(MemoryProbe::new(t.memory.clone())),
         Arc::new(SystemProbe::new(t.system.clone())),
         Arc::new(ClockProbe::new(t.clock.clone())),

@@ -12,6 +12,8 @@ pub const DISK_INODES: &str = "disk.inodes";
 pub const DISK_READONLY: &str = "disk.readonly";
 /// `disk.fill_rate`: a filesystem fills at a rate that makes it full soon.
 pub const DISK_FILL_RATE: &str = "disk.fill_rate";
+/// `disk.pvc_filling`: a PersistentVolumeClaim's volume is nearly full, or fills within days.
+pub const DISK_PVC_FILLING: &str = "disk.pvc_filling";
 /// `disk.io_pressure`: tasks stalled on I/O (PSI) for minutes.
 pub const DISK_IO_PRESSURE: &str = "disk.io_pressure";
 
@@ -207,6 +209,7 @@ pub const ALL: &[&str] = &[
     DISK_INODES,
     DISK_READONLY,
     DISK_FILL_RATE,
+    DISK_PVC_FILLING,
     DISK_IO_PRESSURE,
     MEMORY_AVAILABLE,
     MEMORY_PRESSURE,

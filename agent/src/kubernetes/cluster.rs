@@ -195,6 +195,8 @@ pub struct Cluster {
     pub node: Option<NodeView>,
     /// Warning events, by the event's namespace/name.
     pub events: BTreeMap<String, EventView>,
+    /// The claims of the volume directories probes asked about.
+    pub volumes: super::volumes::Volumes,
     /// Restart counts seen over time, per pod UID and container.
     restarts: BTreeMap<(String, String), VecDeque<(SystemTime, u32)>>,
     /// The last `ErrImagePull` message per pod UID and container (`ImagePullBackOff` says less).

@@ -47,6 +47,8 @@ pub struct KubeView {
     /// Whether the node's pods have been listed: event watches start after, so that the
     /// events of this node's pods are recognised as such.
     pods_listed: tokio::sync::watch::Sender<bool>,
+    /// Woken when a probe asks for a volume's claim.
+    volume_asked: tokio::sync::Notify,
 }
 
 impl KubeView {
@@ -58,6 +60,7 @@ impl KubeView {
             state: Mutex::default(),
             changed: Condvar::new(),
             pods_listed: tokio::sync::watch::Sender::new(false),
+            volume_asked: tokio::sync::Notify::new(),
         })
     }
 
@@ -111,6 +114,23 @@ impl KubeView {
     pub(crate) async fn pods_listed(&self) {
         let mut listed = self.pods_listed.subscribe();
         let _ = listed.wait_for(|l| *l).await;
+    }
+
+    /// The claim of the volume directory `name` when known; the first time, asks the
+    /// resolver ([`super::volumes::resolve`]) and answers `None`.
+    pub fn volume(&self, name: &str) -> Option<super::volumes::Volume> {
+        let mut cluster = self.cluster();
+        if cluster.volumes.ask(name) {
+            drop(cluster);
+            self.volume_asked.notify_one();
+            return None;
+        }
+        cluster.volumes.get(name).cloned()
+    }
+
+    /// Waits until a probe asks for a volume's claim.
+    pub(crate) async fn volume_asked(&self) {
+        self.volume_asked.notified().await;
     }
 
     /// Counts a watch error, logging it at most once a minute.

@@ -101,6 +101,7 @@ pub fn spawn(client: Client, node: &str, options: &WatchOptions, view: &Arc<Kube
         watcher::Config::default().fields(&format!("metadata.name={node}")),
         Arc::clone(view),
     ));
+    tokio::spawn(super::volumes::resolve(client.clone(), Arc::clone(view)));
     let events: Api<Event> = Api::all(client);
     let mut selectors = vec![format!(
         "involvedObject.kind=Node,involvedObject.name={node},type=Warning"

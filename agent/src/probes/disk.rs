@@ -24,6 +24,7 @@ use super::{Probe, ProbeContext, ProbeError, ProbeOutput, Section};
 use crate::{
     forecast::History,
     kubelet::{KubeletConfig, Verdict, eviction, with_line},
+    kubernetes::{view::KubeSlot, volumes::Volume},
     parse::psi,
     units::percent,
 };
@@ -34,15 +35,43 @@ pub struct DiskProbe {
     thresholds: DiskThresholds,
     history: Mutex<History>,
     io: Mutex<IoTracker>,
+    kube: KubeSlot,
 }
 
 impl DiskProbe {
-    /// A probe judging against `thresholds`.
-    pub fn new(thresholds: DiskThresholds) -> Self {
+    /// A probe judging against `thresholds`; pod volumes are named by pod and claim from
+    /// the Kubernetes view in `kube` once the agent has one.
+    pub fn new(thresholds: DiskThresholds, kube: KubeSlot) -> Self {
         DiskProbe {
             thresholds,
             history: Mutex::default(),
             io: Mutex::default(),
+            kube,
+        }
+    }
+
+    /// Names each PersistentVolume mount by its pod and claim, as far as the view knows
+    /// (a claim asked for now is named from a later report on).
+    fn name_volumes(&self, mounts: &mut [Mount]) {
+        let Some(view) = self.kube.get() else {
+            return;
+        };
+        for m in mounts {
+            let Some((uid, dir)) = mounts::persistent_volume(&m.mount_point) else {
+                continue;
+            };
+            if let Some((namespace, pod)) = view.with(|c| {
+                c.pods
+                    .get(uid)
+                    .map(|p| (p.namespace.clone(), p.name.clone()))
+            }) {
+                m.namespace = namespace;
+                m.pod = pod;
+            }
+            if let Some(Volume::Claim { namespace, name }) = view.volume(dir) {
+                m.namespace = namespace;
+                m.claim = name;
+            }
         }
     }
 }
@@ -69,6 +98,7 @@ impl Probe for DiskProbe {
             }
         }
 
+        self.name_volumes(&mut section.mounts);
         let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
         for mount in &mut section.mounts {
             if let Some(f) = history.record(
@@ -187,15 +217,74 @@ fn roles_text(m: &Mount) -> String {
 /// The findings for one filesystem, against the agent's thresholds `t` and the run's
 /// eviction `lines`.
 pub fn judge(m: &Mount, t: &DiskThresholds, lines: &EvictionLines) -> Vec<Finding> {
-    [
-        space(m, t, lines),
-        inodes(m, t, lines),
-        read_only(m),
-        fill_rate(m, t),
-    ]
-    .into_iter()
-    .flatten()
-    .collect()
+    // A claim's volume is the application's storage, judged by its own lines.
+    let claimed = !m.claim.is_empty();
+    let (room, rate) = if claimed {
+        (pvc_filling(m, t), None)
+    } else {
+        (space(m, t, lines), fill_rate(m, t))
+    };
+    [room, inodes(m, t, lines), read_only(m), rate]
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// `disk.pvc_filling`: a claim's volume nearly full, or full within days at its rate
+/// (kubernetes-mixin's KubePersistentVolumeFillingUp lines).
+fn pvc_filling(m: &Mount, t: &DiskThresholds) -> Option<Finding> {
+    if m.bytes_total == 0 {
+        return None;
+    }
+    let avail = percent(m.bytes_available, m.bytes_total);
+    let soon = m
+        .full_in_hours
+        .filter(|h| h * 3600.0 <= t.pvc_fill_within.as_secs_f64());
+    let (severity, why) = if avail < t.pvc_critical_available.get() {
+        (
+            Severity::Critical,
+            "writes to it fail when it is full".to_owned(),
+        )
+    } else if avail < t.pvc_warn_available.get() {
+        (Severity::Warning, "it is nearly full".to_owned())
+    } else if let Some(h) = soon {
+        (
+            Severity::Warning,
+            format!(
+                "at {}/h it is full in {}",
+                human_bytes(m.fill_rate_bytes_per_hour.unwrap_or(0.0)),
+                humantime::format_duration(std::time::Duration::from_secs(
+                    (h * 3600.0) as u64 / 60 * 60
+                ))
+            ),
+        )
+    } else {
+        return None;
+    };
+    let pod = if m.pod.is_empty() { "unknown" } else { &m.pod };
+    let mut f = Finding::fail(
+        checks::DISK_PVC_FILLING,
+        severity,
+        &format!("{}/{}", m.namespace, m.claim),
+        format!(
+            "PersistentVolumeClaim {}/{} (pod {pod}) has {avail:.1}% available ({} of {}): {why}.",
+            m.namespace,
+            m.claim,
+            human_bytes(m.bytes_available as f64),
+            human_bytes(m.bytes_total as f64),
+        ),
+    )
+    .with(Evidence::text("namespace", m.namespace.clone()))
+    .with(Evidence::text("claim", m.claim.clone()))
+    .with(Evidence::text("pod", m.pod.clone()))
+    .with(Evidence::text("mount", m.mount_point.clone()))
+    .with(Evidence::bytes("available_bytes", m.bytes_available))
+    .with(Evidence::bytes("total_bytes", m.bytes_total))
+    .with(Evidence::percent("available_percent", avail));
+    if let Some(h) = m.full_in_hours {
+        f = f.with(Evidence::number("full_in", h, "hours"));
+    }
+    Some(f)
 }
 
 fn space(m: &Mount, t: &DiskThresholds, lines: &EvictionLines) -> Option<Finding> {

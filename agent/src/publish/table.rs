@@ -284,6 +284,8 @@ pub fn not_a_condition(check: &str) -> bool {
         || [
             checks::NODE_CONDITION,
             checks::NODE_NOT_FOUND,
+            // An application's volume, as pod.* are: not the node's trouble.
+            checks::DISK_PVC_FILLING,
             // Read off the Node object itself: the cluster already knows.
             checks::NODE_PODS_CAPACITY,
             checks::NODE_OVERCOMMITTED,

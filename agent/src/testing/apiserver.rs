@@ -11,6 +11,9 @@ use std::path::PathBuf;
 /// changes after the list. The real `kube` client talks to it through a kubeconfig
 /// ([`FakeApiServer::kubeconfig`]).
 ///
+/// One object: `GET /api/v1/{kind}/{name}` of a cluster-scoped kind (nodes,
+/// persistentvolumes).
+///
 /// Writes: `GET`/`PATCH /api/v1/nodes/{name}/status` (a strategic merge patch, with
 /// `conditions` merged by their `type` and `$patch: delete` honoured, as the API server
 /// does), `POST /apis/events.k8s.io/v1/namespaces/{ns}/events` and `PATCH` of one (a JSON
@@ -62,7 +65,7 @@ impl FakeApiServer {
                 "/api/v1/nodes/{name}/status",
                 get(node_get).patch(node_status_patch),
             )
-            .route("/api/v1/nodes/{name}", get(node_get))
+            .route("/api/v1/{kind}/{name}", get(object_get))
             .route(
                 "/apis/events.k8s.io/v1/namespaces/{ns}/events",
                 axum::routing::post(event_create),
@@ -408,6 +411,17 @@ pub fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
         } else {
             merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
         }
+    }
+}
+
+/// `GET /api/v1/{kind}/{name}` of a cluster-scoped object (nodes, persistentvolumes).
+async fn object_get(
+    axum::extract::State(state): axum::extract::State<std::sync::Arc<ApiState>>,
+    axum::extract::Path((kind, name)): axum::extract::Path<(String, String)>,
+) -> axum::response::Response {
+    match state.find(&kind, &name) {
+        Some(object) => json_answer(&object),
+        None => not_found(&kind, &name),
     }
 }
 

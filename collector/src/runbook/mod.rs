@@ -61,6 +61,7 @@ pub const PLACEHOLDERS: &[&str] = &[
     "kubelet_version",
     "since",
     "cause",
+    "claim",
 ];
 
 /// A rule file that cannot be used.

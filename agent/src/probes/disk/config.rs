@@ -43,6 +43,14 @@ pub struct DiskThresholds {
     /// The shortest span of samples that gives a rate (default 5m).
     #[serde(with = "humantime_serde")]
     pub fill_min_span: Duration,
+    /// `disk.pvc_filling` when a claim's volume has less than this available (default
+    /// 15%) ...
+    pub pvc_warn_available: Percent,
+    /// ... critical below this (default 3%) ...
+    pub pvc_critical_available: Percent,
+    /// ... and a warning when its fill rate says full within this (default 4d).
+    #[serde(with = "humantime_serde")]
+    pub pvc_fill_within: Duration,
     /// Warn when tasks stalled on I/O this share of the last minute (default 20%) ...
     pub io_pressure_warn_some_avg60: Percent,
     /// ... for this long (default 5m: a burst of writes is not a problem).
@@ -66,6 +74,9 @@ impl Default for DiskThresholds {
             fill_critical_within: Duration::from_secs(2 * 3600),
             fill_window: Duration::from_secs(3600),
             fill_min_span: Duration::from_secs(300),
+            pvc_warn_available: Percent::of(15.0),
+            pvc_critical_available: Percent::of(3.0),
+            pvc_fill_within: Duration::from_secs(4 * 24 * 3600),
             io_pressure_warn_some_avg60: Percent::of(20.0),
             io_pressure_for: Duration::from_secs(300),
         }
@@ -86,6 +97,7 @@ impl DiskThresholds {
         at_least!(self:
             nodefs_warn_available >= nodefs_critical_available,
             inodes_warn_free >= inodes_critical_free,
+            pvc_warn_available >= pvc_critical_available,
             other_critical_used >= other_warn_used,
             fill_warn_within >= fill_critical_within,
         )

@@ -168,6 +168,33 @@ fn is_under(path: &str, dir: &str) -> bool {
         || (path.starts_with(dir) && path.as_bytes().get(dir.len()) == Some(&b'/'))
 }
 
+/// Volume plugins whose directories are not PersistentVolumes.
+const LOCAL_PLUGINS: &[&str] = &[
+    "kubernetes.io~empty-dir",
+    "kubernetes.io~secret",
+    "kubernetes.io~configmap",
+    "kubernetes.io~projected",
+    "kubernetes.io~downward-api",
+    "kubernetes.io~git-repo",
+];
+
+/// A pod volume's pod UID and directory name, when the directory may be a
+/// PersistentVolume's: `/var/lib/kubelet/pods/<uid>/volumes/<plugin>/<pv>` (in-tree
+/// plugins) or `…/<pv>/mount` (CSI).
+pub fn persistent_volume(mount_point: &str) -> Option<(&str, &str)> {
+    let rest = mount_point.strip_prefix("/var/lib/kubelet/pods/")?;
+    let mut parts = rest.split('/');
+    let uid = parts.next()?;
+    if parts.next()? != "volumes" {
+        return None;
+    }
+    let plugin = parts.next()?;
+    let dir = parts.next()?;
+    let tail: Vec<&str> = parts.collect();
+    let shaped = tail.is_empty() || tail == ["mount"];
+    (shaped && !LOCAL_PLUGINS.contains(&plugin) && !dir.is_empty()).then_some((uid, dir))
+}
+
 fn is_pod_volume(mount_point: &str) -> bool {
     mount_point.starts_with("/var/lib/kubelet/pods/") && mount_point.contains("/volumes/")
 }
@@ -181,6 +208,34 @@ fn push_role(roles: &mut Vec<MountRole>, role: MountRole) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn persistent_volume_directories_and_local_ones() {
+        let uid = "d1e865ca-a911-473c-95ba-d9cbdfce67cc";
+        // The CSI layout, as a cinder CSI node plugin's log names it.
+        assert_eq!(
+            persistent_volume(&format!(
+                "/var/lib/kubelet/pods/{uid}/volumes/kubernetes.io~csi/pvc-fa9fa290-bc41-4dd5-9263-63057d8575d9/mount"
+            )),
+            Some((uid, "pvc-fa9fa290-bc41-4dd5-9263-63057d8575d9"))
+        );
+        assert_eq!(
+            persistent_volume(&format!(
+                "/var/lib/kubelet/pods/{uid}/volumes/kubernetes.io~aws-ebs/pvc-1"
+            )),
+            Some((uid, "pvc-1"))
+        );
+        for local in [
+            format!(
+                "/var/lib/kubelet/pods/{uid}/volumes/kubernetes.io~projected/kube-api-access-x"
+            ),
+            format!("/var/lib/kubelet/pods/{uid}/volumes/kubernetes.io~secret/certs"),
+            format!("/var/lib/kubelet/pods/{uid}/volume-subpaths/data/app/0"),
+            "/var/lib/kubelet".to_owned(),
+        ] {
+            assert_eq!(persistent_volume(&local), None, "{local}");
+        }
+    }
     use crate::{parse::mountinfo, testing::fixture};
 
     fn points(c: &[Candidate]) -> Vec<&str> {
