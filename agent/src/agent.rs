@@ -192,6 +192,11 @@ impl Agent {
         Some(publisher)
     }
 
+    /// The host tree it measures.
+    pub fn host(&self) -> &HostRoot {
+        &self.host
+    }
+
     /// The node this agent reports as.
     pub fn node(&self) -> &str {
         &self.node

@@ -37,6 +37,7 @@ pub mod kubernetes;
 pub mod logs;
 pub mod metrics;
 pub mod parse;
+pub mod podlogs;
 pub mod probes;
 pub mod publish;
 pub mod remediation;

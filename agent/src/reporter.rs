@@ -32,6 +32,7 @@ use crate::{
     agent::{AGENT_VERSION, Agent},
     backoff::Backoff,
     health::Health,
+    podlogs,
     remediation::Remediator,
     spool::{Spool, SpoolError, SpoolLimits},
 };
@@ -408,6 +409,22 @@ pub async fn run(
                                 };
                                 if outbound.send(message).await.is_err() {
                                     warn!(message = "The stream closed before an action's result could be sent.");
+                                }
+                            });
+                        }
+                    }
+                    Some(command::Kind::Logs(request)) => {
+                        // Files read on a blocking thread, beside the reports.
+                        if let Some(c) = &conn {
+                            let outbound = c.outbound.clone();
+                            let host = agent.host().clone();
+                            tokio::spawn(async move {
+                                let read = tokio::task::spawn_blocking(move || podlogs::read(&host, &request));
+                                let Ok(logs) = read.await else { return };
+                                info!(message = "Sending pods' logs for a bundle.", containers = logs.logs.len());
+                                let message = AgentMessage { kind: Some(agent_message::Kind::PodLogs(logs)) };
+                                if outbound.send(message).await.is_err() {
+                                    warn!(message = "The stream closed before the pods' logs could be sent.");
                                 }
                             });
                         }

@@ -98,6 +98,12 @@ pub async fn download(mut c: Client, args: BundleArgs) -> anyhow::Result<()> {
     let result: anyhow::Result<()> = async {
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(status_text)?;
+            if let Some(said) = pod_logs_line(&chunk.logs_from, &chunk.logs_missing) {
+                match &bar {
+                    Some(bar) => bar.println(said),
+                    None => eprintln!("{said}"),
+                }
+            }
             out.write_all(&chunk.data)?;
             bytes += chunk.data.len() as u64;
             files = chunk.files;
@@ -260,4 +266,19 @@ pub fn history(file: &Path, nodes: &[String]) -> anyhow::Result<()> {
     }
     out.flush()?;
     Ok(())
+}
+
+/// What the progress says of the pods' logs: which nodes' agents sent them, and which were
+/// asked and did not (and why); `None` when no node was asked.
+fn pod_logs_line(from: &[String], missing: &[String]) -> Option<String> {
+    match (from.is_empty(), missing.is_empty()) {
+        (true, true) => None,
+        (false, true) => Some(format!("pods' logs from {}", from.join(", "))),
+        (true, false) => Some(format!("no pods' logs: {}", missing.join("; "))),
+        (false, false) => Some(format!(
+            "pods' logs from {}; not from {}",
+            from.join(", "),
+            missing.join("; ")
+        )),
+    }
 }

@@ -26,7 +26,7 @@ use crate::{
     listener::peer_of,
     metrics::Metrics,
     ratelimit::RateLimiter,
-    registry::{Lease, Registry},
+    registry::{Answer, Lease, Registry},
     store::writer::WriterHandle,
     validate::{self, ReportLimits},
 };
@@ -222,7 +222,10 @@ impl Gateway {
                         }
                     }
                     Some(Ok(AgentMessage { kind: Some(agent_message::Kind::ActionResult(result)) })) => {
-                        self.registry.answer(result);
+                        self.registry.answer(&node, Answer::Action(result));
+                    }
+                    Some(Ok(AgentMessage { kind: Some(agent_message::Kind::PodLogs(logs)) })) => {
+                        self.registry.answer(&node, Answer::Logs(logs));
                     }
                     Some(Ok(other)) => {
                         break Some(self.refuse("unexpected_message", Status::invalid_argument(format!("expected a Report after Hello, got {other:?}"))));

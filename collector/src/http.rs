@@ -16,7 +16,7 @@ use tokio_stream::StreamExt;
 
 use crate::{
     auth::{Auth, Credentials, Denied, Role},
-    bundle::stream::Bundler,
+    bundle::stream::{Bundler, Piece},
     listener::Peer,
     metrics::{self, Metrics},
     query::bundle_request,
@@ -132,8 +132,12 @@ async fn bundle_download(
         }
     };
     let chunks = state.bundles.start(request);
-    let body = tokio_stream::wrappers::ReceiverStream::new(chunks)
-        .map(|c| c.map(|(data, _)| data).map_err(std::io::Error::other));
+    let body = tokio_stream::wrappers::ReceiverStream::new(chunks).filter_map(|c| match c {
+        Ok(Piece::Data(data, _)) => Some(Ok(data)),
+        // Who sent pods' logs is in the manifest's files; a download has no side channel.
+        Ok(Piece::Logs { .. }) => None,
+        Err(e) => Some(Err(std::io::Error::other(e))),
+    });
     (
         [
             (header::CONTENT_TYPE, "application/zstd"),

@@ -22,7 +22,10 @@ use tracing::info;
 
 use crate::{
     auth::{Auth, Caller, Credentials, Role},
-    bundle::{self, stream::Bundler},
+    bundle::{
+        self,
+        stream::{Bundler, Piece},
+    },
     error::Error,
     listener::peer_of,
     registry::Registry,
@@ -449,9 +452,17 @@ impl Diagnostics for QueryService {
         let chunks = self.bundles.start(request);
         let stream = tokio_stream::wrappers::ReceiverStream::new(chunks).map(|chunk| {
             chunk
-                .map(|(data, files)| BundleChunk {
-                    data: data.to_vec(),
-                    files: files as u32,
+                .map(|piece| match piece {
+                    Piece::Logs { from, missing } => BundleChunk {
+                        logs_from: from,
+                        logs_missing: missing,
+                        ..BundleChunk::default()
+                    },
+                    Piece::Data(data, files) => BundleChunk {
+                        data: data.to_vec(),
+                        files: files as u32,
+                        ..BundleChunk::default()
+                    },
                 })
                 .map_err(|e| Status::internal(e.to_string()))
         });

@@ -1,5 +1,5 @@
 //! The live agent streams: one per node, the way to send a node a command, and the
-//! requests (actions) waiting for an agent's answer.
+//! requests (actions, pods' logs) waiting for an agent's answer.
 
 use std::{
     collections::HashMap,
@@ -11,7 +11,7 @@ use std::{
 
 use std::time::Duration;
 
-use nodemedic_proto::v1::{ActionRequest, ActionResult, Command, command};
+use nodemedic_proto::v1::{ActionRequest, ActionResult, Command, LogsRequest, PodLogs, command};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
@@ -26,8 +26,9 @@ struct Live {
 pub struct Registry {
     live: Mutex<HashMap<String, Live>>,
     next_stream: AtomicU64,
-    /// Requests sent to agents, by request id, waiting for their answer.
-    waiting: Mutex<HashMap<String, oneshot::Sender<ActionResult>>>,
+    /// Requests sent to agents, by request id, waiting for their answer: the node asked,
+    /// and where its answer goes.
+    waiting: Mutex<HashMap<String, (String, oneshot::Sender<Answer>)>>,
     next_request: AtomicU64,
     metrics: Arc<Metrics>,
 }
@@ -114,6 +115,24 @@ impl Registry {
     }
 }
 
+/// An agent's answer to a request.
+#[derive(Debug)]
+pub enum Answer {
+    /// To an [`ActionRequest`].
+    Action(ActionResult),
+    /// To a [`LogsRequest`].
+    Logs(PodLogs),
+}
+
+impl Answer {
+    fn request_id(&self) -> &str {
+        match self {
+            Answer::Action(a) => &a.request_id,
+            Answer::Logs(l) => &l.request_id,
+        }
+    }
+}
+
 impl Registry {
     /// Sends `request` to `node`'s agent and waits up to `within` for its answer.
     pub async fn ask(
@@ -122,15 +141,57 @@ impl Registry {
         mut request: ActionRequest,
         within: Duration,
     ) -> Result<ActionResult, Error> {
+        let answer = self
+            .request(node, within, |id| {
+                request.request_id = id;
+                command::Kind::Action(request)
+            })
+            .await?;
+        match answer {
+            Answer::Action(result) => Ok(result),
+            Answer::Logs(_) => Err(Error::Unavailable(format!(
+                "{node}'s agent answered an action with logs"
+            ))),
+        }
+    }
+
+    /// Asks `node`'s agent for its pods' logs and waits up to `within` for them.
+    pub async fn logs(
+        &self,
+        node: &str,
+        mut request: LogsRequest,
+        within: Duration,
+    ) -> Result<PodLogs, Error> {
+        let answer = self
+            .request(node, within, |id| {
+                request.request_id = id;
+                command::Kind::Logs(request)
+            })
+            .await?;
+        match answer {
+            Answer::Logs(logs) => Ok(logs),
+            Answer::Action(_) => Err(Error::Unavailable(format!(
+                "{node}'s agent answered a logs request with an action's result"
+            ))),
+        }
+    }
+
+    /// Sends the command `make` builds around a fresh request id to `node`, and waits up
+    /// to `within` for the answer carrying that id.
+    async fn request(
+        &self,
+        node: &str,
+        within: Duration,
+        make: impl FnOnce(String) -> command::Kind,
+    ) -> Result<Answer, Error> {
         let id = format!("r{}", self.next_request.fetch_add(1, Ordering::Relaxed));
-        request.request_id.clone_from(&id);
         let (tx, rx) = oneshot::channel();
         self.waiting
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id.clone(), tx);
+            .insert(id.clone(), (node.to_owned(), tx));
         let command = Command {
-            kind: Some(command::Kind::Action(request)),
+            kind: Some(make(id.clone())),
         };
         let sent = self.send(Some(node), &command);
         let answer = match sent {
@@ -147,20 +208,20 @@ impl Registry {
         answer?.map_err(|_| Error::Unavailable(format!("{node}'s agent stream closed")))
     }
 
-    /// An agent's answer to a request; one nobody waits for any more is dropped.
-    pub fn answer(&self, result: ActionResult) {
-        let waiting = self
-            .waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&result.request_id);
-        match waiting {
-            Some(tx) => {
-                let _ = tx.send(result);
-            }
-            None => {
-                warn!(message = "An answer came for no waiting request (too late?).", request = %result.request_id)
-            }
+    /// `node`'s agent's answer to a request; one nobody waits for any more, or for a
+    /// request another node was asked, is dropped.
+    pub fn answer(&self, node: &str, answer: Answer) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        let asked = waiting
+            .get(answer.request_id())
+            .is_some_and(|(asked, _)| asked == node);
+        if !asked {
+            drop(waiting);
+            warn!(message = "An answer came for no request waiting for this node (too late?).", %node, request = %answer.request_id());
+            return;
+        }
+        if let Some((_, tx)) = waiting.remove(answer.request_id()) {
+            let _ = tx.send(answer);
         }
     }
 }
@@ -187,5 +248,38 @@ mod tests {
         drop(lease);
         assert!(!registry.is_connected("n1"));
         registry.register("n1", tx).unwrap();
+    }
+
+    /// A node answers only what it was asked: another agent's answer with the same request
+    /// id is dropped, and the one asked still gets through.
+    #[tokio::test]
+    async fn only_the_node_asked_answers() {
+        let registry = Registry::new(Arc::default());
+        let (tx, mut rx) = mpsc::channel(4);
+        let _lease = registry.register("n1", tx).unwrap();
+        let asking = {
+            let registry = Arc::clone(&registry);
+            tokio::spawn(async move {
+                registry
+                    .logs("n1", LogsRequest::default(), Duration::from_secs(5))
+                    .await
+            })
+        };
+        let Some(command::Kind::Logs(request)) = rx.recv().await.unwrap().kind else {
+            panic!("a logs request")
+        };
+        let forged = PodLogs {
+            request_id: request.request_id.clone(),
+            error: "forged".into(),
+            ..PodLogs::default()
+        };
+        registry.answer("n2", Answer::Logs(forged));
+        let real = PodLogs {
+            request_id: request.request_id,
+            ..PodLogs::default()
+        };
+        registry.answer("n1", Answer::Logs(real));
+        let logs = asking.await.unwrap().unwrap();
+        assert_eq!(logs.error, "", "the forged answer was dropped");
     }
 }

@@ -235,6 +235,7 @@ impl Bound {
             reader: Arc::clone(&reader),
             catalog: Arc::clone(&config.catalog),
             info,
+            registry: Arc::clone(&registry),
         };
         let query = QueryService {
             reader: Arc::clone(&reader),

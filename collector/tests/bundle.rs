@@ -150,6 +150,7 @@ fn build(dir: &std::path::Path, request: &BundleRequest) -> Vec<u8> {
         reader: &reader,
         catalog: &catalog,
         info: serde_json::json!({"version": "test"}),
+        pod_logs: &[],
     };
     let mut out = Vec::new();
     let mut progress = Vec::new();
@@ -349,6 +350,7 @@ async fn hostile_names_and_altered_bundles_are_refused() {
         reader: &reader,
         catalog: &catalog,
         info: serde_json::json!({}),
+        pod_logs: &[],
     };
     for hostile in ["../../etc", "/etc/passwd", "a/b", "n1\n"] {
         let err = bundle::write(

@@ -161,6 +161,7 @@ async fn main() {
         reader: &reader,
         catalog: &catalog,
         info: serde_json::json!({"version": "bench"}),
+        pod_logs: &[],
     };
     // Reset the peak so VmHWM measures the bundle alone.
     let _ = std::fs::write("/proc/self/clear_refs", "5");

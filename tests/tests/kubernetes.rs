@@ -66,4 +66,52 @@ fn a_crash_looping_pod_becomes_an_incident_with_the_commands_to_run() {
         out.contains("kubectl logs -n app-02 giant-narwhal-6958c5bdd8-69gtn -c main --previous"),
         "the command with the pod filled in: {out}"
     );
+
+    // The bundle holds what `kubectl logs --previous` would show: the agent reads the
+    // kubelet's /var/log/pods when the bundle is made, and the CLI says who answered.
+    let logs = "/var/log/pods/app-02_giant-narwhal-6958c5bdd8-69gtn_7f3e2d1c-0b9a-4876-a5c4-d3e2f1a0b905/main";
+    host.write(
+        &format!("{logs}/0.log"),
+        "2024-05-14T14:00:01.000000000Z stderr F connecting to postgres://app:hunter2@db:5432/app\n2024-05-14T14:00:02.000000000Z stderr F java.lang.OutOfMemoryError: Java heap space\n",
+    );
+    host.write(
+        &format!("{logs}/1.log"),
+        "2024-05-14T14:05:01.000000000Z stdout F starting\n",
+    );
+    let file = dir.path().join("pods.tar.zst");
+    let run = std::process::Command::new(nodemedic_tests::binary("nodemedic"))
+        .args([
+            "--collector",
+            &collector.grpc_url,
+            "bundle",
+            "--node",
+            NODE,
+            "-f",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{said}");
+    assert!(said.contains("pods' logs from node-1"), "{said}");
+    let checked =
+        nodemedic_collector::bundle::inspect(std::fs::File::open(&file).unwrap(), |_| true)
+            .unwrap();
+    let pod = "nodes/node-1/pods/app-02/giant-narwhal-6958c5bdd8-69gtn";
+    let previous = String::from_utf8_lossy(&checked.files[&format!("{pod}/main.previous.log")]);
+    assert!(previous.contains("OutOfMemoryError"), "{previous}");
+    assert!(
+        !previous.contains("hunter2"),
+        "redacted like every file: {previous}"
+    );
+    let current = String::from_utf8_lossy(&checked.files[&format!("{pod}/main.log")]);
+    assert!(current.contains("starting"), "{current}");
+    assert!(
+        checked
+            .manifest
+            .files
+            .iter()
+            .any(|f| f.path == format!("{pod}/main.previous.log") && f.redacted > 0),
+        "listed in the manifest with its redaction"
+    );
 }

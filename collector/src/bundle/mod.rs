@@ -11,6 +11,9 @@
 //! - `nodes/<node>/journal.log`: the journal lines around what the agent's journal rules
 //!   matched in the window (the kubelet's and the runtimes' lines before each match, and
 //!   the first and last line of each check and subject), in time order;
+//! - `nodes/<node>/pods/<namespace>/<pod>/<container>[.previous].log`: the end of the
+//!   current and previous logs of each pod the incidents name, asked of the node's agent
+//!   when the bundle is made ([`pod_logs`]);
 //! - `summary.html`: a self-contained page: incidents with remediations, charts, nodes;
 //! - `runbook/rules.yaml`: the rules in force;
 //! - `collector/info.json`: version, configuration, store statistics;
@@ -22,6 +25,7 @@
 
 pub mod history;
 mod inspect;
+pub mod pod_logs;
 pub mod redact;
 pub mod stream;
 mod summary;
@@ -139,6 +143,26 @@ pub struct Sources<'a> {
     pub catalog: &'a Catalog,
     /// `collector/info.json`: version, configuration (no secrets in it), anything else.
     pub info: serde_json::Value,
+    /// The pods' logs the agents sent for this bundle.
+    pub pod_logs: &'a [pod_logs::NodeLogs],
+}
+
+/// The incidents a bundle for `request` holds, as of `now` (unix ms).
+pub fn incident_filter(request: &BundleRequest, now: i64) -> IncidentFilter {
+    IncidentFilter {
+        nodes: request.nodes.clone(),
+        state: IncidentState::Unspecified,
+        since: since(request, now),
+        limit: 1 << 40,
+        ..Default::default()
+    }
+}
+
+/// The start of the request's window (unix ms), when it has one.
+fn since(request: &BundleRequest, now: i64) -> Option<i64> {
+    request
+        .since
+        .map(|d| now.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
 }
 
 /// Writes a bundle for `request` into `out`, as of `now` (unix ms); calls `progress` with
@@ -153,9 +177,7 @@ pub fn write(
     for node in &request.nodes {
         validate::node_name(node).map_err(|e| BundleError::Invalid(e.to_string()))?;
     }
-    let since = request
-        .since
-        .map(|d| now.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)));
+    let since = since(request, now);
     let mut archive = Archive::new(
         out,
         !request.no_redact,
@@ -163,13 +185,7 @@ pub fn write(
         Some(sources.reader.dir().to_owned()),
     )?;
 
-    let (incidents, _) = sources.reader.incidents(&IncidentFilter {
-        nodes: request.nodes.clone(),
-        state: IncidentState::Unspecified,
-        since,
-        limit: 1 << 40,
-        ..Default::default()
-    })?;
+    let (incidents, _) = sources.reader.incidents(&incident_filter(request, now))?;
     archive.json("incidents.json", &incidents)?;
     progress(archive.files.len());
 
@@ -226,6 +242,19 @@ pub fn write(
             &mut summary,
             &mut progress,
         )?;
+        for answer in sources.pod_logs {
+            for log in &answer.logs.logs {
+                let Some(path) = pod_logs::path(&answer.node, log) else {
+                    continue;
+                };
+                archive.add(prepare(
+                    archive.redactor.as_deref(),
+                    path,
+                    log.text.clone().into_bytes(),
+                ))?;
+            }
+        }
+        progress(archive.files.len());
     }
     let mut info = sources.info.clone();
     info["store"] = serde_json::to_value(sources.reader.stats()?).map_err(std::io::Error::other)?;
