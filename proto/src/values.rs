@@ -51,6 +51,7 @@ pub const TIMESTAMP_FIELDS: &[&str] = &[
     "scannedAt",
     "since",
     "startedAt",
+    "unschedulableSince",
     "until",
 ];
 
