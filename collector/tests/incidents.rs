@@ -492,20 +492,23 @@ async fn a_silent_node_is_an_incident() {
     assert!(c.open().is_empty());
 }
 
-#[tokio::test]
-async fn image_pulls_failing_from_one_registry_on_many_nodes_group_by_registry() {
+/// Reports `same` from n1, n2 and n3 and `other` from n4, four times 10 s apart: a cluster
+/// rule grouping by an evidence value sees three nodes in one group and one in another.
+/// Checks that exactly one cluster incident opened, of `rule` for `group` on n1–n3, and that
+/// n4's trouble stayed a node incident of `node_rule`.
+async fn three_nodes_group_and_one_does_not(
+    same: Finding,
+    other: Finding,
+    (rule, group): (&str, &str),
+    node_rule: &str,
+) {
     let mut c = Cluster::new(Catalog::builtin());
-    let pull = |registry: &str| {
-        pod("pod.image_pull", "shop", "web-1")
-            .with(Evidence::text("registry", registry))
-            .with(Evidence::text("image", format!("{registry}/shop/web:1.2")))
-    };
     let mut t = T0;
     for _ in 0..4 {
         for n in ["n1", "n2", "n3"] {
-            c.report(n, t, vec![pull("registry.example.com")]).await;
+            c.report(n, t, vec![same.clone()]).await;
         }
-        c.report("n4", t, vec![pull("quay.io")]).await;
+        c.report("n4", t, vec![other.clone()]).await;
         t += 10 * SECOND;
     }
     let open = c.open();
@@ -514,8 +517,10 @@ async fn image_pulls_failing_from_one_registry_on_many_nodes_group_by_registry()
         .filter(|i| i.scope() == IncidentScope::Cluster)
         .collect();
     assert_eq!(cluster.len(), 1, "{open:#?}");
-    assert_eq!(cluster[0].rule, "image-pull-registry");
-    assert_eq!(cluster[0].group, "registry.example.com");
+    assert_eq!(
+        (cluster[0].rule.as_str(), cluster[0].group.as_str()),
+        (rule, group)
+    );
     assert_eq!(cluster[0].nodes, ["n1", "n2", "n3"]);
     let node: Vec<_> = open
         .iter()
@@ -524,19 +529,34 @@ async fn image_pulls_failing_from_one_registry_on_many_nodes_group_by_registry()
     assert_eq!(
         node.len(),
         1,
-        "the other registry stays a node incident: {open:#?}"
+        "the other group stays a node incident: {open:#?}"
     );
     assert_eq!(
         (node[0].rule.as_str(), node[0].nodes.as_slice()),
-        ("image-pull", &["n4".to_owned()][..])
+        (node_rule, &["n4".to_owned()][..])
     );
+}
+
+#[tokio::test]
+async fn image_pulls_failing_from_one_registry_on_many_nodes_group_by_registry() {
+    let pull = |registry: &str| {
+        pod("pod.image_pull", "shop", "web-1")
+            .with(Evidence::text("registry", registry))
+            .with(Evidence::text("image", format!("{registry}/shop/web:1.2")))
+    };
+    three_nodes_group_and_one_does_not(
+        pull("registry.example.com"),
+        pull("quay.io"),
+        ("image-pull-registry", "registry.example.com"),
+        "image-pull",
+    )
+    .await;
 }
 
 /// NotReady on three nodes of one kubelet version is one cluster incident (an upgrade gone
 /// wrong); a fourth NotReady node of another version stays its own.
 #[tokio::test]
 async fn nodes_not_ready_on_one_kubelet_version_group_by_it() {
-    let mut c = Cluster::new(Catalog::builtin());
     let not_ready = |version: &str| {
         Finding::fail(
             "node.condition",
@@ -547,60 +567,29 @@ async fn nodes_not_ready_on_one_kubelet_version_group_by_it() {
         .with(Evidence::text("condition", "Ready"))
         .with(Evidence::text("kubelet_version", version))
     };
-    let mut t = T0;
-    for _ in 0..4 {
-        for n in ["n1", "n2", "n3"] {
-            c.report(n, t, vec![not_ready("v1.30.1")]).await;
-        }
-        c.report("n4", t, vec![not_ready("v1.29.6")]).await;
-        t += 10 * SECOND;
-    }
-    let open = c.open();
-    let cluster: Vec<_> = open
-        .iter()
-        .filter(|i| i.scope() == IncidentScope::Cluster)
-        .collect();
-    assert_eq!(cluster.len(), 1, "{open:#?}");
-    assert_eq!(cluster[0].rule, "node-not-ready-one-version");
-    assert_eq!(cluster[0].group, "v1.30.1");
-    assert_eq!(cluster[0].nodes, ["n1", "n2", "n3"]);
-    assert!(
-        open.iter()
-            .any(|i| i.rule == "node-not-ready" && i.nodes == ["n4"]),
-        "{open:#?}"
-    );
+    three_nodes_group_and_one_does_not(
+        not_ready("v1.30.1"),
+        not_ready("v1.29.6"),
+        ("node-not-ready-one-version", "v1.30.1"),
+        "node-not-ready",
+    )
+    .await;
 }
 
 /// Pods stuck creating with the CNI as the cause on three nodes are one cluster incident
 /// (a network plugin outage); the same check with another cause stays a node's.
 #[tokio::test]
 async fn pods_stuck_creating_for_one_cause_on_many_nodes_group_by_it() {
-    let mut c = Cluster::new(Catalog::builtin());
     let stuck = |cause: &str| {
         pod("pod.stuck_creating", "shop", "web-1").with(Evidence::text("cause", cause))
     };
-    let mut t = T0;
-    for _ in 0..4 {
-        for n in ["n1", "n2", "n3"] {
-            c.report(n, t, vec![stuck("cni")]).await;
-        }
-        c.report("n4", t, vec![stuck("secret_missing")]).await;
-        t += 10 * SECOND;
-    }
-    let open = c.open();
-    let cluster: Vec<_> = open
-        .iter()
-        .filter(|i| i.scope() == IncidentScope::Cluster)
-        .collect();
-    assert_eq!(cluster.len(), 1, "{open:#?}");
-    assert_eq!(cluster[0].rule, "pod-stuck-creating-cluster");
-    assert_eq!(cluster[0].group, "cni");
-    assert_eq!(cluster[0].nodes, ["n1", "n2", "n3"]);
-    assert!(
-        open.iter()
-            .any(|i| i.rule == "pod-stuck-creating" && i.nodes == ["n4"]),
-        "{open:#?}"
-    );
+    three_nodes_group_and_one_does_not(
+        stuck("cni"),
+        stuck("secret_missing"),
+        ("pod-stuck-creating-cluster", "cni"),
+        "pod-stuck-creating",
+    )
+    .await;
 }
 
 #[tokio::test]
