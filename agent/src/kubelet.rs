@@ -9,7 +9,9 @@ use nodemedic_proto::v1::{Evidence, Finding, Severity};
 use serde::Deserialize;
 use tracing::debug;
 
-use crate::{host::HostRoot, kubernetes::cluster::quantity_bytes};
+use nodemedic_proto::quantity::quantity_bytes;
+
+use crate::host::HostRoot;
 
 /// Where kubeadm, kOps and most distributions write it.
 pub const CONFIG_PATH: &str = "/var/lib/kubelet/config.yaml";

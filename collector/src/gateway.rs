@@ -50,6 +50,8 @@ pub struct Gateway {
     pub(crate) require_identity: bool,
     /// Each agent's report rate.
     pub(crate) rate: Arc<RateLimiter>,
+    /// The node name the collector's cluster view reports as: no agent may take it.
+    pub(crate) reserved: Option<String>,
 }
 
 type Outbound = mpsc::Sender<Result<CollectorMessage, Status>>;
@@ -97,6 +99,16 @@ impl AgentGateway for Gateway {
         if let Err(e) = validate::node_name(&hello.node) {
             warn!(message = "Refused a stream.", ?peer, error = %e);
             return Err(self.refuse("invalid_node_name", e.into()));
+        }
+        if self.reserved.as_deref() == Some(hello.node.as_str()) {
+            warn!(message = "Refused a stream: the cluster view's name.", node = %hello.node, ?peer);
+            return Err(self.refuse(
+                "reserved_node_name",
+                Status::permission_denied(format!(
+                    "{:?} is the name the collector's cluster view reports as (--cluster-view-name)",
+                    hello.node
+                )),
+            ));
         }
         if self.require_identity && certified.as_deref() != Some(hello.node.as_str()) {
             let status = match &certified {

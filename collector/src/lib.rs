@@ -34,6 +34,7 @@
 pub mod alertmanager;
 pub mod auth;
 pub mod bundle;
+pub mod cluster;
 pub mod doctor;
 pub mod error;
 pub mod gateway;

@@ -194,6 +194,21 @@ struct Args {
     /// A file holding a bearer token for the Alertmanagers
     #[arg(long)]
     alertmanager_token_file: Option<PathBuf>,
+    /// Judge the cluster's own objects too: ResourceQuotas near their limits and the pods
+    /// they refuse, claims that cannot be provisioned, TLS Secrets and cert-manager
+    /// Certificates near expiry, this collector's certificate (needs read access to
+    /// resourcequotas, events, persistentvolumeclaims and secrets: deploy/overlays/cluster-view)
+    #[arg(long)]
+    cluster_view: bool,
+    /// The cluster view's kubeconfig (default: the pod's service account)
+    #[arg(long, requires = "cluster_view")]
+    kubeconfig: Option<PathBuf>,
+    /// The node name the cluster view's findings are reported as (no agent may use it)
+    #[arg(long, default_value = "nodemedic-cluster", requires = "cluster_view")]
+    cluster_view_name: String,
+    /// How often the cluster view lists and judges the objects
+    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration, requires = "cluster_view")]
+    cluster_view_every: Duration,
 }
 
 #[tokio::main]
@@ -229,7 +244,28 @@ async fn main() -> anyhow::Result<()> {
         Some(dir) => Catalog::with_dir(dir).context("the runbook catalog is broken")?,
         None => Catalog::builtin(),
     };
+    let cluster_view = match args.cluster_view {
+        true => {
+            nodemedic_collector::validate::node_name(&args.cluster_view_name)
+                .context("--cluster-view-name")?;
+            anyhow::ensure!(
+                !args.cluster_view_every.is_zero(),
+                "--cluster-view-every must be more than 0s"
+            );
+            Some((
+                nodemedic_collector::cluster::ClusterView {
+                    name: args.cluster_view_name,
+                    every: args.cluster_view_every,
+                    lines: Default::default(),
+                    own_cert: None,
+                },
+                args.kubeconfig,
+            ))
+        }
+        false => None,
+    };
     let bound = Bound::bind(Config {
+        cluster_view,
         grpc_listen: args.grpc_listen,
         http_listen: args.http_listen,
         data_dir: args.data_dir,

@@ -90,6 +90,7 @@ pub const REFUSAL_REASONS: &[&str] = &[
     "invalid_report",
     "no_hello",
     "node_mismatch",
+    "reserved_node_name",
     "seq",
     "store",
     "tls_handshake",

@@ -94,6 +94,8 @@ pub struct Config {
     pub token_file: Option<PathBuf>,
     /// Where open incidents are posted as alerts; `None`: nowhere.
     pub alertmanager: Option<crate::alertmanager::AlertmanagerConfig>,
+    /// The cluster view, and the kubeconfig it uses (in-cluster when `None`); `None`: off.
+    pub cluster_view: Option<(crate::cluster::ClusterView, Option<PathBuf>)>,
 }
 
 /// A collector with its listeners bound, not yet serving.
@@ -207,6 +209,21 @@ impl Bound {
         if let Some(alerts) = alerts {
             tokio::spawn(alerts.run(stop_rx.clone()));
         }
+        if let Some((view, kubeconfig)) = config.cluster_view.clone() {
+            let view = crate::cluster::ClusterView {
+                own_cert: config.tls.as_ref().map(|t| t.cert.clone()),
+                ..view
+            };
+            // Off, said once, when the API server cannot be reached this way.
+            match crate::cluster::client(kubeconfig.as_deref()).await {
+                Ok(client) => {
+                    tokio::spawn(crate::cluster::run(client, writer.clone(), view));
+                }
+                Err(e) => {
+                    tracing::warn!(message = "The cluster view is off: no Kubernetes client.", error = %e)
+                }
+            }
+        }
         let gateway = Gateway {
             writer: writer.clone(),
             registry: Arc::clone(&registry),
@@ -214,6 +231,7 @@ impl Bound {
             limits: config.limits,
             shutdown: stop_rx.clone(),
             require_identity: config.tls.is_some(),
+            reserved: config.cluster_view.as_ref().map(|(v, _)| v.name.clone()),
             rate: Arc::new(RateLimiter::new(config.agent_rate)),
         };
         let info = serde_json::json!({

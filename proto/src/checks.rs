@@ -111,6 +111,18 @@ pub const POD_RESTARTS: &str = "pod.restarts";
 /// `pod.stuck_creating`: a pod has waited in ContainerCreating or PodInitializing for long,
 /// with the kubelet's sandbox, attach or mount failures.
 pub const POD_STUCK_CREATING: &str = "pod.stuck_creating";
+/// `cluster.quota_near_limit`: a namespace's ResourceQuota is nearly used up (the
+/// collector's cluster view).
+pub const CLUSTER_QUOTA_NEAR_LIMIT: &str = "cluster.quota_near_limit";
+/// `cluster.quota_exceeded`: pods are refused for a namespace's quota (they never exist,
+/// so no node sees them).
+pub const CLUSTER_QUOTA_EXCEEDED: &str = "cluster.quota_exceeded";
+/// `cluster.pvc_pending`: a claim stays Pending because its volume cannot be provisioned.
+pub const CLUSTER_PVC_PENDING: &str = "cluster.pvc_pending";
+/// `cluster.cert_expiry`: a TLS Secret's (or the collector's own) certificate expires soon.
+pub const CLUSTER_CERT_EXPIRY: &str = "cluster.cert_expiry";
+/// `cluster.cert_not_renewed`: a cert-manager Certificate is past its renewal time.
+pub const CLUSTER_CERT_NOT_RENEWED: &str = "cluster.cert_not_renewed";
 /// `node.condition`: a node condition says there is a problem.
 pub const NODE_CONDITION: &str = "node.condition";
 /// `node.not_found`: the API server has no Node of this agent's node name.
@@ -252,6 +264,11 @@ pub const ALL: &[&str] = &[
     POD_PROBE_FAILING,
     POD_RESTARTS,
     POD_STUCK_CREATING,
+    CLUSTER_QUOTA_NEAR_LIMIT,
+    CLUSTER_QUOTA_EXCEEDED,
+    CLUSTER_PVC_PENDING,
+    CLUSTER_CERT_EXPIRY,
+    CLUSTER_CERT_NOT_RENEWED,
     NODE_CONDITION,
     NODE_NOT_FOUND,
     NODE_PODS_CAPACITY,

@@ -18,6 +18,7 @@ pub mod checks;
 pub mod finding;
 pub mod limits;
 pub mod logging;
+pub mod quantity;
 pub mod time;
 pub mod tls;
 pub mod values;

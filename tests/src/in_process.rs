@@ -47,6 +47,7 @@ pub fn loopback_config(dir: &Path) -> Config {
         token_file: None,
         alertmanager: None,
         agent_rate: Default::default(),
+        cluster_view: None,
     }
 }
 

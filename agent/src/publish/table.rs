@@ -281,6 +281,8 @@ pub const TABLE: &[ConditionRow] = &[
 /// Whether a check is, by design, not a node condition (see the module's comment).
 pub fn not_a_condition(check: &str) -> bool {
     check.starts_with("pod.")
+        // The collector's cluster view: about namespaces and Secrets, never a node.
+        || check.starts_with("cluster.")
         || [
             checks::NODE_CONDITION,
             checks::NODE_NOT_FOUND,

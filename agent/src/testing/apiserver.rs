@@ -66,6 +66,7 @@ impl FakeApiServer {
                 get(node_get).patch(node_status_patch),
             )
             .route("/api/v1/{kind}/{name}", get(object_get))
+            .route("/apis/{group}/{version}/{kind}", get(group_list))
             .route(
                 "/apis/events.k8s.io/v1/namespaces/{ns}/events",
                 axum::routing::post(event_create),
@@ -412,6 +413,16 @@ pub fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
             merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
         }
     }
+}
+
+/// `GET /apis/{group}/{version}/{kind}`: a list of a custom resource (cert-manager's
+/// `certificates`), kept under its plural like the core kinds.
+async fn group_list(
+    state: axum::extract::State<std::sync::Arc<ApiState>>,
+    axum::extract::Path((_, _, kind)): axum::extract::Path<(String, String, String)>,
+    query: axum::extract::Query<std::collections::BTreeMap<String, String>>,
+) -> axum::response::Response {
+    api_get(state, axum::extract::Path(kind), query).await
 }
 
 /// `GET /api/v1/{kind}/{name}` of a cluster-scoped object (nodes, persistentvolumes).

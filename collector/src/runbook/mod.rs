@@ -33,6 +33,7 @@ const BUILTIN: &[(&str, &str)] = &[
         "services.yaml",
         include_str!("../../runbooks/services.yaml"),
     ),
+    ("cluster.yaml", include_str!("../../runbooks/cluster.yaml")),
 ];
 
 /// Placeholders a command or step may use; filled from the finding.
@@ -62,6 +63,10 @@ pub const PLACEHOLDERS: &[&str] = &[
     "since",
     "cause",
     "claim",
+    "quota",
+    "owner",
+    "secret",
+    "certificate",
 ];
 
 /// A rule file that cannot be used.

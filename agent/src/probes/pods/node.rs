@@ -41,7 +41,7 @@ fn requests(pod: &PodView) -> (u64, u64) {
         let memory = c
             .memory_request
             .as_deref()
-            .and_then(crate::kubernetes::cluster::quantity_bytes)
+            .and_then(nodemedic_proto::quantity::quantity_bytes)
             .unwrap_or(0);
         if c.init {
             init = (init.0.max(cpu), init.1.max(memory));
