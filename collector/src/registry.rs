@@ -141,18 +141,15 @@ impl Registry {
         mut request: ActionRequest,
         within: Duration,
     ) -> Result<ActionResult, Error> {
-        let answer = self
-            .request(node, within, |id| {
-                request.request_id = id;
-                command::Kind::Action(request)
-            })
-            .await?;
-        match answer {
-            Answer::Action(result) => Ok(result),
-            Answer::Logs(_) => Err(Error::Unavailable(format!(
-                "{node}'s agent answered an action with logs"
-            ))),
-        }
+        let make = |id| {
+            request.request_id = id;
+            command::Kind::Action(request)
+        };
+        self.request(node, within, make, |answer| match answer {
+            Answer::Action(result) => Some(result),
+            Answer::Logs(_) => None,
+        })
+        .await
     }
 
     /// Asks `node`'s agent for its pods' logs and waits up to `within` for them.
@@ -162,28 +159,26 @@ impl Registry {
         mut request: LogsRequest,
         within: Duration,
     ) -> Result<PodLogs, Error> {
-        let answer = self
-            .request(node, within, |id| {
-                request.request_id = id;
-                command::Kind::Logs(request)
-            })
-            .await?;
-        match answer {
-            Answer::Logs(logs) => Ok(logs),
-            Answer::Action(_) => Err(Error::Unavailable(format!(
-                "{node}'s agent answered a logs request with an action's result"
-            ))),
-        }
+        let make = |id| {
+            request.request_id = id;
+            command::Kind::Logs(request)
+        };
+        self.request(node, within, make, |answer| match answer {
+            Answer::Logs(logs) => Some(logs),
+            Answer::Action(_) => None,
+        })
+        .await
     }
 
     /// Sends the command `make` builds around a fresh request id to `node`, and waits up
-    /// to `within` for the answer carrying that id.
-    async fn request(
+    /// to `within` for the answer carrying that id, of the kind `pick` takes.
+    async fn request<T>(
         &self,
         node: &str,
         within: Duration,
         make: impl FnOnce(String) -> command::Kind,
-    ) -> Result<Answer, Error> {
+        pick: impl FnOnce(Answer) -> Option<T>,
+    ) -> Result<T, Error> {
         let id = format!("r{}", self.next_request.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = oneshot::channel();
         self.waiting
@@ -205,7 +200,13 @@ impl Registry {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id);
-        answer?.map_err(|_| Error::Unavailable(format!("{node}'s agent stream closed")))
+        let answer =
+            answer?.map_err(|_| Error::Unavailable(format!("{node}'s agent stream closed")))?;
+        pick(answer).ok_or_else(|| {
+            Error::Unavailable(format!(
+                "{node}'s agent answered with another kind of answer than asked"
+            ))
+        })
     }
 
     /// `node`'s agent's answer to a request; one nobody waits for any more, or for a
