@@ -1,7 +1,8 @@
 //! The HTTP listener: `/healthz` (the process answers), `/readyz` (the store accepts
-//! writes), `/metrics` (Prometheus text format) and `/api/v1/bundle` (a diagnostics bundle
-//! for curl: `?node=a&node=b&since=2h&incidents_only=true`, a viewer's bearer token or
-//! client certificate; `no_redact=true` needs an operator). TLS as on the gRPC listener.
+//! writes), `/metrics` (Prometheus text format), `/api/v1/bundle` (a diagnostics bundle
+//! for curl: `?node=a&node=b&since=2h&incidents_only=true`, a viewer's bearer token,
+//! client certificate or console login; `no_redact=true` needs an operator) and the web
+//! console under `/console/` ([`crate::console`]). TLS as on the gRPC listener.
 
 use std::sync::Arc;
 
@@ -15,8 +16,9 @@ use axum::{
 use tokio_stream::StreamExt;
 
 use crate::{
-    auth::{Auth, Credentials, Denied, Role},
+    auth::{Auth, Role},
     bundle::stream::{Bundler, Piece},
+    console,
     listener::Peer,
     metrics::{self, Metrics},
     query::bundle_request,
@@ -82,6 +84,8 @@ async fn bundle_download(
     {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         match key {
+            // The console's bundle form sends its empty fields too.
+            "node" | "since" if value.is_empty() => {}
             "node" => nodes.push(value.to_owned()),
             "since" => match humantime::parse_duration(value) {
                 Ok(d) => since = Some(d),
@@ -108,22 +112,11 @@ async fn bundle_download(
     } else {
         Role::Viewer
     };
-    let credentials = Credentials {
-        authorization: headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
-        peer: Some(&peer),
-    };
-    if let Err(denied) = state
-        .auth
-        .authorize("GET /api/v1/bundle", need, credentials)
+    // A bearer token, a client certificate, or the console's login cookie.
+    if let Err(denied) =
+        console::session::authorize(&state.auth, "GET /api/v1/bundle", need, &headers, &peer)
     {
-        let status = match denied {
-            Denied::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            Denied::Forbidden { .. } => StatusCode::FORBIDDEN,
-            Denied::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
-        };
-        return (status, format!("{denied}\n")).into_response();
+        return console::session::refused_text(&denied);
     }
     let request = match bundle_request(nodes, since, incidents_only, no_redact) {
         Ok(r) => r,

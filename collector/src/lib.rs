@@ -35,6 +35,7 @@ pub mod alertmanager;
 pub mod auth;
 pub mod bundle;
 pub mod cluster;
+pub mod console;
 pub mod doctor;
 pub mod error;
 pub mod gateway;

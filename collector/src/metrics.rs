@@ -76,6 +76,8 @@ pub const DENIABLE_CALLS: &[&str] = &[
     "DownloadBundle",
     "TriggerCollection",
     "GET /api/v1/bundle",
+    "GET /console",
+    "POST /console/login",
 ];
 
 /// Why a call is denied: each, for each of [`DENIABLE_CALLS`], a series at 0 from the start.

@@ -114,7 +114,10 @@ impl QueryService {
 
 /// What `caller` may see of `answer`: credentials redacted for viewers, as in bundles
 /// (operators see them, as with `--no-redact`).
-fn for_caller<T: serde::Serialize + serde::de::DeserializeOwned>(caller: &Caller, answer: T) -> T {
+pub(crate) fn for_caller<T: serde::Serialize + serde::de::DeserializeOwned>(
+    caller: &Caller,
+    answer: T,
+) -> T {
     if caller.role == Role::Operator {
         answer
     } else {

@@ -255,6 +255,14 @@ impl Bound {
             info,
             registry: Arc::clone(&registry),
         };
+        let console = crate::console::Console {
+            reader: Arc::new(Reader::open(&config.data_dir)?),
+            registry: Arc::clone(&registry),
+            auth: Arc::clone(&auth),
+            events: events.clone(),
+            shutdown: stop_rx.clone(),
+            tls: config.tls.is_some(),
+        };
         let query = QueryService {
             reader: Arc::clone(&reader),
             registry: Arc::clone(&registry),
@@ -315,6 +323,7 @@ impl Bound {
                 auth,
                 config.tls.is_none(),
             )
+            .merge(crate::console::router(console))
             .into_make_service_with_connect_info::<Peer>(),
         )
         .with_graceful_shutdown(stopped(stop_rx.clone()));

@@ -42,12 +42,17 @@ impl Drop for Process {
 /// `nodemedic-collector` serving `data_dir`, gRPC on `grpc_listen`, HTTP on a free port of
 /// 127.0.0.1; more flags to add.
 pub fn collector_command(data_dir: &Path, grpc_listen: &str) -> Command {
+    collector_command_on(data_dir, grpc_listen, "127.0.0.1:0")
+}
+
+/// [`collector_command`] with its HTTP listener at `http_listen`.
+fn collector_command_on(data_dir: &Path, grpc_listen: &str, http_listen: &str) -> Command {
     let mut cmd = Command::new(binary("nodemedic-collector"));
     cmd.args([
         "--grpc-listen",
         grpc_listen,
         "--http-listen",
-        "127.0.0.1:0",
+        http_listen,
         "--data-dir",
     ])
     .arg(data_dir);
@@ -75,7 +80,13 @@ impl CollectorProcess {
     /// [`CollectorProcess::start`] with `extra` flags instead of `--insecure`: with
     /// `--tls-cert`, its URL is `https://localhost:PORT` (the name its certificate has).
     pub fn start_with(data_dir: &Path, grpc_listen: &str, extra: &[&str]) -> Self {
-        let mut child = collector_command(data_dir, grpc_listen)
+        Self::start_on(data_dir, grpc_listen, "127.0.0.1:0", extra)
+    }
+
+    /// [`CollectorProcess::start_with`] with its HTTP listener at `http_listen` (a
+    /// collector started again where a browser's page expects it).
+    pub fn start_on(data_dir: &Path, grpc_listen: &str, http_listen: &str, extra: &[&str]) -> Self {
+        let mut child = collector_command_on(data_dir, grpc_listen, http_listen)
             .args(["--incident-hold", "2s"])
             .args(extra)
             .env("RUST_LOG", "warn")
@@ -204,8 +215,13 @@ pub fn refused(metrics: &str, reason: &str) -> f64 {
 /// A plain HTTP/1.1 GET to `addr` (the tests' own loopback collector); answers (status,
 /// body).
 pub fn http_get(addr: &str, path: &str) -> (u16, Vec<u8>) {
+    http_get_with(addr, path, "")
+}
+
+/// [`http_get`] with more request `headers` (each line ending in `\r\n`).
+pub fn http_get_with(addr: &str, path: &str, headers: &str) -> (u16, Vec<u8>) {
     let stream = std::net::TcpStream::connect(addr).expect("connect to the collector's HTTP port");
-    exchange(stream, addr, path, "")
+    exchange(stream, addr, path, headers)
 }
 
 /// An HTTPS GET to `addr` trusting the CA in `ca` (the collector's certificate names

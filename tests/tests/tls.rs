@@ -490,6 +490,13 @@ fn tooling_calls_need_a_role() {
     assert_eq!(status, 403, "{body}");
     let (status, _) = collector.get("/api/v1/bundle?no_redact=true", Some(operator));
     assert_eq!(status, 200);
+    // The web console on the same listener and TLS, to the same tokens.
+    let (status, body) = collector.get("/console/", None);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("Log in"), "{body}");
+    let (status, body) = collector.get("/console/", Some(viewer));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("token:vera (viewer)"), "{body}");
     let (_, metrics) = collector.get("/metrics", None);
     for line in [
         r#"nodemedic_denied_total{call="ListNodes",reason="unauthenticated"} 3"#,
@@ -498,6 +505,7 @@ fn tooling_calls_need_a_role() {
         r#"nodemedic_denied_total{call="DownloadBundle",reason="forbidden"} 1"#,
         r#"nodemedic_denied_total{call="GET /api/v1/bundle",reason="forbidden"} 1"#,
         r#"nodemedic_denied_total{call="GET /api/v1/bundle",reason="unauthenticated"} 1"#,
+        r#"nodemedic_denied_total{call="GET /console",reason="unauthenticated"} 1"#,
     ] {
         assert!(metrics.contains(line), "{line} in\n{metrics}");
     }

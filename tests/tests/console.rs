@@ -1,0 +1,422 @@
+//! The web console in a real browser: Debian's Chromium, headless, driven through
+//! WebDriver (chromedriver, by fantoccini) against a real collector and a real agent.
+//!
+//! One scenario, in the order an on-call engineer meets it: refused without a token (the
+//! pages, their assets and the event stream alike); logged in with a viewer's token; the
+//! fleet page turns the node red *without a reload* when its kubelet filesystem fills; the
+//! incident page shows the runbook's steps with their commands; the node page draws the
+//! disk plot; the bundle form's download works with the login alone; a collector that goes
+//! away is said so on the page, which reconnects when it is back. Screenshots (light and
+//! dark) are kept in `target/test-artifacts/console/`.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use nodemedic_agent::testing::FakeHost;
+use nodemedic_tests::{
+    CollectorProcess, Tmpfs, agent, free_loopback_addr, http_get, http_get_with,
+};
+
+const NODE: &str = "node-full";
+
+/// A chromedriver on a free loopback port, stopped on drop.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Driver {
+    fn start() -> Self {
+        let port = free_loopback_addr().rsplit(':').next().unwrap().to_owned();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver is installed (scripts/test installs chromium-driver)");
+        let addr = format!("127.0.0.1:{port}");
+        // chromedriver keeps connections open, so a plain GET would wait: wait for its port.
+        nodemedic_tests::eventually(Duration::from_secs(20), "chromedriver's port", || {
+            std::net::TcpStream::connect(&addr).ok()
+        });
+        Driver {
+            child,
+            url: format!("http://{addr}"),
+        }
+    }
+
+    /// A headless Chromium session with a fresh profile in `profile`.
+    async fn browser(&self, profile: &Path) -> Client {
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--window-size=1280,1400",
+                    format!("--user-data-dir={}", profile.display()),
+                ],
+            }),
+        );
+        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&self.url)
+            .await
+            .expect("a WebDriver session in Chromium")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `f` until it answers `Some`, at most `within`.
+async fn until<T, F: std::future::Future<Output = Option<T>>>(
+    within: Duration,
+    what: &str,
+    mut f: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(t) = f().await {
+            return t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// An element's attribute, `None` while the element is not there.
+async fn attr(c: &Client, css: &str, name: &str) -> Option<String> {
+    c.find(Locator::Css(css))
+        .await
+        .ok()?
+        .attr(name)
+        .await
+        .ok()?
+}
+
+fn artifacts() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts/console");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    let png = c.screenshot().await.unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{name}: {} bytes",
+        png.len()
+    );
+    std::fs::write(artifacts().join(name), png).unwrap();
+}
+
+fn fill(dir: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(dir.join("filler")).unwrap();
+    let chunk = vec![1u8; 256 << 10];
+    while f.write_all(&chunk).is_ok() {}
+    let _ = f.sync_all();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_a_node_filling_up_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let tokens = dir.path().join("tokens");
+    let (viewer, line) =
+        nodemedic_collector::auth::new_token("vera", nodemedic_collector::auth::Role::Viewer)
+            .unwrap();
+    std::fs::write(&tokens, line).unwrap();
+    let (grpc, http) = (free_loopback_addr(), free_loopback_addr());
+    let flags = ["--insecure", "--token-file", tokens.to_str().unwrap()];
+    let collector = CollectorProcess::start_on(&data, &grpc, &http, &flags);
+
+    // The node: a 16 MiB kubelet filesystem, filled later.
+    let host = FakeHost::new();
+    let kubelet = host.root().path("/var/lib/kubelet");
+    std::fs::create_dir_all(&kubelet).unwrap();
+    let _kubelet = Tmpfs::mount(&kubelet, "16m");
+    host.set_mounts(&[
+        "40 21 0:91 / /var/lib/kubelet rw,relatime shared:40 - tmpfs tmpfs rw,size=16384k",
+    ]);
+    let _agent = agent(&collector.grpc_url, NODE, host.root().dir(), &[]);
+
+    // Nothing but health (and metrics) without a token: not the pages, the assets, the
+    // events, nor a bundle.
+    for path in [
+        "/console/",
+        "/console/nodes/node-full",
+        "/console/incidents",
+        "/console/assets/console.css",
+        "/console/events",
+        "/api/v1/bundle",
+    ] {
+        let (status, body) = http_get(&collector.http_addr, path);
+        assert_eq!(status, 401, "{path}: {}", String::from_utf8_lossy(&body));
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            !body.contains("<table") && !body.contains("data-node"),
+            "{path} shows nothing of the fleet: {body}"
+        );
+    }
+    assert_eq!(http_get(&collector.http_addr, "/healthz").0, 200);
+
+    let driver = Driver::start();
+    eprintln!("console test: starting the browser");
+    let c = driver.browser(&dir.path().join("profile")).await;
+    eprintln!("console test: browser started");
+    let base = format!("http://{}", collector.http_addr);
+
+    // Refused in the browser too: the login form, no fleet.
+    c.goto(&format!("{base}/console/")).await.unwrap();
+    eprintln!("console test: login page loaded");
+    let body = c
+        .find(Locator::Css("body"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains("Log in") && !body.contains(NODE), "{body}");
+    // A wrong token is refused and says so.
+    c.find(Locator::Css("input[name=token]"))
+        .await
+        .unwrap()
+        .send_keys("0000")
+        .await
+        .unwrap();
+    c.find(Locator::Css("form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        Duration::from_secs(10),
+        "the wrong token's refusal",
+        || async {
+            let text = c
+                .find(Locator::Css("[role=alert]"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            text.contains("unknown token").then_some(())
+        },
+    )
+    .await;
+    screenshot(&c, "login-refused.png").await;
+    c.find(Locator::Css("input[name=token]"))
+        .await
+        .unwrap()
+        .send_keys(&viewer)
+        .await
+        .unwrap();
+    c.find(Locator::Css("form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+
+    // The fleet: the node, not red yet, and the page live.
+    let row = format!("tr[data-node=\"{NODE}\"]");
+    let before = until(
+        Duration::from_secs(30),
+        "the node on the fleet page",
+        || async {
+            c.refresh().await.ok()?;
+            attr(&c, &row, "data-severity").await
+        },
+    )
+    .await;
+    assert_ne!(before, "critical");
+    until(
+        Duration::from_secs(20),
+        "the live updates to connect",
+        || async { (attr(&c, "#live-status", "data-state").await? == "live").then_some(()) },
+    )
+    .await;
+    // A mark that a reload would wipe.
+    c.execute("window.__not_reloaded = true; return true;", vec![])
+        .await
+        .unwrap();
+
+    fill(&kubelet);
+    until(
+        Duration::from_secs(60),
+        "the node to turn red without a reload",
+        || async { (attr(&c, &row, "data-severity").await? == "critical").then_some(()) },
+    )
+    .await;
+    let kept = c
+        .execute("return window.__not_reloaded === true;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        kept,
+        serde_json::Value::Bool(true),
+        "the page was updated in place, not reloaded"
+    );
+    let badge = c
+        .find(Locator::Css(&format!("{row} .badge")))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        badge, "critical",
+        "the severity is written, not only coloured"
+    );
+    screenshot(&c, "fleet-red.png").await;
+
+    // The incident: its runbook steps, with commands to copy.
+    c.goto(&format!("{base}/console/incidents")).await.unwrap();
+    let href = until(
+        Duration::from_secs(30),
+        "an incident for the full disk",
+        || async {
+            c.refresh().await.ok()?;
+            attr(&c, "#incidents tbody tr a", "href").await
+        },
+    )
+    .await;
+    c.goto(&format!("{base}{href}")).await.unwrap();
+    let steps = c.find_all(Locator::Css("#steps > li")).await.unwrap();
+    assert!(!steps.is_empty(), "the runbook's steps are shown");
+    let command = c
+        .find(Locator::Css("#steps pre code"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!command.trim().is_empty());
+    let copy = attr(&c, "#steps button[data-copy]", "data-copy")
+        .await
+        .unwrap();
+    assert_eq!(
+        copy.trim(),
+        command.trim(),
+        "the copy button copies the command shown"
+    );
+    let nodes = c
+        .find(Locator::Css(".facts"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(nodes.contains(NODE), "{nodes}");
+    screenshot(&c, "incident.png").await;
+
+    // The node: its disk plot, from the store's history.
+    c.goto(&format!("{base}/console/nodes/{NODE}?window=1h"))
+        .await
+        .unwrap();
+    let lines = c
+        .find_all(Locator::Css("#chart-disk svg polyline"))
+        .await
+        .unwrap();
+    assert!(!lines.is_empty(), "the disk plot has its line");
+    let legend = c
+        .find(Locator::Css("#chart-disk"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(legend.contains("/var/lib/kubelet"), "{legend}");
+    screenshot(&c, "node-light.png").await;
+    c.find(Locator::Id("theme"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(
+        attr(&c, "html", "data-theme").await.as_deref(),
+        Some("dark")
+    );
+    assert_eq!(
+        attr(&c, "#theme", "aria-pressed").await.as_deref(),
+        Some("true")
+    );
+    screenshot(&c, "node-dark.png").await;
+
+    // The bundle form: what it sends downloads a bundle with the login's cookie alone.
+    let action = attr(&c, "form.bundle", "action").await.unwrap();
+    assert!(action.ends_with("/api/v1/bundle"), "{action}");
+    let hidden = attr(&c, "form.bundle input[name=node]", "value")
+        .await
+        .unwrap();
+    assert_eq!(hidden, NODE);
+    assert!(
+        c.find(Locator::Css("form.bundle input[name=no_redact]"))
+            .await
+            .is_err(),
+        "a viewer is not offered unredacted bundles"
+    );
+    let cookie = c
+        .get_named_cookie(nodemedic_collector::console::session::COOKIE)
+        .await
+        .unwrap();
+    assert_eq!(cookie.http_only(), Some(true));
+    let cookie = format!("{}={}", cookie.name(), cookie.value());
+    let (status, body) = http_get_with(
+        &collector.http_addr,
+        &format!("/api/v1/bundle?node={NODE}&since="),
+        &format!("Cookie: {cookie}\r\n"),
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let checked = nodemedic_collector::bundle::inspect(body.as_slice(), |_| true).unwrap();
+    assert!(
+        checked
+            .files
+            .keys()
+            .any(|f| f.starts_with(&format!("nodes/{NODE}/"))),
+        "{:?}",
+        checked.files.keys()
+    );
+
+    // The collector goes away: the page says so, and reconnects when it is back.
+    collector.kill();
+    until(
+        Duration::from_secs(30),
+        "the page to say it is disconnected",
+        || async { (attr(&c, "#live-status", "data-state").await? == "offline").then_some(()) },
+    )
+    .await;
+    let notice = c
+        .find(Locator::Id("live-status"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(notice.contains("reconnecting"), "{notice}");
+    screenshot(&c, "node-disconnected.png").await;
+    let _back = CollectorProcess::start_on(&data, &grpc, &http, &flags);
+    until(Duration::from_secs(60), "the page to reconnect", || async {
+        (attr(&c, "#live-status", "data-state").await? == "live").then_some(())
+    })
+    .await;
+    c.close().await.unwrap();
+}
