@@ -10,30 +10,15 @@
 use std::{
     io::Write,
     sync::Arc,
-    time::{Duration, Instant, SystemTime},
+    time::{Instant, SystemTime},
 };
 
-use nodemedic_agent::{Agent, config::Config, host::HostRoot, testing};
 use nodemedic_collector::{
     bundle::{self, BundleRequest, Sources},
-    incidents::IncidentConfig,
     runbook::Catalog,
-    store::{
-        Reader, open_for_writing,
-        writer::{Events, WriterConfig, spawn},
-    },
+    store::Reader,
 };
-use nodemedic_proto::{
-    time::timestamp_from_millis,
-    v1::{Finding, Severity},
-};
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use nodemedic_tests::bench::{env, fill_store};
 
 /// Resident memory now and its peak since the last reset, from /proc/self/status (KiB).
 fn rss() -> (u64, u64) {
@@ -65,72 +50,6 @@ impl Write for Counter {
     }
 }
 
-/// Fills a store in `dir`: `nodes` nodes with `reports` reports each, up to `now`.
-async fn fill(dir: &std::path::Path, catalog: &Arc<Catalog>, nodes: usize, reports: u64, now: i64) {
-    // No live DNS queries: this machine's resolvers are not the benchmark's own.
-    let mut config = Config::default();
-    config.dns.enabled = false;
-    let template = Agent::new("template".into(), HostRoot::new("/"), &config)
-        .collect()
-        .await;
-    let (writer, thread) = spawn(
-        open_for_writing(dir).unwrap(),
-        WriterConfig {
-            retention: Duration::from_secs(7 * 86_400),
-            silent_after: 3,
-            catalog: Arc::clone(catalog),
-            incidents: IncidentConfig::default(),
-        },
-        Events::default(),
-        Arc::default(),
-    )
-    .unwrap();
-    let start = now - reports as i64 * 10_000;
-    let filling = Instant::now();
-    for n in 0..nodes {
-        let node = format!("node-{n:05}");
-        writer
-            .hello(&node, "bench", Duration::from_secs(10), start)
-            .await
-            .unwrap();
-    }
-    let mut pending = Vec::new();
-    for seq in 1..=reports {
-        let at = start + seq as i64 * 10_000;
-        for n in 0..nodes {
-            let mut r = template.clone();
-            r.node = format!("node-{n:05}");
-            r.seq = seq;
-            r.collected_at = Some(timestamp_from_millis(at));
-            testing::drift(&mut r, n as u64, seq);
-            r.findings = if (n as u64 + seq).is_multiple_of(3) {
-                vec![Finding {
-                    node: r.node.clone(),
-                    ..Finding::fail("memory.swap", Severity::Warning, "", "swap in use".into())
-                }]
-            } else {
-                vec![]
-            };
-            pending.push(writer.ingest(r, at).await.unwrap());
-            if pending.len() >= 4096 {
-                for p in pending.drain(..) {
-                    p.await.unwrap();
-                }
-            }
-        }
-    }
-    for p in pending {
-        p.await.unwrap();
-    }
-    drop(writer);
-    thread.join().unwrap();
-    println!(
-        "store: {nodes} nodes x {reports} reports, filled in {:.0} s, {} MiB",
-        filling.elapsed().as_secs_f64(),
-        std::fs::metadata(dir.join("nodemedic.db")).unwrap().len() >> 20
-    );
-}
-
 #[tokio::main]
 async fn main() {
     let nodes = env("NODES", 5000);
@@ -153,7 +72,7 @@ async fn main() {
     if dir.join("nodemedic.db").exists() {
         println!("store: reused from {}", dir.display());
     } else {
-        fill(&dir, &catalog, nodes, reports, now).await;
+        fill_store(&dir, &catalog, nodes, reports, now).await;
     }
 
     let reader = Reader::open(&dir).unwrap();

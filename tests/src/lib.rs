@@ -3,6 +3,7 @@
 //! The binaries come from `cargo build --workspace --bins` (the test script builds them
 //! first); a missing binary fails the test with that instruction, never skips it.
 
+pub mod bench;
 pub mod in_process;
 
 use std::{
