@@ -24,7 +24,7 @@
 //! - [`bundle`]: diagnostics bundles (`.tar.zst`) built from the store or from a
 //!   diagnosis, and their checking.
 //! - [`http`] and [`metrics`]: `/healthz`, `/readyz`, `/metrics`; [`alertmanager`]: open
-//!   incidents posted as alerts.
+//!   incidents posted as alerts; [`console`]: the live web pages under `/console/`.
 //! - [`auth`]: who may call what (bearer tokens, tooling certificates and the identity they
 //!   carry, the viewer and operator roles); [`tls`]: certificates and the server's TLS
 //!   configuration; [`listener`]: TCP and TLS connections and their peers; [`reload`]:

@@ -108,6 +108,34 @@ async fn attr(c: &Client, css: &str, name: &str) -> Option<String> {
         .ok()?
 }
 
+/// The text of the element `css`.
+async fn text(c: &Client, css: &str) -> String {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Clicks the element `css`.
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Waits until the page's live-updates notice is in `state` (`live`, `offline`).
+async fn live_status(c: &Client, state: &str, within: Duration, what: &str) {
+    until(within, what, || async {
+        (attr(c, "#live-status", "data-state").await? == state).then_some(())
+    })
+    .await;
+}
+
 fn artifacts() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts/console");
     std::fs::create_dir_all(&dir).unwrap();
@@ -185,13 +213,7 @@ async fn the_console_shows_a_node_filling_up_live() {
     // Refused in the browser too: the login form, no fleet.
     c.goto(&format!("{base}/console/")).await.unwrap();
     eprintln!("console test: login page loaded");
-    let body = c
-        .find(Locator::Css("body"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = text(&c, "body").await;
     assert!(body.contains("Log in") && !body.contains(NODE), "{body}");
     // A wrong token is refused and says so.
     c.find(Locator::Css("input[name=token]"))
@@ -200,12 +222,7 @@ async fn the_console_shows_a_node_filling_up_live() {
         .send_keys("0000")
         .await
         .unwrap();
-    c.find(Locator::Css("form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "form button[type=submit]").await;
     until(
         Duration::from_secs(10),
         "the wrong token's refusal",
@@ -228,12 +245,7 @@ async fn the_console_shows_a_node_filling_up_live() {
         .send_keys(&viewer)
         .await
         .unwrap();
-    c.find(Locator::Css("form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "form button[type=submit]").await;
 
     // The fleet: the node, not red yet, and the page live.
     let row = format!("tr[data-node=\"{NODE}\"]");
@@ -247,10 +259,11 @@ async fn the_console_shows_a_node_filling_up_live() {
     )
     .await;
     assert_ne!(before, "critical");
-    until(
+    live_status(
+        &c,
+        "live",
         Duration::from_secs(20),
         "the live updates to connect",
-        || async { (attr(&c, "#live-status", "data-state").await? == "live").then_some(()) },
     )
     .await;
     // A mark that a reload would wipe.
@@ -274,13 +287,7 @@ async fn the_console_shows_a_node_filling_up_live() {
         serde_json::Value::Bool(true),
         "the page was updated in place, not reloaded"
     );
-    let badge = c
-        .find(Locator::Css(&format!("{row} .badge")))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let badge = text(&c, &format!("{row} .badge")).await;
     assert_eq!(
         badge, "critical",
         "the severity is written, not only coloured"
@@ -301,13 +308,7 @@ async fn the_console_shows_a_node_filling_up_live() {
     c.goto(&format!("{base}{href}")).await.unwrap();
     let steps = c.find_all(Locator::Css("#steps > li")).await.unwrap();
     assert!(!steps.is_empty(), "the runbook's steps are shown");
-    let command = c
-        .find(Locator::Css("#steps pre code"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let command = text(&c, "#steps pre code").await;
     assert!(!command.trim().is_empty());
     let copy = attr(&c, "#steps button[data-copy]", "data-copy")
         .await
@@ -317,13 +318,7 @@ async fn the_console_shows_a_node_filling_up_live() {
         command.trim(),
         "the copy button copies the command shown"
     );
-    let nodes = c
-        .find(Locator::Css(".facts"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let nodes = text(&c, ".facts").await;
     assert!(nodes.contains(NODE), "{nodes}");
     screenshot(&c, "incident.png").await;
 
@@ -336,21 +331,10 @@ async fn the_console_shows_a_node_filling_up_live() {
         .await
         .unwrap();
     assert!(!lines.is_empty(), "the disk plot has its line");
-    let legend = c
-        .find(Locator::Css("#chart-disk"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let legend = text(&c, "#chart-disk").await;
     assert!(legend.contains("/var/lib/kubelet"), "{legend}");
     screenshot(&c, "node-light.png").await;
-    c.find(Locator::Id("theme"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#theme").await;
     assert_eq!(
         attr(&c, "html", "data-theme").await.as_deref(),
         Some("dark")
@@ -398,25 +382,17 @@ async fn the_console_shows_a_node_filling_up_live() {
 
     // The collector goes away: the page says so, and reconnects when it is back.
     collector.kill();
-    until(
+    live_status(
+        &c,
+        "offline",
         Duration::from_secs(30),
         "the page to say it is disconnected",
-        || async { (attr(&c, "#live-status", "data-state").await? == "offline").then_some(()) },
     )
     .await;
-    let notice = c
-        .find(Locator::Id("live-status"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let notice = text(&c, "#live-status").await;
     assert!(notice.contains("reconnecting"), "{notice}");
     screenshot(&c, "node-disconnected.png").await;
     let _back = CollectorProcess::start_on(&data, &grpc, &http, &flags);
-    until(Duration::from_secs(60), "the page to reconnect", || async {
-        (attr(&c, "#live-status", "data-state").await? == "live").then_some(())
-    })
-    .await;
+    live_status(&c, "live", Duration::from_secs(60), "the page to reconnect").await;
     c.close().await.unwrap();
 }
