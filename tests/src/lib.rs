@@ -221,8 +221,21 @@ pub fn http_get(addr: &str, path: &str) -> (u16, Vec<u8>) {
 
 /// [`http_get`] with more request `headers` (each line ending in `\r\n`).
 pub fn http_get_with(addr: &str, path: &str, headers: &str) -> (u16, Vec<u8>) {
+    let (status, _, body) = http_request(addr, "GET", path, headers, "");
+    (status, body)
+}
+
+/// A plain HTTP/1.1 request with `headers` (each line ending in `\r\n`) and `body`;
+/// answers (status, the response's header lines, body).
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> (u16, String, Vec<u8>) {
     let stream = std::net::TcpStream::connect(addr).expect("connect to the collector's HTTP port");
-    exchange(stream, addr, path, headers)
+    exchange(stream, addr, &format!("{method} {path}"), headers, body)
 }
 
 /// An HTTPS GET to `addr` trusting the CA in `ca` (the collector's certificate names
@@ -249,19 +262,29 @@ pub fn https_get(addr: &str, path: &str, ca: &Path, token: Option<&str>) -> (u16
     let headers = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
-    exchange(rustls::StreamOwned::new(conn, tcp), addr, path, &headers)
+    let (status, _, body) = exchange(
+        rustls::StreamOwned::new(conn, tcp),
+        addr,
+        &format!("GET {path}"),
+        &headers,
+        "",
+    );
+    (status, body)
 }
 
-/// One HTTP/1.1 GET over `stream` with `headers` (each ending in CRLF).
+/// One HTTP/1.1 request (`METHOD PATH`) over `stream` with `headers` (each ending in
+/// CRLF) and `body`; (status, response header lines, body).
 fn exchange(
     mut stream: impl std::io::Read + std::io::Write,
     addr: &str,
-    path: &str,
+    request: &str,
     headers: &str,
-) -> (u16, Vec<u8>) {
+    body: &str,
+) -> (u16, String, Vec<u8>) {
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n"
+        "{request} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )
     .unwrap();
     let mut raw = Vec::new();
@@ -282,7 +305,7 @@ fn exchange(
     {
         body = dechunk(&body);
     }
-    (status, body)
+    (status, head, body)
 }
 
 fn dechunk(mut raw: &[u8]) -> Vec<u8> {

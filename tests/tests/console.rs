@@ -15,7 +15,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{
+    Client, ClientBuilder, Locator,
+    actions::{InputSource, KeyAction, KeyActions},
+    key::Key,
+};
 use nodemedic_agent::testing::FakeHost;
 use nodemedic_tests::{
     CollectorProcess, Tmpfs, agent, free_loopback_addr, http_get, http_get_with,
@@ -126,6 +130,20 @@ async fn click(c: &Client, css: &str) {
         .click()
         .await
         .unwrap();
+}
+
+/// Presses and releases `key`.
+async fn press(c: &Client, key: Key) {
+    let key: char = key.into();
+    let actions = KeyActions::new("keyboard".into())
+        .then(KeyAction::Down { value: key })
+        .then(KeyAction::Up { value: key });
+    c.perform_actions(actions).await.unwrap();
+}
+
+/// An attribute of the element that has the keyboard focus.
+async fn focused(c: &Client, name: &str) -> Option<String> {
+    c.active_element().await.unwrap().attr(name).await.unwrap()
 }
 
 /// Waits until the page's live-updates notice is in `state` (`live`, `offline`).
@@ -266,6 +284,14 @@ async fn the_console_shows_a_node_filling_up_live() {
         "the live updates to connect",
     )
     .await;
+    // The keyboard: the first Tab reaches the skip link, Enter jumps to the content, and
+    // the next Tab lands on the filter.
+    press(&c, Key::Tab).await;
+    assert_eq!(focused(&c, "class").await.as_deref(), Some("skip"));
+    press(&c, Key::Enter).await;
+    assert_eq!(focused(&c, "id").await.as_deref(), Some("main"));
+    press(&c, Key::Tab).await;
+    assert_eq!(focused(&c, "name").await.as_deref(), Some("q"));
     // A mark that a reload would wipe.
     c.execute("window.__not_reloaded = true; return true;", vec![])
         .await
@@ -395,4 +421,78 @@ async fn the_console_shows_a_node_filling_up_live() {
     let _back = CollectorProcess::start_on(&data, &grpc, &http, &flags);
     live_status(&c, "live", Duration::from_secs(60), "the page to reconnect").await;
     c.close().await.unwrap();
+}
+
+/// Bad input on the console's pages gets a clear error and status, never a panic or an
+/// empty page; the login form follows only console paths and refuses other sites' forms.
+#[test]
+fn bad_console_input_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    let (viewer, line) =
+        nodemedic_collector::auth::new_token("vera", nodemedic_collector::auth::Role::Viewer)
+            .unwrap();
+    std::fs::write(&tokens, line).unwrap();
+    let collector = CollectorProcess::start_with(
+        dir.path(),
+        "127.0.0.1:0",
+        &["--insecure", "--token-file", tokens.to_str().unwrap()],
+    );
+    let bearer = format!("Authorization: Bearer {viewer}\r\n");
+    for (path, status, says) in [
+        ("/console/nodes/..%2Fetc", 400, "invalid node name"),
+        (
+            "/console/nodes/nobody",
+            404,
+            "has reported to this collector",
+        ),
+        ("/console/nodes/nobody?window=3y", 400, "known windows"),
+        ("/console/incidents/abc", 400, "not an incident number"),
+        ("/console/incidents/999", 404, "#999 is not stored"),
+        (
+            "/console/incidents?state=sideways",
+            400,
+            "expected open or resolved",
+        ),
+        (
+            "/console/?severity=loud",
+            400,
+            "expected critical, warning, info or any",
+        ),
+        ("/console/?sort=size", 400, "unknown variant"),
+        ("/console/?bogus=1", 400, "unknown field"),
+        ("/console/assets/passwd", 404, "no asset"),
+        ("/console/?page=999999", 200, "page 1 of 1"),
+    ] {
+        let (got, body) = http_get_with(&collector.http_addr, path, &bearer);
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(got, status, "{path}: {body}");
+        assert!(body.contains(says), "{path} says {says:?}: {body}");
+    }
+
+    let form = |next: &str| format!("token={viewer}&next={next}");
+    let post = |headers: &str, body: &str| {
+        nodemedic_tests::http_request(
+            &collector.http_addr,
+            "POST",
+            "/console/login",
+            &format!("Content-Type: application/x-www-form-urlencoded\r\n{headers}"),
+            body,
+        )
+    };
+    let (status, head, _) = post("", &form("/console/incidents"));
+    assert_eq!(status, 303, "{head}");
+    assert!(head.contains("location: /console/incidents"), "{head}");
+    assert!(head.contains("HttpOnly; SameSite=Strict"), "{head}");
+    let (status, head, _) = post("", &form("https%3A%2F%2Fevil.example%2F"));
+    assert_eq!(status, 303);
+    assert!(
+        head.contains("location: /console/\r\n") || head.ends_with("location: /console/"),
+        "only console paths: {head}"
+    );
+    let (status, _, body) = post("Origin: https://evil.example\r\n", &form("/console/"));
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    let (status, _, body) = post("", "token=a%3Bb");
+    assert_eq!(status, 401);
+    assert!(String::from_utf8_lossy(&body).contains("not a token"));
 }

@@ -10,7 +10,7 @@ use std::{collections::BTreeSet, convert::Infallible, time::Duration};
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use tokio::sync::{broadcast, mpsc};
-use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 
 use crate::store::writer::Events;
 
@@ -25,19 +25,22 @@ pub fn stream(
     shutdown: tokio::sync::watch::Receiver<()>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<>> {
     let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(forward(
+    tokio::spawn(names(
         events.findings.subscribe(),
         events.incidents.subscribe(),
         tx,
         shutdown,
     ));
-    Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    let events = ReceiverStream::new(rx).map(|name| Ok(Event::default().event(&name).data(name)));
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
-async fn forward(
+/// Sends the names of what changed, each once per [`COALESCE`], until `tx` is dropped or
+/// the collector stops.
+async fn names(
     mut findings: broadcast::Receiver<nodemedic_proto::v1::FindingEvent>,
     mut incidents: broadcast::Receiver<nodemedic_proto::v1::IncidentEvent>,
-    tx: mpsc::Sender<Result<Event, Infallible>>,
+    tx: mpsc::Sender<String>,
     mut shutdown: tokio::sync::watch::Receiver<()>,
 ) {
     use broadcast::error::RecvError;
@@ -69,15 +72,15 @@ async fn forward(
                 if pending.len() > MAX_NAMES {
                     refresh = true;
                 }
-                let batch: Vec<Event> = if refresh {
-                    vec![Event::default().event("refresh").data("lagged")]
+                let batch = if refresh {
+                    pending.clear();
+                    vec!["refresh".to_owned()]
                 } else {
-                    pending.iter().map(|n| Event::default().event(n).data(n)).collect()
+                    std::mem::take(&mut pending).into_iter().collect()
                 };
-                pending.clear();
                 refresh = false;
-                for event in batch {
-                    if tx.send(Ok(event)).await.is_err() {
+                for name in batch {
+                    if tx.send(name).await.is_err() {
                         return;
                     }
                 }
@@ -85,5 +88,81 @@ async fn forward(
             () = tx.closed() => return,
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nodemedic_proto::v1::{Finding, FindingEvent, Incident, IncidentEvent, Severity};
+
+    use super::*;
+
+    fn finding(node: &str) -> FindingEvent {
+        FindingEvent {
+            finding: Some(Finding {
+                node: node.into(),
+                ..Finding::fail("disk.space", Severity::Critical, "/", "full".into())
+            }),
+            ..Default::default()
+        }
+    }
+
+    async fn batch(rx: &mut mpsc::Receiver<String>) -> Vec<String> {
+        let mut got = vec![rx.recv().await.unwrap()];
+        while let Ok(Some(n)) = tokio::time::timeout(Duration::from_millis(50), rx.recv()).await {
+            got.push(n);
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn a_burst_is_named_once_and_a_lagging_page_is_told_to_refresh() {
+        let events = Events {
+            findings: broadcast::channel(8).0,
+            incidents: broadcast::channel(8).0,
+        };
+        let (stop_tx, stop) = tokio::sync::watch::channel(());
+        let (tx, mut rx) = mpsc::channel(64);
+        let task = tokio::spawn(names(
+            events.findings.subscribe(),
+            events.incidents.subscribe(),
+            tx,
+            stop,
+        ));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        for _ in 0..3 {
+            events.findings.send(finding("web-a")).unwrap();
+        }
+        events.findings.send(finding("web-b")).unwrap();
+        events
+            .incidents
+            .send(IncidentEvent {
+                incident: Some(Incident {
+                    id: 7,
+                    nodes: vec!["web-c".into()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            batch(&mut rx).await,
+            [
+                "fleet",
+                "incident-7",
+                "incidents",
+                "node-web-a",
+                "node-web-b",
+                "node-web-c"
+            ],
+            "each name once, however many changes"
+        );
+        // More than the broadcast holds between two reads: the page refetches everything.
+        for _ in 0..20 {
+            events.findings.send(finding("web-a")).unwrap();
+        }
+        assert_eq!(batch(&mut rx).await, ["refresh"]);
+        stop_tx.send(()).unwrap();
+        task.await.unwrap();
     }
 }
