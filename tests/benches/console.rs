@@ -23,12 +23,12 @@ fn spread(mut xs: Vec<f64>) -> (f64, f64) {
     (xs[xs.len() / 2], xs[xs.len() - 1])
 }
 
-fn measure(collector: &CollectorProcess, what: &str, path: &str, runs: usize) {
+fn measure(collector: &CollectorProcess, what: &str, path: &str, headers: &str, runs: usize) {
     let (mut server, mut whole) = (Vec::new(), Vec::new());
     let mut bytes = 0;
     for _ in 0..runs {
         let started = Instant::now();
-        let (status, body) = http_get_with(&collector.http_addr, path, "");
+        let (status, body) = http_get_with(&collector.http_addr, path, headers);
         whole.push(started.elapsed().as_secs_f64() * 1000.0);
         assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
         let body = String::from_utf8(body).unwrap();
@@ -73,25 +73,29 @@ async fn main() {
         &collector,
         "fleet, first page (worst first)",
         "/console/",
+        "",
         runs,
     );
     measure(
         &collector,
         "fleet, warning+, sorted by name",
         "/console/?severity=warning&sort=name",
+        "",
         runs,
     );
-    measure(&collector, "fleet, page 50", "/console/?page=50", runs);
+    measure(&collector, "fleet, page 50", "/console/?page=50", "", runs);
     measure(
         &collector,
         "fleet, live region (htmx)",
         "/console/?page=1",
+        "HX-Request: true\r\n",
         runs,
     );
     measure(
         &collector,
         "node page, 6 h",
         "/console/nodes/node-00042",
+        "",
         runs,
     );
     collector.kill();
@@ -103,12 +107,14 @@ async fn main() {
         &collector,
         "node page, 1 h (360 reports)",
         "/console/nodes/node-00000?window=1h",
+        "",
         runs,
     );
     measure(
         &collector,
         "node page, 24 h (8,640 reports)",
         "/console/nodes/node-00000?window=24h",
+        "",
         runs,
     );
     collector.kill();
