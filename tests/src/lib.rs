@@ -241,7 +241,19 @@ pub fn http_request(
 /// An HTTPS GET to `addr` trusting the CA in `ca` (the collector's certificate names
 /// `localhost`), with a bearer `token` when given; answers (status, body).
 pub fn https_get(addr: &str, path: &str, ca: &Path, token: Option<&str>) -> (u16, Vec<u8>) {
-    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+    https_get_as(addr, path, ca, token, None)
+}
+
+/// [`https_get`] presenting the client certificate and key in `cert` (PEM files), as a
+/// browser holding a role certificate does.
+pub fn https_get_as(
+    addr: &str,
+    path: &str,
+    ca: &Path,
+    token: Option<&str>,
+    cert: Option<(&Path, &Path)>,
+) -> (u16, Vec<u8>) {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).expect("read the CA") {
         roots.add(cert.expect("a PEM certificate")).unwrap();
@@ -251,8 +263,19 @@ pub fn https_get(addr: &str, path: &str, ca: &Path, token: Option<&str>) -> (u16
     ))
     .with_safe_default_protocol_versions()
     .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    .with_root_certificates(roots);
+    let config = match cert {
+        Some((cert, key)) => config
+            .with_client_auth_cert(
+                CertificateDer::pem_file_iter(cert)
+                    .expect("read the client certificate")
+                    .map(|c| c.expect("a PEM certificate"))
+                    .collect(),
+                PrivateKeyDer::from_pem_file(key).expect("read the client key"),
+            )
+            .expect("a usable client certificate"),
+        None => config.with_no_client_auth(),
+    };
     let conn = rustls::ClientConnection::new(
         std::sync::Arc::new(config),
         ServerName::try_from("localhost").unwrap(),

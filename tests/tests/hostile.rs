@@ -474,7 +474,7 @@ async fn viewers_never_see_a_credential_on_any_path() {
         .into_inner();
     let text = serde_json::to_string(&node).unwrap();
     assert_eq!(leaked(&text), Vec::<&str>::new(), "{text}");
-    for incident in node.incidents {
+    for incident in &node.incidents {
         let mut req =
             tonic::Request::new(nodemedic_proto::v1::GetIncidentRequest { id: incident.id });
         req.metadata_mut()
@@ -483,6 +483,37 @@ async fn viewers_never_see_a_credential_on_any_path() {
         let text = serde_json::to_string(&got).unwrap();
         assert_eq!(leaked(&text), Vec::<&str>::new(), "{text}");
     }
+
+    // The web console's pages, the node page's history and charts included.
+    let mut pages = vec![
+        "/console/".to_owned(),
+        format!("/console/nodes/{NODE}?window=1h"),
+        "/console/incidents".to_owned(),
+    ];
+    pages.extend(
+        node.incidents
+            .iter()
+            .map(|i| format!("/console/incidents/{}", i.id)),
+    );
+    assert!(pages.len() > 3, "the node's incident is among the pages");
+    for page in &pages {
+        let text = String::from_utf8_lossy(&server.http_get_with(page, &viewer).await).into_owned();
+        assert!(
+            text.trim_end().ends_with("</html>"),
+            "{page} is a whole page: {text}"
+        );
+        assert_eq!(leaked(&text), Vec::<&str>::new(), "{page}: {text}");
+    }
+    let text = String::from_utf8_lossy(
+        &server
+            .http_get_with(&format!("/console/nodes/{NODE}"), &operator)
+            .await,
+    )
+    .into_owned();
+    assert!(
+        !leaked(&text).is_empty(),
+        "an operator's console shows what the node sent"
+    );
 
     // The HTTP bundle, every file in it, summary.html included.
     let answer = server.http_get_with("/api/v1/bundle", &viewer).await;

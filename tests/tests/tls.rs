@@ -475,6 +475,20 @@ fn tooling_calls_need_a_role() {
     let (code, _, err) = with_cert("client-dashboard", &["collect"]);
     assert_ne!(code, 0);
     assert!(err.contains("cert:dashboard is a viewer"), "{err}");
+    // The web console to a browser holding a role certificate: no login needed.
+    let (status, body) = nodemedic_tests::https_get_as(
+        &collector.process.http_addr,
+        "/console/",
+        Path::new(&ca),
+        None,
+        Some((
+            Path::new(&path(&certs_dir, "client-dashboard.pem")),
+            Path::new(&path(&certs_dir, "client-dashboard-key.pem")),
+        )),
+    );
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("cert:dashboard (viewer)"), "{body}");
     let (code, _, err) = with_cert("client-ci-bot", &["collect"]);
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = with_cert("agent-node-a", &["nodes"]);

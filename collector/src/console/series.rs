@@ -291,6 +291,54 @@ mod tests {
     }
 
     #[test]
+    fn pods_against_their_limits_and_dns_latency_per_server() {
+        use nodemedic_proto::v1::{CgroupsSection, DnsProbeStats, DnsSection, PodUsage};
+        let mut g = Gatherer::new(Window::new(0, 3_600_000));
+        let usage = |container: &str, ws: u64, limit: u64| PodUsage {
+            namespace: "shop".into(),
+            pod: "cart-1".into(),
+            container: container.into(),
+            working_set_bytes: ws,
+            limit_bytes: limit,
+            ..Default::default()
+        };
+        g.report(&NodeReport {
+            collected_at: Some(timestamp_from_millis(60_000)),
+            cgroups: Some(CgroupsSection {
+                top: vec![usage("app", 90, 100), usage("", 10, 0)],
+                ..Default::default()
+            }),
+            dns: Some(DnsSection {
+                probes: vec![
+                    DnsProbeStats {
+                        nameserver: "10.96.0.10".into(),
+                        protocol: "udp".into(),
+                        answered: 5,
+                        p95_ms: 12.5,
+                        ..Default::default()
+                    },
+                    // Nothing answered: no latency to plot.
+                    DnsProbeStats {
+                        nameserver: "10.96.0.11".into(),
+                        protocol: "udp".into(),
+                        p95_ms: 0.0,
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let h = g.finish();
+        assert_eq!(h.pods.len(), 1, "a pod without a limit has no share of it");
+        assert_eq!(h.pods[0].label, "shop/cart-1/app");
+        assert_eq!(h.pods[0].last(), Some(90.0));
+        assert_eq!(h.dns.len(), 1);
+        assert_eq!(h.dns[0].label, "10.96.0.10 udp");
+        assert_eq!(h.dns[0].last(), Some(12.5));
+    }
+
+    #[test]
     fn only_the_fullest_lines_are_drawn() {
         let mut lines = Lines::default();
         let w = Window::new(0, 1000);
