@@ -6,7 +6,8 @@
 //! fleet page turns the node red *without a reload* when its kubelet filesystem fills; the
 //! incident page shows the runbook's steps with their commands; the node page draws the
 //! disk plot; the bundle form's download works with the login alone; a collector that goes
-//! away is said so on the page, which reconnects when it is back. Screenshots (light and
+//! away is said so on the page, which reconnects when it is back; the incidents page shows
+//! the incident resolving in place when the space is freed. Screenshots (light and
 //! dark) are kept in `target/test-artifacts/console/`.
 
 use std::{
@@ -406,6 +407,44 @@ async fn the_console_shows_a_node_filling_up_live() {
         checked.files.keys()
     );
 
+    // The incidents page follows too: space freed, the incident resolves in place.
+    c.goto(&format!("{base}/console/incidents")).await.unwrap();
+    let incident = format!(
+        "#incidents tr[data-incident=\"{}\"]",
+        href.rsplit('/').next().unwrap()
+    );
+    assert_eq!(
+        attr(&c, &incident, "data-state").await.as_deref(),
+        Some("open")
+    );
+    live_status(
+        &c,
+        "live",
+        Duration::from_secs(20),
+        "the incidents page to go live",
+    )
+    .await;
+    c.execute("window.__not_reloaded = true; return true;", vec![])
+        .await
+        .unwrap();
+    std::fs::remove_file(kubelet.join("filler")).unwrap();
+    until(
+        Duration::from_secs(60),
+        "the incident to resolve on the page",
+        || async { (attr(&c, &incident, "data-state").await? == "resolved").then_some(()) },
+    )
+    .await;
+    let kept = c
+        .execute("return window.__not_reloaded === true;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        kept,
+        serde_json::Value::Bool(true),
+        "resolved in place, not reloaded"
+    );
+    screenshot(&c, "incidents-resolved.png").await;
+
     // The collector goes away: the page says so, and reconnects when it is back.
     collector.kill();
     live_status(
@@ -417,7 +456,7 @@ async fn the_console_shows_a_node_filling_up_live() {
     .await;
     let notice = text(&c, "#live-status").await;
     assert!(notice.contains("reconnecting"), "{notice}");
-    screenshot(&c, "node-disconnected.png").await;
+    screenshot(&c, "disconnected.png").await;
     let _back = CollectorProcess::start_on(&data, &grpc, &http, &flags);
     live_status(&c, "live", Duration::from_secs(60), "the page to reconnect").await;
     c.close().await.unwrap();

@@ -138,6 +138,16 @@ fn error_page(caller: &Caller, status: StatusCode, title: &str, message: String)
     r
 }
 
+/// The page for a store that cannot be read now (a full disk, a locked or corrupt file).
+fn unreadable(caller: &Caller, why: String) -> Response {
+    error_page(
+        caller,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The store cannot be read",
+        why,
+    )
+}
+
 /// The caller, or the refusal: the login form for the page at `path` (back there after
 /// login), plain text for htmx and the event stream (`path` empty).
 fn viewer(
@@ -346,12 +356,7 @@ pub async fn fleet(
     let rows = match read(&c, |r| r.nodes()).await {
         Ok(rows) => rows,
         Err(e) => {
-            return error_page(
-                &caller,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The store cannot be read",
-                e,
-            );
+            return unreadable(&caller, e);
         }
     };
     let rows: Vec<FleetRow> = rows
@@ -484,12 +489,7 @@ pub async fn incidents(
     let (list, truncated) = match read(&c, move |r| r.incidents(&filter)).await {
         Ok(x) => x,
         Err(e) => {
-            return error_page(
-                &caller,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The store cannot be read",
-                e,
-            );
+            return unreadable(&caller, e);
         }
     };
     let now = now();
@@ -539,12 +539,7 @@ pub async fn incident(
     let found = match read(&c, move |r| r.incident(id)).await {
         Ok(found) => found,
         Err(e) => {
-            return error_page(
-                &caller,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The store cannot be read",
-                e,
-            );
+            return unreadable(&caller, e);
         }
     };
     let Some(i) = found else {
@@ -680,12 +675,7 @@ pub async fn node(
             );
         }
         Err(e) => {
-            return error_page(
-                &caller,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The store cannot be read",
-                e,
-            );
+            return unreadable(&caller, e);
         }
     };
     let charts = match views::charts(&history, w, now) {
