@@ -88,15 +88,7 @@ impl QueryService {
 
     fn summary(&self, row: NodeRow) -> NodeSummary {
         let [critical, warning, info] = row.open;
-        let worst = if critical > 0 {
-            Severity::Critical
-        } else if warning > 0 {
-            Severity::Warning
-        } else if info > 0 {
-            Severity::Info
-        } else {
-            Severity::Unspecified
-        };
+        let worst = row.worst();
         NodeSummary {
             connected: self.registry.is_connected(&row.name),
             name: row.name,

@@ -147,6 +147,17 @@ impl MountRole {
     }
 }
 
+impl crate::v1::Mount {
+    /// Space used as `df` counts it, % of the size (reserved blocks count as used: what
+    /// is not available); `None` for a filesystem of no size.
+    pub fn used_percent(&self) -> Option<f64> {
+        (self.bytes_total > 0).then(|| {
+            (self.bytes_total - self.bytes_available.min(self.bytes_total)) as f64 * 100.0
+                / self.bytes_total as f64
+        })
+    }
+}
+
 /// Formats a byte count with binary units, as people read disk sizes: `1.5 GiB`.
 pub fn human_bytes(bytes: f64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];

@@ -133,6 +133,22 @@ async fn click(c: &Client, css: &str) {
         .unwrap();
 }
 
+/// Marks the page in a way a reload would wipe (see [`not_reloaded`]).
+async fn mark_page(c: &Client) {
+    c.execute("window.__not_reloaded = true; return true;", vec![])
+        .await
+        .unwrap();
+}
+
+/// Whether the page [`mark_page`] marked is still the one shown.
+async fn not_reloaded(c: &Client) -> bool {
+    let kept = c
+        .execute("return window.__not_reloaded === true;", vec![])
+        .await
+        .unwrap();
+    kept == serde_json::Value::Bool(true)
+}
+
 /// Presses and releases `key`.
 async fn press(c: &Client, key: Key) {
     let key: char = key.into();
@@ -294,9 +310,7 @@ async fn the_console_shows_a_node_filling_up_live() {
     press(&c, Key::Tab).await;
     assert_eq!(focused(&c, "name").await.as_deref(), Some("q"));
     // A mark that a reload would wipe.
-    c.execute("window.__not_reloaded = true; return true;", vec![])
-        .await
-        .unwrap();
+    mark_page(&c).await;
 
     fill(&kubelet);
     until(
@@ -305,13 +319,8 @@ async fn the_console_shows_a_node_filling_up_live() {
         || async { (attr(&c, &row, "data-severity").await? == "critical").then_some(()) },
     )
     .await;
-    let kept = c
-        .execute("return window.__not_reloaded === true;", vec![])
-        .await
-        .unwrap();
-    assert_eq!(
-        kept,
-        serde_json::Value::Bool(true),
+    assert!(
+        not_reloaded(&c).await,
         "the page was updated in place, not reloaded"
     );
     let badge = text(&c, &format!("{row} .badge")).await;
@@ -424,9 +433,7 @@ async fn the_console_shows_a_node_filling_up_live() {
         "the incidents page to go live",
     )
     .await;
-    c.execute("window.__not_reloaded = true; return true;", vec![])
-        .await
-        .unwrap();
+    mark_page(&c).await;
     std::fs::remove_file(kubelet.join("filler")).unwrap();
     until(
         Duration::from_secs(60),
@@ -434,15 +441,7 @@ async fn the_console_shows_a_node_filling_up_live() {
         || async { (attr(&c, &incident, "data-state").await? == "resolved").then_some(()) },
     )
     .await;
-    let kept = c
-        .execute("return window.__not_reloaded === true;", vec![])
-        .await
-        .unwrap();
-    assert_eq!(
-        kept,
-        serde_json::Value::Bool(true),
-        "resolved in place, not reloaded"
-    );
+    assert!(not_reloaded(&c).await, "resolved in place, not reloaded");
     screenshot(&c, "incidents-resolved.png").await;
 
     // The collector goes away: the page says so, and reconnects when it is back.

@@ -37,11 +37,7 @@ fn disk_used(r: &NodeReport) -> Option<f64> {
         .as_ref()?
         .mounts
         .iter()
-        .filter(|m| m.bytes_total > 0)
-        .map(|m| {
-            (m.bytes_total - m.bytes_available.min(m.bytes_total)) as f64 * 100.0
-                / m.bytes_total as f64
-        })
+        .filter_map(|m| m.used_percent())
         .reduce(f64::max)
 }
 

@@ -31,31 +31,13 @@ impl FleetRow {
     /// A store row, with whether the node is connected.
     pub fn new(row: NodeRow, connected: bool) -> Self {
         FleetRow {
-            worst: worst(row.open),
+            worst: row.worst(),
             open: row.open,
             connected,
             last_report: row.last_report,
             agent_version: row.agent_version,
             name: row.name,
         }
-    }
-
-    /// The CSS class and word of its worst severity (`ok` when nothing is open).
-    pub fn severity(&self) -> &'static str {
-        match self.worst {
-            Severity::Unspecified => "ok",
-            s => s.label(),
-        }
-    }
-}
-
-/// The worst severity of open counts `[critical, warning, info]`.
-pub fn worst(open: [u32; 3]) -> Severity {
-    match open {
-        [c, _, _] if c > 0 => Severity::Critical,
-        [_, w, _] if w > 0 => Severity::Warning,
-        [_, _, i] if i > 0 => Severity::Info,
-        _ => Severity::Unspecified,
     }
 }
 
@@ -237,6 +219,7 @@ pub fn page(rows: Vec<FleetRow>, query: &FleetQuery, min: Option<Severity>) -> F
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::worst_of as worst;
 
     fn row(name: &str, open: [u32; 3], connected: bool, last: i64) -> FleetRow {
         FleetRow {

@@ -373,7 +373,7 @@ pub async fn fleet(
         .iter()
         .map(|r| RowView {
             name: r.name.clone(),
-            severity: r.severity(),
+            severity: views::severity_word(r.worst),
             open: r.open,
             connected: r.connected,
             last_ago: r
@@ -692,7 +692,7 @@ pub async fn node(
     let latest = latest.map(|r| for_caller(&caller, r));
     let (facts, mounts, dns) = latest.as_ref().map(views::latest).unwrap_or_default();
     let n = NodeView {
-        severity: views::severity_word(fleet::worst(row.open)),
+        severity: views::severity_word(row.worst()),
         connected: c.registry.is_connected(&row.name),
         version: row.agent_version.clone(),
         last_report: views::when(row.last_report, now),

@@ -44,17 +44,15 @@ pub fn svg(chart: &Chart<'_>, window: Window, now: i64) -> Result<Option<String>
     if chart.lines.iter().all(|s| s.points.is_empty()) {
         return Ok(None);
     }
+    let failed = |e: &dyn std::fmt::Display| PlotError {
+        title: chart.title.to_owned(),
+        message: e.to_string(),
+    };
     let mut out = String::new();
     {
         let root = SVGBackend::with_string(&mut out, SIZE).into_drawing_area();
-        draw(&root, chart, window, now).map_err(|e| PlotError {
-            title: chart.title.to_owned(),
-            message: e.to_string(),
-        })?;
-        root.present().map_err(|e| PlotError {
-            title: chart.title.to_owned(),
-            message: e.to_string(),
-        })?;
+        draw(&root, chart, window, now).map_err(|e| failed(&e))?;
+        root.present().map_err(|e| failed(&e))?;
     }
     Ok(Some(out))
 }

@@ -61,17 +61,19 @@ impl Lines {
         if !value.is_finite() {
             return;
         }
-        if !self.by_label.contains_key(label) && self.by_label.len() >= MAX_SERIES {
-            return;
-        }
         let Some(bucket) = w.bucket(at) else { return };
-        self.by_label
-            .entry(label.to_owned())
-            .or_insert_with(|| Series {
+        let t = w.start + bucket * w.width;
+        // A known line (every point but a line's first) is found without allocating.
+        if let Some(line) = self.by_label.get_mut(label) {
+            line.add(t, value, keep);
+        } else if self.by_label.len() < MAX_SERIES {
+            let mut line = Series {
                 label: label.to_owned(),
                 points: Vec::new(),
-            })
-            .add(w.start + bucket * w.width, value, keep);
+            };
+            line.add(t, value, keep);
+            self.by_label.insert(label.to_owned(), line);
+        }
     }
 
     /// The [`MAX_LINES`] series with the highest latest value.
@@ -173,9 +175,10 @@ impl Gatherer {
         self.reports += 1;
         self.forecasts.clear();
         if let Some(disk) = &r.disk {
-            for m in disk.mounts.iter().filter(|m| m.bytes_total > 0) {
-                let used = (m.bytes_total - m.bytes_available.min(m.bytes_total)) as f64 * 100.0
-                    / m.bytes_total as f64;
+            for m in &disk.mounts {
+                let Some(used) = m.used_percent() else {
+                    continue;
+                };
                 self.disk.add(&w, &m.mount_point, at, used, Keep::Max);
                 if let Some(hours) = m.full_in_hours.filter(|h| h.is_finite() && *h >= 0.0) {
                     self.forecasts.push(Forecast {

@@ -296,10 +296,8 @@ pub fn latest(r: &NodeReport) -> (Vec<(String, String)>, Vec<MountRow>, Vec<DnsR
         .map(|m| {
             (
                 m.mount_point.clone(),
-                pct(
-                    m.bytes_total - m.bytes_available.min(m.bytes_total),
-                    m.bytes_total,
-                ),
+                m.used_percent()
+                    .map_or_else(|| "-".to_owned(), |p| format!("{p:.1} %")),
                 human_bytes(m.bytes_total as f64),
                 pct(m.inodes_used, m.inodes_total),
                 m.full_in_hours

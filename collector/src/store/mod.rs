@@ -166,6 +166,23 @@ pub struct NodeRow {
     pub open: [u32; 3],
 }
 
+impl NodeRow {
+    /// The severity of its worst open finding (`Unspecified`: none open).
+    pub fn worst(&self) -> Severity {
+        worst_of(self.open)
+    }
+}
+
+/// The worst severity of open-finding counts `[critical, warning, info]`.
+pub fn worst_of(open: [u32; 3]) -> Severity {
+    match open {
+        [c, _, _] if c > 0 => Severity::Critical,
+        [_, w, _] if w > 0 => Severity::Warning,
+        [_, _, i] if i > 0 => Severity::Info,
+        _ => Severity::Unspecified,
+    }
+}
+
 /// Which findings to list.
 #[derive(Debug, Clone, Default)]
 pub struct FindingFilter {
